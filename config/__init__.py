@@ -1,0 +1,1 @@
+"""Default configuration and default memory, shipped inside the wheel."""

@@ -1,0 +1,1 @@
+"""mailcoach: a local mail server where AI agents and robots have mailboxes."""

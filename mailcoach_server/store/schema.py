@@ -1,0 +1,83 @@
+"""The SQLite index beside the mbox files: what mbox cannot hold.
+
+Messages live in ``trace`` (byte offsets here); this index adds each
+party's memory order, pending deliveries (the "processed up to" state),
+party state (model, expectations), IMAP folders with UIDs and flags, and
+costs. WAL mode, one writer.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+__all__ = ["SCHEMA_VERSION", "connect"]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS messages (
+    id          INTEGER PRIMARY KEY,     -- order of arrival, 1-based
+    file        TEXT NOT NULL,           -- 'trace', or 'imap' for mail appended by a client
+    offset      INTEGER NOT NULL,        -- start of the quoted message in that file
+    length      INTEGER NOT NULL,        -- bytes of the quoted message
+    size        INTEGER NOT NULL,        -- bytes of the message itself (LF line ends)
+    message_id  TEXT NOT NULL,
+    sender      TEXT NOT NULL,
+    recipients  TEXT NOT NULL,           -- To and Cc, comma separated
+    subject     TEXT NOT NULL,
+    in_reply_to TEXT NOT NULL,
+    thread      TEXT NOT NULL,           -- Message-ID of the thread's first message
+    auto_round  INTEGER NOT NULL,        -- automatic messages since the last human one
+    cost        REAL NOT NULL,           -- USD spent to generate it
+    received_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_mid ON messages(message_id);
+CREATE TABLE IF NOT EXISTS parties (
+    address   TEXT PRIMARY KEY,
+    kind      TEXT NOT NULL,             -- user, agent, robot
+    state     TEXT NOT NULL,             -- JSON: model, expect
+    mbox_size INTEGER NOT NULL           -- bytes of <address>.mbox as last committed
+);
+CREATE TABLE IF NOT EXISTS memory (
+    party   TEXT NOT NULL,
+    pos     INTEGER NOT NULL,
+    message INTEGER NOT NULL,
+    PRIMARY KEY (party, pos)
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id      INTEGER PRIMARY KEY,
+    party   TEXT NOT NULL,
+    message INTEGER NOT NULL,
+    model   TEXT,                        -- model in force when it arrived (agents)
+    done    INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries(party, done, id);
+CREATE TABLE IF NOT EXISTS folders (
+    name        TEXT PRIMARY KEY,
+    uidvalidity INTEGER NOT NULL,
+    uidnext     INTEGER NOT NULL,
+    special     TEXT NOT NULL DEFAULT '',
+    subscribed  INTEGER NOT NULL DEFAULT 1
+);
+CREATE TABLE IF NOT EXISTS folder_messages (
+    folder  TEXT NOT NULL,
+    uid     INTEGER NOT NULL,
+    message INTEGER NOT NULL,
+    flags   TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (folder, uid)
+);
+"""
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    # FULL: the WAL is fsynced at each commit, so "accepted" survives power loss too.
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.executescript(_SCHEMA)
+    row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+    if row is None:
+        conn.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+    return conn

@@ -1,0 +1,547 @@
+"""The durable store: ``trace``, one ``<address>.mbox`` per party, and the index.
+
+Every accepted message goes through ``Store.commit`` with a ``WritePlan``
+that says everything the message changes (memories, deliveries, party
+state, folders). Plans are made on the event loop, in order, against the
+in-memory state kept here; a single writer thread persists them in that
+order. Concurrent commits are grouped: one fsync of each touched file and
+one SQLite transaction for the whole group, then every waiter is told.
+
+Order of writes inside a group, which is what makes recovery simple:
+trace (fsync) → party files (fsync) → SQLite commit. At open, anything in
+a file past what the index knows was never acknowledged and is cut off.
+
+Not here: deciding what a message means (postmaster/router) or IMAP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import StoreError
+from . import mbox
+from .schema import connect
+
+__all__ = ["FILES", "Delivery", "MessageMeta", "Store", "StoredMessage", "WritePlan", "party_file_name"]
+
+log = logging.getLogger(__name__)
+
+
+#: Append-only message files: the trace (every message that flowed), mail
+#: APPENDed by IMAP clients, and rewritten copies (a cloned agent's memory).
+FILES = ("trace", "imap", "copies")
+
+
+def party_file_name(address: str) -> str:
+    return f"{address}.mbox"
+
+
+@dataclass(frozen=True, slots=True)
+class MessageMeta:
+    """What the index records of a message (the bytes are in the file)."""
+
+    id: int
+    message_id: str
+    sender: str
+    recipients: tuple[str, ...]
+    subject: str
+    in_reply_to: str
+    thread: str
+    auto_round: int
+    cost: float
+    received_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    meta: MessageMeta
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A message a party has to act on, not yet done."""
+
+    id: int
+    party: str
+    message: int
+    model: str | None
+
+
+@dataclass(slots=True)
+class WritePlan:
+    """Everything one message changes, decided before it is written."""
+
+    raw: bytes
+    meta: MessageMeta
+    file: str = "trace"
+    #: parties whose memory gets the message appended, in order
+    memory_appends: list[str] = field(default_factory=list)
+    #: party -> its whole new memory (rollback, pop), applied before the appends
+    memory_rewrites: dict[str, list[int]] = field(default_factory=dict)
+    #: new or changed parties: address -> (kind, state)
+    party_states: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    #: parties that must act on the message: (party, model)
+    deliveries: list[tuple[str, str | None]] = field(default_factory=list)
+    #: the delivery this message answers, marked done in the same transaction
+    completes: int | None = None
+    #: IMAP folders the message appears in (its UID there is its message id)
+    folders: list[str] = field(default_factory=list)
+    folder_flags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Party:
+    kind: str
+    state: dict[str, Any]
+    memory: list[int]
+    mbox_size: int
+
+
+class Store:
+    """Open with ``Store.open(data_dir)``; close with ``await store.aclose()``."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.trace_path = data_dir / "trace"
+        self._db = connect(data_dir / "index.sqlite")
+        self._read = sqlite3.connect(
+            data_dir / "index.sqlite", isolation_level=None, check_same_thread=False
+        )
+        self._read_lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+        self._queue: list[tuple[WritePlan, asyncio.Future[StoredMessage]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._wakeup: asyncio.Event | None = None
+        self._broken: BaseException | None = None
+        self._closed = False
+        self._files: dict[str, int] = {}  # file name -> size committed (trace and imap)
+        self.parties: dict[str, _Party] = {}
+        self.folders: dict[str, int] = {}  # name -> uidvalidity
+        self._next_id = 1
+        self._pending_meta: dict[int, MessageMeta] = {}  # planned, not yet committed
+        self._next_delivery = 1
+        self.listeners: list[Any] = []  # callables(list[WritePlan]) after each group commit
+        self._recover()
+
+    # -- opening and recovery -------------------------------------------------
+
+    @classmethod
+    def open(cls, data_dir: Path) -> Store:
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            probe = data_dir / ".write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise StoreError(f"cannot write the data directory {data_dir}: {exc.strerror}") from None
+        try:
+            return cls(data_dir)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{data_dir / 'index.sqlite'}: {exc}") from None
+
+    def _recover(self) -> None:
+        db = self._db
+        self._next_id = (db.execute("SELECT MAX(id) FROM messages").fetchone()[0] or 0) + 1
+        self._next_delivery = (db.execute("SELECT MAX(id) FROM deliveries").fetchone()[0] or 0) + 1
+        for name in FILES:
+            row = db.execute(
+                "SELECT offset + length + 1 FROM messages WHERE file=? ORDER BY id DESC LIMIT 1",
+                (name,),
+            ).fetchone()
+            committed = row[0] if row else 0
+            self._files[name] = self._cut_file(self.data_dir / name, committed)
+        for address, kind, state, size in db.execute(
+            "SELECT address, kind, state, mbox_size FROM parties"
+        ):
+            memory = [m for (m,) in db.execute(
+                "SELECT message FROM memory WHERE party=? ORDER BY pos", (address,)
+            )]
+            self.parties[address] = _Party(kind, json.loads(state), memory, size)
+            path = self.data_dir / party_file_name(address)
+            actual = path.stat().st_size if path.exists() else 0
+            if actual > size:
+                self._cut_file(path, size)
+            elif actual < size:
+                log.warning("%s is shorter than the index says; rewriting it", path.name)
+                self._rewrite_party_file(address)
+        for name, validity in db.execute("SELECT name, uidvalidity FROM folders"):
+            self.folders[name] = validity
+
+    def _cut_file(self, path: Path, committed: int) -> int:
+        """Drop bytes past the last committed entry: they were never acknowledged."""
+        actual = path.stat().st_size if path.exists() else 0
+        if actual < committed:
+            raise StoreError(
+                f"{path} is shorter ({actual} bytes) than its index says ({committed}); "
+                "it was truncated or replaced outside mailcoach"
+            )
+        if actual > committed:
+            log.warning("%s: cutting %d unacknowledged bytes after a crash",
+                        path.name, actual - committed)
+            with open(path, "r+b") as f:
+                f.truncate(committed)
+                os.fsync(f.fileno())
+        return committed
+
+    # -- planning helpers (event loop thread) ---------------------------------
+
+    def allocate_message_id(self) -> int:
+        number = self._next_id
+        self._next_id += 1
+        return number
+
+    def ensure_folder(self, folder: str, special: str = "") -> None:
+        """Create an IMAP folder record (durably) if it does not exist yet."""
+        if folder in self.folders:
+            return
+        validity = _new_uidvalidity()
+        self.folders[folder] = validity
+        # Rare, and must be on disk before any message is filed in it.
+        self._executor.submit(lambda: self._db.execute(
+            "INSERT OR IGNORE INTO folders(name, uidvalidity, uidnext, special) VALUES (?,?,1,?)",
+            (folder, validity, special),
+        )).result()
+
+    # -- committing ------------------------------------------------------------
+
+    async def commit(self, plan: WritePlan) -> StoredMessage:
+        """Persist ``plan``; returns once it is on disk (fsync) and indexed."""
+        return (await self.commit_many([plan]))[0]
+
+    async def commit_many(self, plans: Sequence[WritePlan]) -> list[StoredMessage]:
+        """Persist plans in order, in one group if the writer is idle.
+
+        Everything before the first ``await`` runs at once, so plans made
+        one after the other on the event loop are written in that order.
+        """
+        if self._broken is not None:
+            raise StoreError(f"the store stopped after a write error: {self._broken}")
+        if self._closed:
+            raise StoreError("the store is closed")
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[StoredMessage]] = []
+        for plan in plans:
+            self._apply_in_memory(plan)
+            future: asyncio.Future[StoredMessage] = loop.create_future()
+            self._queue.append((plan, future))
+            futures.append(future)
+        if self._writer is None or self._writer.done():
+            self._wakeup = asyncio.Event()
+            self._writer = asyncio.create_task(self._write_loop(), name="store-writer")
+        assert self._wakeup is not None
+        self._wakeup.set()
+        return [await future for future in futures]
+
+    def _apply_in_memory(self, plan: WritePlan) -> None:
+        """Plans are made against this state, so it changes at once, in order."""
+        for address, (kind, state) in plan.party_states.items():
+            party = self.parties.get(address)
+            if party is None:
+                self.parties[address] = _Party(kind, dict(state), [], 0)
+            else:
+                party.kind, party.state = kind, dict(state)
+        for address, memory in plan.memory_rewrites.items():
+            self.parties[address].memory = list(memory)
+        for address in plan.memory_appends:
+            self.parties[address].memory.append(plan.meta.id)
+        self._pending_meta[plan.meta.id] = plan.meta
+
+    async def _write_loop(self) -> None:
+        assert self._wakeup is not None
+        while True:
+            if not self._queue:
+                self._wakeup.clear()
+                if self._closed:
+                    return
+                await self._wakeup.wait()
+                continue
+            batch, self._queue = self._queue, []
+            plans = [plan for plan, _ in batch]
+            try:
+                results = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, self._write_batch, plans
+                )
+            except Exception as exc:  # disk full, I/O error: fail every waiter, stop writing
+                log.exception("store write failed")
+                self._broken = exc
+                for _, future in batch + self._queue:
+                    if not future.done():
+                        future.set_exception(StoreError(f"cannot write the store: {exc}"))
+                self._queue = []
+                return
+            for plan in plans:
+                self._pending_meta.pop(plan.meta.id, None)
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+            for listener in list(self.listeners):
+                try:
+                    listener(plans)
+                except Exception:
+                    log.exception("store listener failed")
+
+    def _write_batch(self, plans: Sequence[WritePlan]) -> list[StoredMessage]:
+        """Writer thread: files first (fsync), then one SQLite transaction."""
+        results: list[StoredMessage] = []
+        entries: dict[str, list[tuple[WritePlan, bytes, int]]] = {}
+        for plan in plans:
+            entry, head = mbox.frame(plan.raw, plan.meta.sender, plan.meta.received_at)
+            entries.setdefault(plan.file, []).append((plan, entry, head))
+        offsets: dict[int, tuple[int, int]] = {}
+        for name, items in entries.items():
+            start = self._files[name]
+            with open(self.data_dir / name, "ab") as f:
+                position = start
+                for plan, entry, head in items:
+                    offsets[plan.meta.id] = (position + head, len(entry) - head - 1)
+                    position += len(entry)
+                f.write(b"".join(entry for _, entry, _ in items))
+                f.flush()
+                os.fsync(f.fileno())
+            if start == 0:
+                _fsync_dir(self.data_dir)
+            self._files[name] = position
+
+        # Party files: rewrites (atomic replace) then appends, each file fsynced once.
+        party_sizes: dict[str, int] = {}
+        appends: dict[str, list[bytes]] = {}
+        for plan in plans:
+            for party in plan.memory_rewrites:
+                self._flush_appends(appends, party_sizes)
+                party_sizes[party] = self._rewrite_party_file(party, pending=plan)
+            entry, _ = mbox.frame(plan.raw, plan.meta.sender, plan.meta.received_at)
+            for party in plan.memory_appends:
+                appends.setdefault(party, []).append(entry)
+        self._flush_appends(appends, party_sizes)
+
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            for plan in plans:
+                meta = plan.meta
+                offset, length = offsets[meta.id]
+                db.execute(
+                    "INSERT INTO messages VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (meta.id, plan.file, offset, length, len(mbox.to_lf(plan.raw)),
+                     meta.message_id, meta.sender, ",".join(meta.recipients), meta.subject,
+                     meta.in_reply_to, meta.thread, meta.auto_round, meta.cost,
+                     meta.received_at),
+                )
+                for address, (kind, state) in plan.party_states.items():
+                    db.execute(
+                        "INSERT INTO parties VALUES (?,?,?,0) ON CONFLICT(address) "
+                        "DO UPDATE SET kind=excluded.kind, state=excluded.state",
+                        (address, kind, json.dumps(state)),
+                    )
+                for party, memory in plan.memory_rewrites.items():
+                    db.execute("DELETE FROM memory WHERE party=?", (party,))
+                    db.executemany(
+                        "INSERT INTO memory VALUES (?,?,?)",
+                        [(party, pos, m) for pos, m in enumerate(memory)],
+                    )
+                for party in plan.memory_appends:
+                    db.execute(
+                        "INSERT INTO memory SELECT ?, COALESCE(MAX(pos)+1, 0), ? "
+                        "FROM memory WHERE party=?",
+                        (party, meta.id, party),
+                    )
+                for party, model in plan.deliveries:
+                    db.execute(
+                        "INSERT INTO deliveries(party, message, model) VALUES (?,?,?)",
+                        (party, meta.id, model),
+                    )
+                if plan.completes is not None:
+                    db.execute("UPDATE deliveries SET done=1 WHERE id=?", (plan.completes,))
+                for folder in plan.folders:
+                    # UID = message id: ascending in every folder, never reused.
+                    db.execute(
+                        "INSERT INTO folder_messages VALUES (?,?,?,?)",
+                        (folder, meta.id, meta.id, plan.folder_flags.get(folder, "")),
+                    )
+                results.append(StoredMessage(meta, len(mbox.to_lf(plan.raw))))
+            for party, size in party_sizes.items():
+                db.execute("UPDATE parties SET mbox_size=? WHERE address=?", (size, party))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return results
+
+    def _flush_appends(self, appends: dict[str, list[bytes]], sizes: dict[str, int]) -> None:
+        for party, chunks in appends.items():
+            path = self.data_dir / party_file_name(party)
+            new = not path.exists()
+            with open(path, "ab") as f:
+                f.write(b"".join(chunks))
+                f.flush()
+                os.fsync(f.fileno())
+                sizes[party] = f.tell()
+            if new:
+                _fsync_dir(self.data_dir)
+        appends.clear()
+
+    def _rewrite_party_file(self, party: str, pending: WritePlan | None = None) -> int:
+        """Write ``<party>.mbox`` anew from its memory: temp file, fsync, rename."""
+        if pending is not None and party in pending.memory_rewrites:
+            memory = pending.memory_rewrites[party]
+        else:
+            memory = [m for (m,) in self._db.execute(
+                "SELECT message FROM memory WHERE party=? ORDER BY pos", (party,)
+            )]
+        path = self.data_dir / party_file_name(party)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            for number in memory:
+                raw, meta = self._load(number, self._db)
+                entry, _ = mbox.frame(raw, meta.sender, meta.received_at)
+                f.write(entry)
+            f.flush()
+            os.fsync(f.fileno())
+            size = f.tell()
+        os.replace(tmp, path)
+        _fsync_dir(self.data_dir)
+        return size
+
+    # -- reading (event loop thread) --------------------------------------------
+
+    def _load(self, number: int, conn: sqlite3.Connection) -> tuple[bytes, MessageMeta]:
+        row = conn.execute(
+            "SELECT file, offset, length, message_id, sender, recipients, subject, "
+            "in_reply_to, thread, auto_round, cost, received_at FROM messages WHERE id=?",
+            (number,),
+        ).fetchone()
+        if row is None:
+            raise StoreError(f"message {number} is not in the index")
+        name, offset, length, *rest = row
+        with open(self.data_dir / name, "rb") as f:
+            data = os.pread(f.fileno(), length, offset)
+        return mbox.unquote(data), _meta(number, rest)
+
+    def read(self, number: int) -> tuple[bytes, MessageMeta]:
+        """The message bytes (LF line ends) and its index record."""
+        with self._read_lock:
+            return self._load(number, self._read)
+
+    def meta(self, number: int) -> MessageMeta:
+        return self.read(number)[1]
+
+    def find_by_message_id(self, message_id: str) -> MessageMeta | None:
+        with self._read_lock:
+            row = self._read.execute(
+                "SELECT id, message_id, sender, recipients, subject, in_reply_to, thread, "
+                "auto_round, cost, received_at FROM messages WHERE message_id=? "
+                "ORDER BY id LIMIT 1",
+                (message_id,),
+            ).fetchone()
+        return None if row is None else _meta(row[0], row[1:])
+
+    def metas(self, numbers: Iterable[int]) -> list[MessageMeta]:
+        wanted = list(numbers)
+        if not wanted:
+            return []
+        pending = {n: self._pending_meta[n] for n in wanted if n in self._pending_meta}
+        with self._read_lock:
+            rows = self._read.execute(
+                "SELECT id, message_id, sender, recipients, subject, in_reply_to, thread, "
+                f"auto_round, cost, received_at FROM messages WHERE id IN ({_marks(wanted)})",
+                wanted,
+            ).fetchall()
+        by_id = {row[0]: _meta(row[0], row[1:]) for row in rows} | pending
+        return [by_id[n] for n in wanted if n in by_id]
+
+    def pending_deliveries(self, party: str) -> list[Delivery]:
+        with self._read_lock:
+            rows = self._read.execute(
+                "SELECT id, party, message, model FROM deliveries "
+                "WHERE party=? AND done=0 ORDER BY id",
+                (party,),
+            ).fetchall()
+        return [Delivery(*row) for row in rows]
+
+    def parties_with_pending(self) -> list[str]:
+        with self._read_lock:
+            rows = self._read.execute(
+                "SELECT DISTINCT party FROM deliveries WHERE done=0"
+            ).fetchall()
+        return [party for (party,) in rows]
+
+    def spent(self, sender: str | None = None) -> float:
+        with self._read_lock:
+            if sender is None:
+                row = self._read.execute("SELECT COALESCE(SUM(cost), 0) FROM messages").fetchone()
+            else:
+                row = self._read.execute(
+                    "SELECT COALESCE(SUM(cost), 0) FROM messages WHERE sender=?", (sender,)
+                ).fetchone()
+        return float(row[0])
+
+    def message_count(self) -> int:
+        return self._next_id - 1
+
+    def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Read-only SQL for the IMAP view and tests."""
+        with self._read_lock:
+            return self._read.execute(sql, args).fetchall()
+
+    async def execute(self, sql: str, args: Sequence[Any] = ()) -> None:
+        """A small write outside the message path (flags, folders), in the writer thread."""
+        def run() -> None:
+            self._db.execute(sql, args)
+        await asyncio.get_running_loop().run_in_executor(self._executor, run)
+
+    # -- closing ---------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._wakeup is not None:
+            self._wakeup.set()
+        if self._writer is not None:
+            await asyncio.shield(self._writer)
+        self._executor.shutdown(wait=True)
+        self._db.close()
+        self._read.close()
+
+
+def _meta(number: int, row: Sequence[Any]) -> MessageMeta:
+    message_id, sender, recipients, subject, in_reply_to, thread, auto_round, cost, when = row
+    return MessageMeta(
+        id=number,
+        message_id=message_id,
+        sender=sender,
+        recipients=tuple(r for r in recipients.split(",") if r),
+        subject=subject,
+        in_reply_to=in_reply_to,
+        thread=thread,
+        auto_round=auto_round,
+        cost=cost,
+        received_at=when,
+    )
+
+
+def _marks(values: Sequence[Any]) -> str:
+    return ",".join("?" * len(values))
+
+
+def _new_uidvalidity() -> int:
+    # Seconds since the epoch, as Dovecot does: grows across re-creations.
+    return int(time.time()) & 0x7FFFFFFF
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
