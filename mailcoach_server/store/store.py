@@ -33,7 +33,9 @@ from ..errors import StoreError
 from . import mbox
 from .schema import connect
 
-__all__ = ["FILES", "Delivery", "MessageMeta", "Store", "StoredMessage", "WritePlan", "party_file_name"]
+__all__ = [
+    "FILES", "Delivery", "MessageMeta", "Store", "StoredMessage", "WritePlan", "party_file_name",
+]
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +133,7 @@ class Store:
         self.folders: dict[str, int] = {}  # name -> uidvalidity
         self._next_id = 1
         self._pending_meta: dict[int, MessageMeta] = {}  # planned, not yet committed
+        self._pending_raw: dict[int, bytes] = {}
         self._next_delivery = 1
         self.listeners: list[Any] = []  # callables(list[WritePlan]) after each group commit
         self._recover()
@@ -257,6 +260,7 @@ class Store:
         for address in plan.memory_appends:
             self.parties[address].memory.append(plan.meta.id)
         self._pending_meta[plan.meta.id] = plan.meta
+        self._pending_raw[plan.meta.id] = mbox.to_lf(plan.raw)
 
     async def _write_loop(self) -> None:
         assert self._wakeup is not None
@@ -283,6 +287,7 @@ class Store:
                 return
             for plan in plans:
                 self._pending_meta.pop(plan.meta.id, None)
+                self._pending_raw.pop(plan.meta.id, None)
             for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(result)
@@ -431,6 +436,8 @@ class Store:
 
     def read(self, number: int) -> tuple[bytes, MessageMeta]:
         """The message bytes (LF line ends) and its index record."""
+        if number in self._pending_raw:  # planned, still in the writer's queue
+            return self._pending_raw[number], self._pending_meta[number]
         with self._read_lock:
             return self._load(number, self._read)
 

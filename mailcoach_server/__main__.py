@@ -1,0 +1,7 @@
+"""``python -m mailcoach_server`` is ``mailcoach``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

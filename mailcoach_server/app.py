@@ -1,0 +1,133 @@
+"""Startup and shutdown of ``mailcoach serve``: store, engine, listeners, signals.
+
+``running(config)`` is the whole server as an async context manager (the
+tests and the console use it); ``serve(config)`` adds the banner and waits
+for SIGINT/SIGTERM, then closes everything in reverse order and returns 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from . import __version__
+from .config import Config
+from .credentials import Credentials
+from .runtime.engine import Engine
+from .runtime.llm import ChatModel, missing_key_variables
+from .store.store import Store
+
+__all__ = ["Server", "running", "serve"]
+
+log = logging.getLogger("mailcoach")
+
+
+@dataclass(slots=True)
+class Server:
+    config: Config
+    store: Store
+    engine: Engine
+    credentials: Credentials
+    smtp_address: tuple[str, int] | None = None
+    imap_address: tuple[str, int] | None = None
+
+
+@contextlib.asynccontextmanager
+async def running(config: Config, *, model: ChatModel | None = None, smtp: bool = True,
+                  imap: bool = True) -> AsyncIterator[Server]:
+    """The server, listening, until the block ends."""
+    store = Store.open(config.data_dir)
+    listeners: list[asyncio.Server] = []
+    engine: Engine | None = None
+    try:
+        credentials = Credentials.load_or_create(config.data_dir, config.user)
+        engine = Engine(config, store, model=model)
+        await engine.start()
+        server = Server(config, store, engine, credentials)
+        if smtp:
+            from .smtp.handler import start_smtp
+
+            listener = await start_smtp(
+                engine, credentials, host=config.smtp.host, port=config.smtp.port,
+                auth_required=config.smtp.auth_required,
+                max_size=config.smtp.max_message_size, hostname=config.domain,
+            )
+            listeners.append(listener)
+            server.smtp_address = listener.sockets[0].getsockname()[:2]
+        if imap:
+            try:
+                from .imap.server import start_imap
+            except ImportError:
+                start_imap = None
+            if start_imap is not None:
+                listener = await start_imap(server)
+                listeners.append(listener)
+                server.imap_address = listener.sockets[0].getsockname()[:2]
+        yield server
+    finally:
+        for listener in listeners:
+            listener.close()
+        for listener in listeners:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(listener.wait_closed(), 2)
+        if engine is not None:
+            await engine.aclose()
+        await store.aclose()
+
+
+def banner(server: Server) -> str:
+    config = server.config
+    lines = [f"mailcoach {__version__}: mail for @{config.domain}"]
+    if server.smtp_address:
+        host, port = server.smtp_address
+        auth = (f"AUTH as {config.user}, password in {server.credentials.path}"
+                if config.smtp.auth_required else "no AUTH required")
+        lines.append(f"  SMTP  {host}:{port}  ({auth})")
+    if server.imap_address:
+        host, port = server.imap_address
+        lines.append(f"  IMAP  {host}:{port}  (login as for SMTP)")
+    else:
+        lines.append("  IMAP  not yet available")
+    lines.append(f"  data  {config.data_dir.resolve()}  (trace, <address>.mbox, index.sqlite)")
+    agents = ", ".join(a.address for a in config.agents) or "none configured"
+    robots = ", ".join(f"{r.address} ({r.kind})" for r in config.robots) or "none"
+    lines.append(f"  agents {agents}; new local addresses "
+                 + ("become agents" if config.auto_create_agents else "are refused"))
+    lines.append(f"  robots {robots}")
+    models = {config.models.default, *(a.model for a in config.agents if a.model)}
+    for model in sorted(m for m in models if m):
+        for variable in missing_key_variables(model):
+            provider = model.split("/", 1)[0]
+            lines.append(f"  {variable} is not set: agents on {provider}/… will answer "
+                         "with an error")
+    if config.budget is not None:
+        lines.append(f"  budget ${config.budget:.2f} for all agents")
+    return "\n".join(lines)
+
+
+async def _serve(config: Config, out: TextIO, queue: Path | None) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with running(config) as server:
+        print(banner(server), file=out, flush=True)
+        if queue is not None:
+            from .queuefile import submit_queue
+
+            report = await submit_queue(server.engine, queue, origin="sendmail")
+            print(f"  queue {queue}: {report}", file=out, flush=True)
+        await stop.wait()
+        print("mailcoach: shutting down", file=out, flush=True)
+    return 0
+
+
+def serve(config: Config, out: TextIO = sys.stdout, *, queue: Path | None = None) -> int:
+    return asyncio.run(_serve(config, out, queue))

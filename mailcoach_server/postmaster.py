@@ -1,0 +1,180 @@
+"""The postmaster: checks and stamps a message before anything is stored.
+
+Pure functions over bytes: ``prepare`` turns raw mail into a ``Submission``
+or raises ``SubmitError`` with the SMTP code a client should see. It never
+touches the store; the engine decides threads and deliveries afterwards.
+
+Headers are edited in the raw header block (prepend ``Received``, add
+``Message-ID``/``Date`` when missing, drop ``Bcc``) rather than by
+re-serialising with ``email``: the body bytes a client sent are the bytes
+every reader gets back, signatures and all.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import format_datetime, formatdate, localtime
+
+from .addresses import normalize_address, parse_address_list
+from .errors import SubmitError
+from .mailtext import parse_message
+
+__all__ = ["Submission", "new_message_id", "prepare", "split_header_block"]
+
+_HEADER_LINE = re.compile(rb"^[!-9;-~]+:")
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """A checked, stamped message and who it is for.
+
+    ``to`` act on it, ``cc`` (and Bcc'd envelope recipients) only remember it.
+    """
+
+    raw: bytes
+    message: EmailMessage
+    sender: str
+    to: tuple[str, ...]
+    cc: tuple[str, ...]
+    message_id: str
+    subject: str
+    in_reply_to: str
+    references: tuple[str, ...]
+    auto: bool
+
+    @property
+    def recipients(self) -> tuple[str, ...]:
+        return self.to + tuple(a for a in self.cc if a not in self.to)
+
+
+def new_message_id(domain: str) -> str:
+    return f"<{time.strftime('%Y%m%d%H%M%S')}.{secrets.token_hex(6)}@{domain}>"
+
+
+def split_header_block(raw: bytes) -> tuple[list[bytes], bytes]:
+    """Header lines (continuations joined to their field, LF ends kept) and the rest."""
+    head, sep, body = raw.partition(b"\n\n")
+    if not sep:
+        head, body = raw.rstrip(b"\n"), b""
+    fields: list[bytes] = []
+    for line in head.split(b"\n"):
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1] += line + b"\n"
+        else:
+            fields.append(line + b"\n")
+    return fields, body
+
+
+def _field_name(line: bytes) -> bytes:
+    return line.split(b":", 1)[0].strip().lower()
+
+
+def prepare(
+    raw: bytes,
+    *,
+    domain: str,
+    max_size: int,
+    max_hops: int,
+    origin: str,
+    received_from: str = "localhost",
+    envelope_rcpts: list[str] | None = None,
+) -> Submission:
+    """Check ``raw`` and stamp it.
+
+    Args:
+        origin: who hands it in: "smtp", "sendmail", "console", "agent", "robot".
+            Agents and robots mark their mail ``Auto-Submitted``.
+        envelope_rcpts: SMTP RCPT TO addresses; when given they are the
+            recipients (Bcc works), otherwise To, Cc and Bcc headers are.
+
+    Raises:
+        SubmitError: with the SMTP reply the sender should get.
+    """
+    if len(raw) > max_size:
+        raise SubmitError(552, "5.3.4", f"message too big ({len(raw)} > {max_size} bytes)")
+    raw = raw.replace(b"\r\n", b"\n")
+    if not _HEADER_LINE.match(raw):
+        raise SubmitError(554, "5.6.0", "malformed message: it does not start with a header")
+    fields, body = split_header_block(raw)
+    for line in fields:
+        if not (_HEADER_LINE.match(line)):
+            raise SubmitError(554, "5.6.0", f"malformed header line: {line[:60]!r}")
+    hops = sum(1 for line in fields if _field_name(line) == b"received")
+    if hops >= max_hops:
+        raise SubmitError(554, "5.4.6", f"too many hops ({hops} Received headers): a mail loop?")
+    message = parse_message(raw)
+
+    senders, bad = parse_address_list(message.get_all("From", []))
+    if bad or len(senders) != 1:
+        raise SubmitError(553, "5.1.7", "the From header must hold exactly one address")
+    sender = senders[0]
+    if not _in_domain(sender, domain):
+        raise SubmitError(553, "5.7.1", f"sender {sender} is not in the local domain {domain}")
+
+    to, bad_to = parse_address_list(message.get_all("To", []))
+    cc, bad_cc = parse_address_list(message.get_all("Cc", []))
+    bcc, bad_bcc = parse_address_list(message.get_all("Bcc", []))
+    if envelope_rcpts is not None:
+        rcpts = []
+        for rcpt in envelope_rcpts:
+            address = normalize_address(rcpt)
+            if address is None:
+                raise SubmitError(553, "5.1.3", f"bad recipient address: {rcpt}")
+            rcpts.append(address)
+    else:
+        if bad_to or bad_cc or bad_bcc:
+            raise SubmitError(553, "5.1.3", f"bad address: {(bad_to + bad_cc + bad_bcc)[0]}")
+        rcpts = list(dict.fromkeys(to + cc + bcc))
+    if not rcpts:
+        raise SubmitError(554, "5.5.1", "no recipients")
+    for rcpt in rcpts:
+        if not _in_domain(rcpt, domain):
+            raise SubmitError(550, "5.7.1", f"relay denied: {rcpt} is not in {domain}")
+    acting = tuple(a for a in to if a in rcpts)
+    remembering = tuple(a for a in rcpts if a not in acting)
+
+    stamped: list[bytes] = [
+        f"Received: from {received_from} by {domain} (mailcoach) with {_protocol(origin)};\n"
+        f"\t{formatdate(localtime=True)}\n".encode()
+    ]
+    message_id = str(message.get("Message-ID", "")).strip()
+    for line in fields:
+        if _field_name(line) == b"bcc":
+            continue  # delivered, never shown
+        stamped.append(line)
+    if not message_id:
+        message_id = new_message_id(domain)
+        stamped.append(f"Message-ID: {message_id}\n".encode())
+    if "Date" not in message:
+        stamped.append(f"Date: {format_datetime(localtime())}\n".encode())
+    auto_header = str(message.get("Auto-Submitted", "no")).strip().lower()
+    auto = origin in ("agent", "robot") or auto_header not in ("", "no")
+    if origin in ("agent", "robot") and "Auto-Submitted" not in message:
+        stamped.append(b"Auto-Submitted: auto-replied\n")
+    stamped_raw = b"".join(stamped) + b"\n" + body
+
+    references = tuple(str(message.get("References", "")).split())
+    return Submission(
+        raw=stamped_raw,
+        message=parse_message(stamped_raw),
+        sender=sender,
+        to=acting,
+        cc=remembering,
+        message_id=message_id,
+        subject=str(message.get("Subject", "")),
+        in_reply_to=str(message.get("In-Reply-To", "")).strip(),
+        references=references,
+        auto=auto,
+    )
+
+
+def _in_domain(address: str, domain: str) -> bool:
+    return address.rpartition("@")[2] == domain.lower()
+
+
+def _protocol(origin: str) -> str:
+    return {"smtp": "ESMTP"}.get(origin, f"local ({origin})")

@@ -1,0 +1,159 @@
+"""Mail ⇄ model turns: the two pure conversions at the heart of an agent.
+
+``thread_to_turns`` shows a model its memory (one chat turn per message,
+its own messages as ``assistant``); ``message_from_model`` reads what the
+model wrote back as an RFC 5322 message, forgiving the usual slips (code
+fences, no headers at all). ``reply_headers`` threads any reply to the
+message it answers. No I/O here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from email.message import EmailMessage, Message
+
+from ..addresses import parse_address_list
+from ..mailtext import text_of
+from .llm import ChatTurn
+
+__all__ = [
+    "ERROR_HEADER",
+    "message_from_model",
+    "primer",
+    "re_subject",
+    "reply_headers",
+    "thread_to_turns",
+]
+
+#: Marks a reply the runtime wrote about a failure; kept out of model context.
+ERROR_HEADER = "X-Mailcoach-Error"
+
+_SHOWN_HEADERS = ("From", "To", "Cc", "Subject")
+_FENCE = re.compile(r"^\s*```[\w-]*\n(.*?)\n```\s*$", re.DOTALL)
+_MODEL_HEADER = re.compile(r"^([A-Za-z][A-Za-z0-9-]*):[ \t]*(.*)$")
+# Headers a model may set; everything else (Message-ID, Date, threading) is ours.
+_MODEL_MAY_SET = {"to", "cc", "bcc", "subject"}
+
+
+def primer(agent: str, *, domain: str, user: str, robots: Sequence[tuple[str, str]],
+           system: str | None = None) -> str:
+    """The system turn: who the agent is and how mail works here."""
+    lines = [
+        f"You are {agent}, an AI agent with a mailbox on a mail server for the domain {domain}.",
+        "Each message you received or sent is shown with its From, To, Cc and Subject headers.",
+        "You act by writing exactly one email: the headers To: (and Cc: if needed) and "
+        "Subject:, then a blank line, then the body. Only addresses @" + domain + " exist.",
+        f"The human user is {user}. Mail to any other local address reaches an agent like you.",
+    ]
+    for address, kind in robots:
+        if kind in ("shell", "remote-shell"):
+            lines.append(
+                f"{address} is a shell: the Subject is run as a /bin/sh command line and the body "
+                "is its standard input. Its reply has the Subject 'Exit Code: N' and the output "
+                "as body. Run one command per message and wait for its reply."
+            )
+        else:
+            lines.append(f"{address} is a robot of kind {kind}.")
+    lines.append("When the work is done, mail the result to whoever asked for it.")
+    if system:
+        lines.append(system.strip())
+    return "\n".join(lines)
+
+
+def _turn_text(message: Message) -> str:
+    shown = [f"{name}: {message[name]}" for name in _SHOWN_HEADERS if message[name] is not None]
+    return "\n".join(shown) + "\n\n" + text_of(message).strip("\n") + "\n"
+
+
+def thread_to_turns(
+    agent: str, memory: Iterable[tuple[str, Message]], system_text: str
+) -> list[ChatTurn]:
+    """The chat a model sees: the primer, then one turn per message in memory.
+
+    Args:
+        memory: (normalised sender, message) pairs, oldest first.
+    """
+    turns = [ChatTurn("system", system_text)]
+    for sender, message in memory:
+        if message[ERROR_HEADER] is not None:
+            continue
+        turns.append(ChatTurn("assistant" if sender == agent else "user", _turn_text(message)))
+    return turns
+
+
+def re_subject(subject: str) -> str:
+    subject = subject.strip()
+    return subject if subject.lower().startswith("re:") else f"Re: {subject}".rstrip()
+
+
+def message_from_model(text: str, *, agent: str, default_to: str,
+                       default_subject: str) -> EmailMessage:
+    """Read a model's answer as a message from ``agent``.
+
+    Text with a header block (``To:``/``Subject:`` lines, a blank line,
+    the body) is a message; anything else is a plain body to ``default_to``.
+    """
+    fenced = _FENCE.match(text)
+    if fenced:
+        text = fenced.group(1)
+    text = text.strip("\n")
+    headers: list[tuple[str, str]] = []
+    lines = text.split("\n")
+    body_start = 0
+    for index, line in enumerate(lines):
+        if not line.strip():
+            body_start = index + 1
+            break
+        if line[:1] in (" ", "\t") and headers:  # folded header line
+            name, value = headers[-1]
+            headers[-1] = (name, value + " " + line.strip())
+            continue
+        match = _MODEL_HEADER.match(line)
+        if match is None:
+            headers = []
+            break
+        headers.append((match.group(1), match.group(2).strip()))
+    else:
+        body_start = len(lines)
+    if not any(name.lower() in ("to", "subject") for name, _ in headers):
+        headers, body_start = [], 0
+    body = "\n".join(lines[body_start:]).strip("\n") + "\n"
+
+    reply = EmailMessage()
+    reply["From"] = agent
+    given = {name.lower(): value for name, value in headers}
+    to, _ = parse_address_list([given.get("to", "")])
+    reply["To"] = ", ".join(to) if to else default_to
+    cc, _ = parse_address_list([given.get("cc", "")])
+    if cc:
+        reply["Cc"] = ", ".join(cc)
+    bcc, _ = parse_address_list([given.get("bcc", "")])
+    if bcc:
+        reply["Bcc"] = ", ".join(bcc)
+    reply["Subject"] = given.get("subject") or re_subject(default_subject)
+    for name, value in headers:  # the control headers an agent may pass on
+        if name.lower().startswith("x-") and name.lower() != ERROR_HEADER.lower():
+            reply[name] = value
+        elif name.lower() not in _MODEL_MAY_SET and name.lower() != "from":
+            continue
+    reply.set_content(body)
+    return reply
+
+
+def reply_headers(reply: EmailMessage, *, author: str, incoming: Message,
+                  default_to: str) -> EmailMessage:
+    """Force ``From``, default ``To`` and ``Subject``, thread to ``incoming``."""
+    for name in ("From", "Message-ID", "Date", "In-Reply-To", "References"):
+        del reply[name]
+    reply["From"] = author
+    if reply["To"] is None:
+        reply["To"] = default_to
+    if reply["Subject"] is None:
+        reply["Subject"] = re_subject(str(incoming.get("Subject", "")))
+    parent = str(incoming.get("Message-ID", "")).strip()
+    if parent:
+        references = str(incoming.get("References", "")).split()
+        reply["In-Reply-To"] = parent
+        reply["References"] = " ".join([*references[-20:], parent])
+    return reply

@@ -1,0 +1,270 @@
+"""The engine: one ``submit`` for every message, and the workers that answer.
+
+Every front end (SMTP, sendmail, the console, queue files) and every reply
+of an agent or robot goes through ``Engine.submit``: postmaster checks,
+router plans, store commits (fsync), then the acting parties' workers are
+woken. Nothing is acted on before it is on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import mailbox
+import time
+from collections.abc import Iterable
+from email.message import Message
+from importlib import resources
+from pathlib import Path
+
+from mailcoach_robots import Robot
+
+from ..addresses import parse_address_list
+from ..config import Config
+from ..errors import SubmitError
+from ..postmaster import new_message_id, prepare
+from ..store.store import MessageMeta, Store, WritePlan
+from .context import ERROR_HEADER
+from .llm import ChatModel, LiteLLMModel, ModelPrice
+from .plugins import load_robot
+from .router import FOLDERS, Router
+from .workers import AgentWorker, RobotWorker, Worker, error_message
+
+__all__ = ["Engine", "memory_plans"]
+
+log = logging.getLogger("mailcoach.engine")
+
+
+class Engine:
+    """Create with ``Engine(config, store)``, then ``await start()``; ``await aclose()``."""
+
+    def __init__(self, config: Config, store: Store, model: ChatModel | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.router = Router(config, store)
+        self.model: ChatModel = model or LiteLLMModel(
+            prices={name: ModelPrice(i, o) for name, (i, o) in config.prices.items()},
+            timeout=config.models.timeout,
+            retries=config.models.retries,
+            backoff=config.models.backoff,
+            max_in_flight=config.limits.max_models_in_flight,
+        )
+        self.robots: dict[str, Robot] = {
+            spec.address: load_robot(spec, store.data_dir) for spec in config.robots
+        }
+        self.workers: dict[str, Worker] = {}
+        self.budget = config.budget
+        self._budget_event = asyncio.Event()
+        self._budget_noted: set[str] = set()
+
+    # -- life cycle ----------------------------------------------------------
+
+    async def start(self) -> None:
+        for folder, special in FOLDERS.items():
+            self.store.ensure_folder(folder, special)
+        plans: list[WritePlan] = []
+        for spec in self.config.agents:
+            if spec.address not in self.store.parties:
+                shipped = _shipped_memory(spec.address, self.config.domain)
+                if shipped is not None:
+                    rewrite = [("@localdomain", "@" + self.config.domain)]
+                    plans.extend(memory_plans(self.store, spec.address, shipped, rewrite))
+        if plans:
+            await self.store.commit_many(plans)
+        for party in self.store.parties_with_pending():
+            self.notify(party)
+
+    async def aclose(self) -> None:
+        tasks = [w.task for w in self.workers.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for robot in self.robots.values():
+            try:
+                await robot.aclose()
+            except Exception:
+                log.exception("closing robot %s", robot.context.address)
+
+    # -- submitting ----------------------------------------------------------
+
+    async def submit(
+        self,
+        raw: bytes,
+        *,
+        origin: str,
+        envelope_rcpts: list[str] | None = None,
+        completes: int | None = None,
+        cost: float = 0.0,
+        received_from: str = "localhost",
+    ) -> MessageMeta:
+        """Accept one message: check, stamp, store durably, wake who must act.
+
+        Raises:
+            SubmitError: the message was refused (nothing was stored).
+        """
+        sub = prepare(
+            raw,
+            domain=self.config.domain,
+            max_size=self.config.smtp.max_message_size,
+            max_hops=self.config.limits.max_hops,
+            origin=origin,
+            received_from=received_from,
+            envelope_rcpts=envelope_rcpts,
+        )
+        for address in sub.recipients:
+            self.router.check_recipient(address)
+        plans = self.router.plan(sub, completes=completes, cost=cost)
+        await self.store.commit_many(plans)
+        for plan in plans:
+            if not plan.raw or plan.file != "trace":
+                continue
+            meta = plan.meta
+            log.info("accepted %s from %s to %s (%s) %r", meta.message_id, meta.sender,
+                     ", ".join(meta.recipients), origin, meta.subject)
+            for party, model in plan.deliveries:
+                log.info("deliver %s to %s%s", meta.message_id, party,
+                         f" (model {model})" if model else "")
+                self.notify(party)
+        return next(p.meta for p in plans if p.raw is sub.raw)
+
+    def notify(self, party: str) -> None:
+        worker = self.workers.get(party)
+        if worker is None or worker.task.done():
+            kind = self.router.kind_of(party)
+            cls = RobotWorker if kind == "robot" else AgentWorker
+            if kind == "robot" and party not in self.robots:
+                log.error("no robot is configured for %s; its mail waits", party)
+                return
+            self.workers[party] = cls(self, party)
+        else:
+            worker.wakeup.set()
+
+    def check_recipient(self, address: str) -> None:
+        """For SMTP RCPT TO: raise the SubmitError a recipient would get."""
+        self.router.check_recipient(address)
+
+    async def error_reply(self, *, author: str, meta: MessageMeta, message: Message,
+                          completes: int, problem: str, hint: str, cost: float = 0.0) -> None:
+        """Tell a human what failed. Mail between agents and robots goes to the user."""
+        to = meta.sender if self.router.kind_of(meta.sender) == "user" else self.config.user
+        log.warning("%s could not answer %s: %s", author, meta.message_id, problem)
+        reply = error_message(author=author, to=to, message=message, problem=problem,
+                              hint=hint)
+        await self.submit(reply.as_bytes(), origin="agent", completes=completes, cost=cost)
+
+    # -- budgets -------------------------------------------------------------
+
+    def budget_problem(self, agent: str) -> str | None:
+        """Why ``agent`` may not start a model call now, or None."""
+        if self.budget is not None:
+            spent = self.store.spent()
+            if spent >= self.budget:
+                return f"the budget of ${self.budget:.4f} is spent (${spent:.4f})"
+        spec = self.config.agent_spec(agent)
+        limit = spec.budget if spec.budget is not None else self.config.agent_defaults.budget
+        if limit is not None:
+            spent = self.store.spent(agent)
+            if spent >= limit:
+                return f"{agent}'s budget of ${limit:.4f} is spent (${spent:.4f})"
+        return None
+
+    async def budget_changed(self) -> None:
+        await self._budget_event.wait()
+
+    def set_budget(self, budget: float | None) -> None:
+        """Change the global budget at run time; waiting agents look again."""
+        self.budget = budget
+        self._budget_event.set()
+        self._budget_event = asyncio.Event()
+        self._budget_noted.clear()
+
+    async def budget_note(self, agent: str, problem: str) -> None:
+        if agent in self._budget_noted:
+            return
+        self._budget_noted.add(agent)
+        raw = (
+            f"From: Mail Delivery System <{self.router.postmaster}>\n"
+            f"To: {self.config.user}\n"
+            f"Subject: {agent} waits: budget spent\n"
+            f"Message-ID: {new_message_id(self.config.domain)}\n"
+            "Auto-Submitted: auto-generated\n"
+            f"{ERROR_HEADER}: budget\n"
+            "Content-Type: text/plain; charset=utf-8\n\n"
+            f"{agent} will not call its model: {problem}.\n\n"
+            "Its mail is kept and waits. Raise the budget (budget: or "
+            "agents.defaults.budget in the config, or --budget) and restart to go on.\n"
+        ).encode()
+        try:
+            await self.submit(raw, origin="system")
+        except SubmitError:
+            log.exception("cannot send the budget note")
+
+    # -- waiting (console, queue files, tests) -------------------------------
+
+    def idle(self) -> bool:
+        """No worker is acting (workers blocked on a budget count as idle)."""
+        return all(not w.busy or w.blocked or w.task.done() for w in self.workers.values())
+
+    async def wait_idle(self, poll: float = 0.02, timeout: float | None = None) -> bool:
+        """Wait until every worker is idle; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.idle():
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(poll)
+        return True
+
+
+def _shipped_memory(address: str, domain: str) -> Path | None:
+    """The memory mailcoach ships for a default agent (written for @localdomain)."""
+    local, _, at = address.partition("@")
+    if at != domain:
+        return None
+    candidate = resources.files("mailcoach_server.defaults").joinpath(
+        "memory", f"{local}@localdomain.mbox")
+    return Path(str(candidate)) if candidate.is_file() else None
+
+
+def memory_plans(store: Store, address: str, path: Path | None,
+                 rewrite: Iterable[tuple[str, str]] = ()) -> list[WritePlan]:
+    """Plans that give a new party ``address`` the memory in an mbox file.
+
+    ``rewrite`` pairs (old, new) are replaced in every message, e.g. a
+    shipped memory written for ``@localdomain`` used in another domain.
+    """
+    plans: list[WritePlan] = []
+    if path is not None:
+        box = mailbox.mbox(path, create=False)
+        try:
+            for key in box.iterkeys():
+                raw = box.get_bytes(key)
+                for old, new in rewrite:
+                    raw = raw.replace(old.encode(), new.encode())
+                plans.append(_copy_plan(store, raw, address))
+        finally:
+            box.close()
+    if plans:
+        plans[0].party_states[address] = ("agent", {"model": None, "expect": []})
+    return plans
+
+
+def _copy_plan(store: Store, raw: bytes, address: str) -> WritePlan:
+    from ..mailtext import parse_message
+
+    message = parse_message(raw)
+    senders, _ = parse_address_list(message.get_all("From", []))
+    rcpts, _ = parse_address_list(message.get_all("To", []) + message.get_all("Cc", []))
+    message_id = str(message.get("Message-ID", "")).strip()
+    meta = MessageMeta(
+        id=store.allocate_message_id(),
+        message_id=message_id,
+        sender=senders[0] if senders else "",
+        recipients=tuple(rcpts),
+        subject=str(message.get("Subject", "")),
+        in_reply_to=str(message.get("In-Reply-To", "")).strip(),
+        thread=message_id,
+        auto_round=0,
+        cost=0.0,
+        received_at=time.time(),
+    )
+    return WritePlan(raw=raw, meta=meta, file="copies", memory_appends=[address])

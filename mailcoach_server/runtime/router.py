@@ -1,0 +1,238 @@
+"""The router: what one accepted message changes, as ``WritePlan``s.
+
+To → the party acts on it · Cc and Bcc → remember only · the sender
+remembers its own message. Agents apply the control headers (X-Rollback,
+X-Expect, ...) before the message joins their memory. A party seen for the
+first time is registered here; a new agent ``a.swe1@d`` starts with a copy
+of ``swe1@d``'s memory, addresses rewritten.
+
+Planning is synchronous and reads the store's in-memory state, so plans
+made one after the other on the event loop never race.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from ..addresses import ancestors, rewrite_address
+from ..config import Config
+from ..errors import SubmitError
+from ..postmaster import Submission, new_message_id, prepare
+from ..store.store import MessageMeta, Store, WritePlan
+from .context import ERROR_HEADER
+from .headers import AgentState, apply_control_headers
+
+__all__ = ["FOLDERS", "Router"]
+
+log = logging.getLogger("mailcoach.router")
+
+#: IMAP folders the router files mail in, with their SPECIAL-USE attribute.
+FOLDERS = {"INBOX": "", "Sent": "\\Sent", "Trace": "\\All"}
+
+
+@dataclass(frozen=True, slots=True)
+class _Thread:
+    thread: str
+    auto_round: int
+
+
+class Router:
+    def __init__(self, config: Config, store: Store) -> None:
+        self.config = config
+        self.store = store
+        self.postmaster = f"postmaster@{config.domain}"
+
+    # -- parties -------------------------------------------------------------
+
+    def kind_of(self, address: str) -> str | None:
+        """"user", "agent", "robot", "system", or None for an unknown address."""
+        if address == self.config.user:
+            return "user"
+        if address == self.postmaster:
+            return "system"
+        if self.config.robot_spec(address) is not None:
+            return "robot"
+        party = self.store.parties.get(address)
+        if party is not None:
+            return party.kind
+        if any(spec.address == address for spec in self.config.agents):
+            return "agent"
+        return None
+
+    def check_recipient(self, address: str) -> None:
+        """Raise the SMTP error for a recipient we will not take."""
+        if not self.config.is_local(address):
+            raise SubmitError(550, "5.7.1", f"relay denied: {address} is not in "
+                              f"{self.config.domain}")
+        if self.kind_of(address) is None and not self.config.auto_create_agents:
+            raise SubmitError(550, "5.1.1", f"no such mailbox: {address}")
+
+    def clone_plans(self, address: str) -> list[WritePlan]:
+        """A new agent's first memory: a copy of its nearest ancestor's, addresses rewritten.
+
+        The first plan carries the new party's state; [] when there is
+        nothing to copy (the party is then created by the message's plan).
+        """
+        if address in self.store.parties or self.kind_of(address) not in (None, "agent"):
+            return []
+        source = next((a for a in ancestors(address)
+                       if a in self.store.parties and self.store.parties[a].kind == "agent"),
+                      None)
+        if source is None or not self.store.parties[source].memory:
+            return []
+        parent = self.store.parties[source]
+        state = AgentState.from_json(parent.state)
+        state.expect = []
+        plans = []
+        for number in parent.memory:
+            raw, meta = self.store.read(number)
+            plans.append(self._copy_plan(raw, meta, source, address))
+        plans[0].party_states[address] = ("agent", state.to_json())
+        log.info("new agent %s starts with %d messages of %s", address, len(plans), source)
+        return plans
+
+    def _copy_plan(self, raw: bytes, meta: MessageMeta, old: str, new: str) -> WritePlan:
+        text = rewrite_address(raw.decode("utf-8", "surrogateescape"), old, new)
+        copy = MessageMeta(
+            id=self.store.allocate_message_id(),
+            message_id=meta.message_id,
+            sender=new if meta.sender == old else meta.sender,
+            recipients=tuple(new if r == old else r for r in meta.recipients),
+            subject=meta.subject,
+            in_reply_to=meta.in_reply_to,
+            thread=meta.thread,
+            auto_round=meta.auto_round,
+            cost=0.0,  # the ancestor paid for it
+            received_at=meta.received_at,
+        )
+        return WritePlan(raw=text.encode("utf-8", "surrogateescape"), meta=copy, file="copies",
+                         memory_appends=[new])
+
+    # -- messages ------------------------------------------------------------
+
+    def _thread_of(self, sub: Submission) -> _Thread:
+        parent = self.store.find_by_message_id(sub.in_reply_to) if sub.in_reply_to else None
+        if parent is None:
+            for reference in reversed(sub.references):
+                parent = self.store.find_by_message_id(reference)
+                if parent is not None:
+                    break
+        if parent is None:
+            thread = sub.references[0] if sub.references else sub.message_id
+            return _Thread(thread, 1 if sub.auto else 0)
+        return _Thread(parent.thread, parent.auto_round + 1 if sub.auto else 0)
+
+    def plan(self, sub: Submission, *, completes: int | None = None,
+             cost: float = 0.0) -> list[WritePlan]:
+        """Everything ``sub`` changes, in commit order (new parties first)."""
+        plans: list[WritePlan] = []
+        parties = list(dict.fromkeys((sub.sender, *sub.recipients)))
+        for address in parties:
+            plans.extend(self.clone_plans(address))
+        thread = self._thread_of(sub)
+        limit = self.config.limits.max_auto_rounds
+        stopped = thread.auto_round > limit
+        meta = MessageMeta(
+            id=self.store.allocate_message_id(),
+            message_id=sub.message_id,
+            sender=sub.sender,
+            recipients=sub.recipients,
+            subject=sub.subject,
+            in_reply_to=sub.in_reply_to,
+            thread=thread.thread,
+            auto_round=thread.auto_round,
+            cost=cost,
+            received_at=time.time(),
+        )
+        main = WritePlan(raw=sub.raw, meta=meta, completes=completes)
+        for address in parties:
+            if address not in self.store.parties and not any(
+                address in p.party_states for p in plans
+            ):
+                kind = self.kind_of(address) or "agent"
+                state = AgentState().to_json() if kind == "agent" else {}
+                main.party_states[address] = (kind, state)
+        errored = sub.message[ERROR_HEADER] is not None and sub.auto
+        for address in parties:
+            self._route_to(address, sub, main, plans, act=not (stopped or errored))
+        main.folders.append("Trace")
+        if self.config.user in sub.recipients:
+            main.folders.append("INBOX")
+        if sub.sender == self.config.user:
+            main.folders.append("Sent")
+            main.folder_flags["Sent"] = "\\Seen"
+        plans.append(main)
+        if stopped and thread.auto_round == limit + 1:
+            plans.extend(self._stop_note(sub, limit))
+        return plans
+
+    def _kind_planned(self, address: str, main: WritePlan, plans: list[WritePlan]) -> str:
+        for plan in (*plans, main):
+            if address in plan.party_states:
+                return plan.party_states[address][0]
+        return self.kind_of(address) or "agent"
+
+    def _route_to(self, address: str, sub: Submission, main: WritePlan,
+                  plans: list[WritePlan], *, act: bool) -> None:
+        kind = self._kind_planned(address, main, plans)
+        acts = act and address in sub.to and address != sub.sender
+        if kind != "agent" or address == sub.sender:
+            main.memory_appends.append(address)
+            if acts and kind == "robot":
+                main.deliveries.append((address, None))
+            return
+        party = self.store.parties.get(address)
+        memory = list(party.memory) if party else [
+            p.meta.id for p in plans if address in p.memory_appends]
+        state_json = (party.state if party else
+                      next(p.party_states[address][1] for p in (*plans, main)
+                           if address in p.party_states))
+        state = AgentState.from_json(state_json)
+        effect = apply_control_headers(sub.message, sub.sender, state, memory,
+                                       self._touches_robot)
+        for warning in effect.warnings:
+            log.warning("%s: %s", address, warning)
+        if effect.state != state or party is None:
+            main.party_states[address] = ("agent", effect.state.to_json())
+        if effect.memory is not None:
+            main.memory_rewrites[address] = effect.memory
+        if effect.store:
+            main.memory_appends.append(address)
+        if acts and effect.store and not effect.state.expect:
+            spec = self.config.agent_spec(address)
+            model = (effect.state.model or spec.model or self.config.agent_defaults.model
+                     or self.config.models.default)
+            main.deliveries.append((address, model))
+
+    def _touches_robot(self, number: int) -> bool:
+        metas = self.store.metas([number])
+        if not metas:
+            return False
+        meta = metas[0]
+        return any(self.config.robot_spec(a) is not None
+                   for a in (meta.sender, *meta.recipients))
+
+    def _stop_note(self, sub: Submission, limit: int) -> list[WritePlan]:
+        body = (
+            f"The thread \"{sub.subject}\" reached {limit} automatic messages in a row "
+            "(agents and robots mailing each other with no word from you), so mailcoach "
+            f"stopped delivering it. The last message, from {sub.sender}, is stored but "
+            "nobody acts on it.\n\nReply in the thread to let it go on, or raise "
+            "limits.max_auto_rounds in the config.\n"
+        )
+        raw = (
+            f"From: Mail Delivery System <{self.postmaster}>\n"
+            f"To: {self.config.user}\n"
+            f"Subject: Stopped: {sub.subject}\n"
+            f"Message-ID: {new_message_id(self.config.domain)}\n"
+            f"In-Reply-To: {sub.message_id}\n"
+            f"References: {' '.join((*sub.references, sub.message_id))}\n"
+            "Auto-Submitted: auto-generated\n"
+            f"{ERROR_HEADER}: auto-round limit\n"
+            "Content-Type: text/plain; charset=utf-8\n\n" + body
+        ).encode()
+        note = prepare(raw, domain=self.config.domain, max_size=1 << 30,
+                       max_hops=self.config.limits.max_hops, origin="system")
+        return self.plan(note)

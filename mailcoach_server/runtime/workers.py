@@ -1,0 +1,181 @@
+"""One worker per acting party: serial within a party, parallel across parties.
+
+A worker reads its pending deliveries from the store, acts on each in
+order and submits the reply with ``completes=<delivery>``, so the reply
+and "done" land in one transaction: after a crash a delivery is either
+answered or still pending, never both.
+
+Model and robot mistakes become mail (an error reply); a bug in here is
+logged with a traceback and also answered, so no delivery loops forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from email.message import EmailMessage, Message
+from typing import TYPE_CHECKING
+
+from ..errors import ModelError, StoreError, SubmitError
+from ..mailtext import parse_message
+from ..store.store import Delivery, MessageMeta
+from .context import (
+    ERROR_HEADER,
+    message_from_model,
+    primer,
+    re_subject,
+    reply_headers,
+    thread_to_turns,
+)
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+__all__ = ["AgentWorker", "RobotWorker", "Worker"]
+
+log = logging.getLogger("mailcoach.worker")
+
+
+class Worker:
+    """The loop shared by agents and robots; subclasses implement ``act``."""
+
+    def __init__(self, engine: Engine, address: str) -> None:
+        self.engine = engine
+        self.store = engine.store
+        self.address = address
+        self.wakeup = asyncio.Event()
+        self.busy = True  # until it has looked at its deliveries
+        self.blocked = False  # waiting for budget
+        self.task = asyncio.create_task(self._run(), name=f"worker {address}")
+
+    async def _run(self) -> None:
+        while True:
+            deliveries = self.store.pending_deliveries(self.address)
+            if not deliveries:
+                self.busy = False
+                self.wakeup.clear()
+                await self.wakeup.wait()
+                self.busy = True
+                continue
+            for delivery in deliveries:
+                try:
+                    await self._handle(delivery)
+                except StoreError:
+                    log.exception("%s: the store failed; this worker stops", self.address)
+                    self.busy = False
+                    return
+
+    async def _handle(self, delivery: Delivery) -> None:
+        raw, meta = self.store.read(delivery.message)
+        message = parse_message(raw)
+        try:
+            await self.act(delivery, meta, message)
+        except (asyncio.CancelledError, StoreError):
+            raise
+        except Exception as exc:  # a bug: say so in the log and to the user, go on
+            log.exception("%s failed on message %d", self.address, delivery.message)
+            await self.engine.error_reply(
+                author=self.address, meta=meta, message=message, completes=delivery.id,
+                problem=f"internal error: {type(exc).__name__}: {exc}",
+                hint="this is a bug in mailcoach; the server log has the details",
+            )
+
+    async def act(self, delivery: Delivery, meta: MessageMeta, message: EmailMessage) -> None:
+        raise NotImplementedError
+
+    async def submit_reply(self, reply: EmailMessage, *, delivery: Delivery, meta: MessageMeta,
+                           message: Message, origin: str, cost: float = 0.0) -> None:
+        try:
+            await self.engine.submit(reply.as_bytes(), origin=origin, completes=delivery.id,
+                                     cost=cost)
+        except SubmitError as exc:
+            await self.engine.error_reply(
+                author=self.address, meta=meta, message=message, completes=delivery.id,
+                cost=cost, problem=f"its reply was refused: {exc.smtp_reply()}",
+                hint="mail can only go to addresses in the local domain",
+            )
+
+
+class AgentWorker(Worker):
+    async def act(self, delivery: Delivery, meta: MessageMeta, message: EmailMessage) -> None:
+        await self._wait_for_budget()
+        engine = self.engine
+        memory = list(self.store.parties[self.address].memory)
+        if delivery.message in memory:
+            memory = memory[: memory.index(delivery.message) + 1]
+        items = []
+        for number in memory:
+            raw, item_meta = self.store.read(number)
+            items.append((item_meta.sender, parse_message(raw)))
+        config = engine.config
+        spec = config.agent_spec(self.address)
+        system = primer(
+            self.address, domain=config.domain, user=config.user,
+            robots=[(r.address, r.kind) for r in config.robots],
+            system=spec.system or config.agent_defaults.system,
+        )
+        turns = thread_to_turns(self.address, items, system)
+        model = delivery.model or config.models.default
+        try:
+            completion = await engine.model.complete(turns, model=model)
+        except ModelError as exc:
+            await engine.error_reply(
+                author=self.address, meta=meta, message=message, completes=delivery.id,
+                problem=f"the model {model} failed: {exc}",
+                hint=exc.hint or "check the model name and the provider's status",
+            )
+            return
+        reply = message_from_model(completion.text, agent=self.address,
+                                   default_to=meta.sender, default_subject=meta.subject)
+        reply_headers(reply, author=self.address, incoming=message, default_to=meta.sender)
+        reply["M-Model"] = completion.model
+        reply["M-Tokens-Input"] = str(completion.tokens_input)
+        reply["M-Tokens-Output"] = str(completion.tokens_output)
+        reply["M-Cost"] = f"{completion.cost:.6f}"
+        await self.submit_reply(reply, delivery=delivery, meta=meta, message=message,
+                                origin="agent", cost=completion.cost)
+
+    async def _wait_for_budget(self) -> None:
+        noted = False
+        while (problem := self.engine.budget_problem(self.address)) is not None:
+            if not noted:
+                noted = True
+                log.warning("%s waits: %s", self.address, problem)
+                await self.engine.budget_note(self.address, problem)
+            self.blocked = True
+            try:
+                await self.engine.budget_changed()
+            finally:
+                self.blocked = False
+
+
+class RobotWorker(Worker):
+    async def act(self, delivery: Delivery, meta: MessageMeta, message: EmailMessage) -> None:
+        robot = self.engine.robots[self.address]
+        reply = await robot.handle(message)
+        if reply is None:
+            await self.store.execute("UPDATE deliveries SET done=1 WHERE id=?", (delivery.id,))
+            return
+        if reply["Subject"] is None:
+            reply["Subject"] = re_subject(meta.subject)
+        reply_headers(reply, author=self.address, incoming=message, default_to=meta.sender)
+        await self.submit_reply(reply, delivery=delivery, meta=meta, message=message,
+                                origin="robot")
+
+
+def error_message(*, author: str, to: str, message: Message, problem: str,
+                  hint: str) -> EmailMessage:
+    """The mail a sender gets when its message could not be answered."""
+    subject = str(message.get("Subject", ""))
+    reply = EmailMessage()
+    reply["To"] = to
+    reply["Subject"] = re_subject(subject)
+    reply[ERROR_HEADER] = problem.splitlines()[0][:200]
+    reply.set_content(
+        f"{author} could not answer the message \"{subject}\".\n\n"
+        f"What failed: {problem}\n"
+        f"How to fix it: {hint}\n\n"
+        "Nothing was lost: the message is stored. Reply to this mail to try again.\n"
+    )
+    reply_headers(reply, author=author, incoming=message, default_to=to)
+    return reply
