@@ -205,14 +205,10 @@ class Engine:
         """No worker is acting (workers blocked on a budget count as idle)."""
         return all(not w.busy or w.blocked or w.task.done() for w in self.workers.values())
 
-    async def wait_idle(self, poll: float = 0.02, timeout: float | None = None) -> bool:
-        """Wait until every worker is idle; False on timeout."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+    async def wait_idle(self, poll: float = 0.02) -> None:
+        """Wait until every worker is idle (bound it with ``asyncio.timeout``)."""
         while not self.idle():
-            if deadline is not None and time.monotonic() > deadline:
-                return False
             await asyncio.sleep(poll)
-        return True
 
 
 def _shipped_memory(address: str, domain: str) -> Path | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import warnings
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
@@ -78,19 +79,23 @@ async def start_smtp(engine: Engine, credentials: Credentials, *, host: str, por
     """Listen for SMTP in the running loop (not aiosmtpd's threaded Controller)."""
     handler = DeliveryHandler(engine)
     loopback = host in ("127.0.0.1", "::1", "localhost")
+    authenticator = _authenticator(credentials)
 
     def factory() -> SMTP:
-        return SMTP(
-            handler,
-            hostname=hostname,
-            ident="mailcoach ESMTP",
-            data_size_limit=max_size,
-            enable_SMTPUTF8=True,  # the bare SMTP class defaults to False
-            decode_data=False,
-            authenticator=_authenticator(credentials),
-            auth_required=auth_required,
-            # No TLS here: plaintext AUTH is allowed on loopback only.
-            auth_require_tls=not loopback,
-        )
+        with warnings.catch_warnings():
+            # aiosmtpd warns about AUTH without TLS; on loopback that is the design.
+            warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS")
+            return SMTP(
+                handler,
+                hostname=hostname,
+                ident="mailcoach ESMTP",
+                data_size_limit=max_size,
+                enable_SMTPUTF8=True,  # the bare SMTP class defaults to False
+                decode_data=False,
+                authenticator=authenticator,
+                auth_required=auth_required,
+                # No TLS here: plaintext AUTH is allowed on loopback only.
+                auth_require_tls=not loopback,
+            )
 
     return await asyncio.get_running_loop().create_server(factory, host, port)

@@ -1,0 +1,434 @@
+"""The one seam to language models: litellm, imported lazily, behind ``ChatModel``.
+
+This is the only module that imports litellm, and it does so on the first
+model call (in a worker thread: the import alone takes seconds and must not
+stall the mail servers' event loop). It owns what a model call needs around
+litellm: the ``provider/model[@api_base]`` spelling, a cap on calls in flight,
+retries with backoff for transient failures, the price of a call, and turning
+every provider failure into a ``ModelError`` that says how to fix it.
+
+It deliberately knows nothing of mail: turning a thread into chat turns and
+model text into a message happens elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+import re
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Final, Protocol
+
+from ..errors import ModelError
+
+__all__ = [
+    "ChatTurn",
+    "Completion",
+    "ModelPrice",
+    "ChatModel",
+    "LiteLLMModel",
+    "split_model",
+    "missing_key_variables",
+]
+
+log = logging.getLogger("mailcoach.llm")
+
+# provider -> the variables litellm reads its key from; any one of them will do,
+# the first is the one we tell the user to set.
+_KEY_VARIABLES: Final[Mapping[str, tuple[str, ...]]] = {
+    "openai": ("OPENAI_API_KEY",),
+    "anthropic": ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"),
+    "gemini": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+    "mistral": ("MISTRAL_API_KEY",),
+    "groq": ("GROQ_API_KEY",),
+    "deepseek": ("DEEPSEEK_API_KEY",),
+    "openrouter": ("OPENROUTER_API_KEY",),
+    "together_ai": ("TOGETHERAI_API_KEY",),
+    "xai": ("XAI_API_KEY",),
+    "cohere": ("COHERE_API_KEY",),
+    # Local servers need no key.
+    "ollama": (),
+    "ollama_chat": (),
+    "vllm": (),
+    "hosted_vllm": (),
+    "lm_studio": (),
+}
+
+# Model names litellm routes without a provider prefix.
+_BARE_NAME_PROVIDERS: Final = (
+    (re.compile(r"(gpt-|chatgpt-|o\d)"), "openai"),
+    (re.compile(r"claude-"), "anthropic"),
+)
+
+# "@" starts an api_base only when a URL follows: "vertex_ai/claude@20240620" is a name.
+_API_BASE_AT: Final = re.compile(r"@(?=https?://)")
+
+# litellm exception classes worth another attempt (looked up by name: not all exist
+# in every version).
+_TRANSIENT_NAMES: Final = (
+    "RateLimitError",
+    "Timeout",
+    "APIConnectionError",
+    "InternalServerError",
+    "ServiceUnavailableError",
+    "BadGatewayError",
+)
+
+_PLACEHOLDER_KEY: Final = "not-needed"
+_MAX_MESSAGE: Final = 600
+
+
+@dataclass(frozen=True, slots=True)
+class ChatTurn:
+    """One message of a chat: role is "system", "user" or "assistant"."""
+
+    role: str
+    content: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"role": self.role, "content": self.content}
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A model's answer and what it cost.
+
+    Attributes:
+        text: the reply text ("" when the model returned none).
+        model: the model spec exactly as the caller gave it.
+        tokens_input: prompt tokens, as the provider reported them.
+        tokens_output: completion tokens.
+        cost: in US dollars; 0.0 when no price is known.
+        seconds: how long the successful call took (retries and waits not counted).
+    """
+
+    text: str
+    model: str
+    tokens_input: int
+    tokens_output: int
+    cost: float
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPrice:
+    """Dollars per million tokens, as providers quote them."""
+
+    input_per_million: float
+    output_per_million: float
+
+    def cost(self, tokens_input: int, tokens_output: int) -> float:
+        return (
+            tokens_input * self.input_per_million + tokens_output * self.output_per_million
+        ) / 1_000_000
+
+
+class ChatModel(Protocol):
+    """What the agent runtime needs from a model; tests may substitute a fake."""
+
+    async def complete(self, turns: Sequence[ChatTurn], *, model: str) -> Completion: ...
+
+
+def split_model(spec: str) -> tuple[str, str | None]:
+    """Split ``provider/model[@api_base]`` into the litellm model name and api_base.
+
+    >>> split_model("openai/qwen@http://127.0.0.1:8000/v1")
+    ('openai/qwen', 'http://127.0.0.1:8000/v1')
+    >>> split_model("vertex_ai/claude@20240620")
+    ('vertex_ai/claude@20240620', None)
+    """
+    match = _API_BASE_AT.search(spec)
+    if match is None:
+        return spec, None
+    return spec[: match.start()], spec[match.end() :]
+
+
+def _provider(name: str) -> str | None:
+    if "/" in name:
+        return name.split("/", 1)[0].lower()
+    for pattern, provider in _BARE_NAME_PROVIDERS:
+        if pattern.match(name):
+            return provider
+    return None
+
+
+def _key_variables(name: str) -> tuple[str, ...]:
+    provider = _provider(name)
+    return _KEY_VARIABLES.get(provider, ()) if provider else ()
+
+
+def missing_key_variables(spec: str) -> list[str]:
+    """The environment variables to set before ``spec`` can be called; [] if none.
+
+    A spec with an ``@api_base`` needs no key (local servers take none), nor does
+    a provider this table does not know (litellm may find credentials elsewhere).
+    Cheap: it does not import litellm.
+    """
+    name, api_base = split_model(spec)
+    if api_base is not None:
+        return []
+    variables = _key_variables(name)
+    if not variables or any(os.environ.get(v) for v in variables):
+        return []
+    return [variables[0]]
+
+
+# -- litellm, loaded on first use -----------------------------------------------
+
+_litellm: ModuleType | None = None
+
+
+def _import_litellm() -> ModuleType:
+    # Without these the import tries to download a price table.
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
+    module = importlib.import_module("litellm")
+    # Else every exception also prints "Give Feedback / Get Help" to stdout.
+    module.suppress_debug_info = True
+    return module
+
+
+async def _load_litellm() -> ModuleType:
+    global _litellm
+    if _litellm is None:
+        # In a thread, so the SMTP/IMAP servers keep answering during the ~4 s import;
+        # concurrent first calls are serialised by Python's import lock.
+        _litellm = await asyncio.to_thread(_import_litellm)
+    return _litellm
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _refused(exc: BaseException) -> bool:
+    for link in _chain(exc):
+        if isinstance(link, ConnectionError):
+            return True
+        if type(link).__name__ in ("ConnectError", "ClientConnectorError"):
+            return True
+    return "Connection error" in str(exc) or "Cannot connect to host" in str(exc)
+
+
+def _summary(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
+
+
+class LiteLLMModel:
+    """Calls models through ``litellm.acompletion``.
+
+    Args:
+        prices: per-model prices that win over litellm's cost map, keyed by the full
+            spec or by the model name without ``@api_base``.
+        timeout: seconds one attempt may take.
+        retries: further attempts after a transient failure (rate limit, 5xx,
+            timeout, connection error).
+        backoff: seconds before the first retry; doubled for each next one.
+        max_in_flight: calls in flight at once, across every agent using this object.
+    """
+
+    def __init__(
+        self,
+        *,
+        prices: Mapping[str, ModelPrice] | None = None,
+        timeout: float = 120.0,
+        retries: int = 3,
+        backoff: float = 1.0,
+        max_in_flight: int = 8,
+    ) -> None:
+        self.prices: dict[str, ModelPrice] = dict(prices or {})
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.max_in_flight = max_in_flight
+        self._semaphore = asyncio.Semaphore(max_in_flight)
+        self._unpriced: set[str] = set()
+
+    async def complete(self, turns: Sequence[ChatTurn], *, model: str) -> Completion:
+        """Ask ``model`` (``provider/model[@api_base]``) to continue ``turns``.
+
+        Raises:
+            ModelError: the call failed (after retries when the failure looked
+                transient); ``hint`` says what the user can do about it.
+        """
+        litellm = await _load_litellm()
+        name, api_base = split_model(model)
+        kwargs: dict[str, Any] = {
+            "model": name,
+            "messages": [turn.as_dict() for turn in turns],
+            "timeout": self.timeout,
+            "num_retries": 0,  # the loop below retries, with backoff and a semaphore
+        }
+        if api_base is not None:
+            kwargs["api_base"] = api_base
+            if not any(os.environ.get(v) for v in _key_variables(name)):
+                kwargs["api_key"] = _PLACEHOLDER_KEY  # local servers take any key
+        response, seconds = await self._call(litellm, kwargs, model, api_base)
+
+        usage = getattr(response, "usage", None)
+        tokens_input = int(getattr(usage, "prompt_tokens", 0) or 0)
+        tokens_output = int(getattr(usage, "completion_tokens", 0) or 0)
+        price = self._price(litellm, model, name)
+        cost = price.cost(tokens_input, tokens_output) if price else 0.0
+        try:
+            text = response.choices[0].message.content or ""
+        except (AttributeError, IndexError) as exc:
+            raise ModelError(f"{model} returned no choices", retryable=True) from exc
+        log.info(
+            "%s: %d tokens in, %d out, $%.6f, %.2f s",
+            model,
+            tokens_input,
+            tokens_output,
+            cost,
+            seconds,
+        )
+        return Completion(text, model, tokens_input, tokens_output, cost, seconds)
+
+    async def aclose(self) -> None:
+        """Release litellm's cached HTTP clients and logging tasks for this event loop.
+
+        A long-running server calls it once at shutdown; tests, which run each in a
+        new loop, call it at the end of each (else the clients leak ResourceWarnings).
+        """
+        litellm = _litellm
+        if litellm is None:
+            return
+        worker_module = importlib.import_module("litellm.litellm_core_utils.logging_worker")
+        worker = getattr(worker_module, "GLOBAL_LOGGING_WORKER", None)
+        if worker is not None:
+            try:
+                await asyncio.wait_for(worker.flush(), timeout=5)
+            except TimeoutError:
+                log.warning("litellm's logging tasks did not finish within 5 s")
+            await worker.stop(discard_pending=True, timeout=5)
+        await litellm.close_litellm_async_clients()
+
+    async def _call(
+        self, litellm: ModuleType, kwargs: dict[str, Any], spec: str, api_base: str | None
+    ) -> tuple[Any, float]:
+        transient = self._transient_classes(litellm)
+        attempt = 0
+        while True:
+            try:
+                async with self._semaphore:
+                    started = time.perf_counter()
+                    response = await litellm.acompletion(**kwargs)
+                    return response, time.perf_counter() - started
+            except Exception as exc:  # CancelledError is a BaseException: it passes
+                retryable = self._retryable(exc, transient, spec)
+                if not retryable or attempt >= self.retries:
+                    raise self._error(exc, spec, api_base, retryable, attempt + 1) from exc
+                delay = self.backoff * 2**attempt
+                attempt += 1
+                log.warning(
+                    "%s: %s; retry %d of %d in %.2f s",
+                    spec,
+                    _summary(exc),
+                    attempt,
+                    self.retries,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+
+    @staticmethod
+    def _transient_classes(litellm: ModuleType) -> tuple[type[BaseException], ...]:
+        found = (getattr(litellm.exceptions, n, None) for n in _TRANSIENT_NAMES)
+        return (TimeoutError, *(c for c in found if isinstance(c, type)))
+
+    @staticmethod
+    def _retryable(exc: Exception, transient: tuple[type[BaseException], ...], spec: str) -> bool:
+        # litellm reports a missing OpenAI key as a 500: no retry can fix that.
+        if missing_key_variables(spec):
+            return False
+        if isinstance(exc, transient):
+            return True
+        status = getattr(exc, "status_code", None)
+        return isinstance(status, int) and (status in (408, 429) or status >= 500)
+
+    def _error(
+        self, exc: Exception, spec: str, api_base: str | None, retryable: bool, attempts: int
+    ) -> ModelError:
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        if not isinstance(exc, _openai_error_class()):
+            log.warning("%s: unexpected error from litellm", spec, exc_info=exc)
+        message = f"model call to {spec} failed{tries}: {_summary(exc)}"
+        return ModelError(message, retryable=retryable, hint=self._hint(exc, spec, api_base))
+
+    def _hint(self, exc: Exception, spec: str, api_base: str | None) -> str:
+        name = split_model(spec)[0]
+        kind = type(exc).__name__
+        missing = missing_key_variables(spec)
+        if missing:
+            return f"set {' or '.join(missing)} (the key of {name})"
+        if kind in ("AuthenticationError", "PermissionDeniedError"):
+            variables = _key_variables(name)
+            if api_base is not None:
+                wanted = f"set {variables[0]}" if variables else "give it the key it expects"
+                return f"the server at {api_base} refused the key: {wanted}"
+            if variables:
+                return f"the provider refused the key: check {variables[0]} (the key of {name})"
+            return f"the provider refused the credentials for {name}"
+        if kind == "ContextWindowExceededError":
+            return "the conversation is too long for the model: shorten it with X-Rollback"
+        text = str(exc)
+        if kind == "NotFoundError" or (
+            kind in ("BadRequestError", "LiteLLMUnknownProvider")
+            and re.search(r"model|provider", text, re.IGNORECASE)
+        ):
+            where = f" served at {api_base}" if api_base else ""
+            return (
+                f"check the model name {name!r}{where}: it is written provider/model[@api_base], "
+                "e.g. openai/gpt-4o-mini or openai/qwen@http://127.0.0.1:8000/v1"
+            )
+        if kind in ("Timeout", "TimeoutError") or isinstance(exc, TimeoutError):
+            return f"no answer within {self.timeout:g} s: is the model overloaded?"
+        if _refused(exc):
+            if api_base is not None:
+                return f"is the server at {api_base} running?"
+            return "cannot reach the provider: check the network connection"
+        if kind == "RateLimitError":
+            return "the provider is rate limiting: wait, or lower the calls in flight"
+        status = getattr(exc, "status_code", None)
+        if isinstance(status, int) and status >= 500:
+            where = f"the server at {api_base}" if api_base else "the provider"
+            return f"{where} failed; try again later"
+        return ""
+
+    def _price(self, litellm: ModuleType, spec: str, name: str) -> ModelPrice | None:
+        for key in (spec, name):
+            if key in self.prices:
+                return self.prices[key]
+        candidates = [name]
+        if "/" in name:
+            candidates.append(name.split("/", 1)[1])
+        cost_map: Mapping[str, Mapping[str, Any]] = getattr(litellm, "model_cost", {})
+        for key in candidates:
+            entry = cost_map.get(key)
+            if entry is None:
+                continue
+            per_input = entry.get("input_cost_per_token")
+            per_output = entry.get("output_cost_per_token")
+            if per_input is not None and per_output is not None:
+                return ModelPrice(float(per_input) * 1e6, float(per_output) * 1e6)
+        if spec not in self._unpriced:
+            self._unpriced.add(spec)
+            log.warning("no price for %s; add it under prices: in the config", name)
+        return None
+
+
+def _openai_error_class() -> type[BaseException]:
+    # litellm's exception classes all derive from openai.OpenAIError.
+    openai = importlib.import_module("openai")
+    error: type[BaseException] = openai.OpenAIError
+    return error
