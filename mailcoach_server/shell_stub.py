@@ -224,11 +224,14 @@ def main(argv: list[str] | None = None) -> int:
     def stop(signum: int, frame: FrameType | None) -> None:
         raise _Stop
 
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     host, port = server.server_address[:2]
     shown = f"[{host}]" if ":" in str(host) else host
-    print(f"shell stub listening on http://{shown}:{port} (workdir {workdir})", flush=True)
+    previous: dict[int, Any] = {}
     try:
+        # Inside the try: a signal may arrive as soon as its handler is set.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, stop)
+        print(f"shell stub listening on http://{shown}:{port} (workdir {workdir})", flush=True)
         server.serve_forever()
     except (_Stop, KeyboardInterrupt):
         pass

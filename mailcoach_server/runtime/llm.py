@@ -304,7 +304,10 @@ class LiteLLMModel:
         litellm = _litellm
         if litellm is None:
             return
-        worker_module = importlib.import_module("litellm.litellm_core_utils.logging_worker")
+        try:  # litellm's internals (1.110); without them only the clients are closed
+            worker_module = importlib.import_module("litellm.litellm_core_utils.logging_worker")
+        except ImportError:
+            worker_module = None
         worker = getattr(worker_module, "GLOBAL_LOGGING_WORKER", None)
         if worker is not None:
             try:

@@ -124,16 +124,16 @@ class Router:
             return _Thread(thread, 1 if sub.auto else 0)
         return _Thread(parent.thread, parent.auto_round + 1 if sub.auto else 0)
 
-    def plan(self, sub: Submission, *, completes: int | None = None,
-             cost: float = 0.0) -> list[WritePlan]:
+    def plan(self, sub: Submission, *, completes: int | None = None, cost: float = 0.0,
+             thread: _Thread | None = None) -> list[WritePlan]:
         """Everything ``sub`` changes, in commit order (new parties first)."""
         plans: list[WritePlan] = []
         parties = list(dict.fromkeys((sub.sender, *sub.recipients)))
         for address in parties:
             plans.extend(self.clone_plans(address))
-        thread = self._thread_of(sub)
+        thread = thread or self._thread_of(sub)
         limit = self.config.limits.max_auto_rounds
-        stopped = thread.auto_round > limit
+        stopped = thread.auto_round >= limit
         meta = MessageMeta(
             id=self.store.allocate_message_id(),
             message_id=sub.message_id,
@@ -164,8 +164,8 @@ class Router:
             main.folders.append("Sent")
             main.folder_flags["Sent"] = "\\Seen"
         plans.append(main)
-        if stopped and thread.auto_round == limit + 1:
-            plans.extend(self._stop_note(sub, limit))
+        if stopped and thread.auto_round == limit:
+            plans.extend(self._stop_note(sub, limit, meta.thread))
         return plans
 
     def _kind_planned(self, address: str, main: WritePlan, plans: list[WritePlan]) -> str:
@@ -214,7 +214,7 @@ class Router:
         return any(self.config.robot_spec(a) is not None
                    for a in (meta.sender, *meta.recipients))
 
-    def _stop_note(self, sub: Submission, limit: int) -> list[WritePlan]:
+    def _stop_note(self, sub: Submission, limit: int, thread: str) -> list[WritePlan]:
         body = (
             f"The thread \"{sub.subject}\" reached {limit} automatic messages in a row "
             "(agents and robots mailing each other with no word from you), so mailcoach "
@@ -235,4 +235,5 @@ class Router:
         ).encode()
         note = prepare(raw, domain=self.config.domain, max_size=1 << 30,
                        max_hops=self.config.limits.max_hops, origin="system")
-        return self.plan(note)
+        # Past the limit itself, so the note never calls for another note.
+        return self.plan(note, thread=_Thread(thread, limit + 1))
