@@ -109,6 +109,7 @@ def banner(server: Server) -> str:
                          "with an error")
     if config.budget is not None:
         lines.append(f"  budget ${config.budget:.2f} for all agents")
+    lines.append("ready (Ctrl+C or SIGTERM stops)")
     return "\n".join(lines)
 
 

@@ -118,23 +118,26 @@ class ServerProcess:
         self.imap_port = 0
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
-        self.proc = subprocess.Popen(
-            self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env=self.env, cwd=self.cwd,
-        )
+        self.log_path = Path(self.args[self.args.index("--config") + 1]).with_suffix(".log")
+        with open(self.log_path, "a") as log:  # a file, not a pipe: a chatty server never blocks
+            self.proc = subprocess.Popen(
+                self.args, stdout=subprocess.PIPE, stderr=log, text=True,
+                env=self.env, cwd=self.cwd,
+            )
         deadline = time.monotonic() + timeout
         assert self.proc.stdout is not None
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()
             if not line:
-                err = self.proc.stderr.read() if self.proc.stderr else ""
-                raise AssertionError(f"server exited early: {err[-2000:]}")
+                self.proc.wait(5)
+                self.proc.stdout.close()
+                raise AssertionError(f"server exited early: {self.stderr()[-2000:]}")
             self.banner.append(line.rstrip("\n"))
             if match := re.search(r"SMTP\s+[\d.]+:(\d+)", line):
                 self.smtp_port = int(match.group(1))
             if match := re.search(r"IMAP\s+[\d.]+:(\d+)", line):
                 self.imap_port = int(match.group(1))
-            if line.startswith("  robots"):
+            if line.startswith("ready"):
                 return self
         raise AssertionError("server did not print its banner in time")
 
@@ -148,15 +151,21 @@ class ServerProcess:
             self.proc.kill()
             self.proc.wait(5)
             raise AssertionError("server did not stop in time") from None
+        finally:
+            self._close()
 
     def kill9(self) -> None:
         assert self.proc is not None
         self.proc.kill()
         self.proc.wait(10)
+        self._close()
+
+    def _close(self) -> None:
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
 
     def stderr(self) -> str:
-        assert self.proc is not None and self.proc.stderr is not None
-        return self.proc.stderr.read()
+        return self.log_path.read_text("utf-8", "replace")
 
     def __enter__(self) -> ServerProcess:
         return self.start()

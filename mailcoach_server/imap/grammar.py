@@ -34,10 +34,12 @@ SYSTEM_FLAGS = {
 _FLAG = re.compile(rb'\\?[^\x00-\x20\x7f-\xff(){%*"\\\]]+')
 _SEQUENCE = re.compile(rb"[0-9*:,]+")
 _MONTHS = {m: i for i, m in enumerate(
-    ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"), 1)}
+    (b"JAN", b"FEB", b"MAR", b"APR", b"MAY", b"JUN", b"JUL", b"AUG", b"SEP", b"OCT", b"NOV",
+     b"DEC"), 1)}
 _DATE = re.compile(rb"([0-9]{1,2})-([A-Za-z]{3})-([0-9]{4})")
 _DATE_TIME = re.compile(
-    rb'"([ 0-9][0-9])-([A-Za-z]{3})-([0-9]{4}) ([0-9]{2}):([0-9]{2}):([0-9]{2}) ([+-])([0-9]{2})([0-9]{2})"'
+    rb'"([ 0-9][0-9])-([A-Za-z]{3})-([0-9]{4}) '
+    rb'([0-9]{2}):([0-9]{2}):([0-9]{2}) ([+-])([0-9]{2})([0-9]{2})"'
 )
 _FETCH_NAME = re.compile(rb"[A-Za-z0-9.]+")
 _SECTION_PART = re.compile(rb"[0-9]{1,9}(?:\.[0-9]{1,9})*")

@@ -84,6 +84,9 @@ class Engine:
                 await robot.aclose()
             except Exception:
                 log.exception("closing robot %s", robot.context.address)
+        close_model = getattr(self.model, "aclose", None)
+        if close_model is not None:
+            await close_model()
 
     # -- submitting ----------------------------------------------------------
 

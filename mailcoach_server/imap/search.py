@@ -1,0 +1,190 @@
+"""Evaluate a SEARCH key tree against one message (RFC 3501 §6.4.4).
+
+:func:`matches` is pure: a :class:`SearchMessage` wraps the raw bytes and
+metadata and parses lazily, so a key that only looks at flags or UIDs
+never parses the message. Semantics:
+
+* strings match as case-insensitive substrings; header values are decoded
+  (RFC 2047 encoded words) first, bodies are decoded from their transfer
+  encoding and charset (text parts only);
+* BEFORE/ON/SINCE compare the internal date, SENT* the Date header, by
+  date only (each in its own timezone); a message without a usable Date
+  header falls back to its internal date;
+* LARGER/SMALLER use the size after CRLF normalisation (RFC822.SIZE);
+* ``*`` in UID and sequence sets is the mailbox's largest UID / sequence
+  number, passed in by the caller.
+
+CHARSET checking is the command layer's (see ``BadCharset``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date, datetime
+from email import message_from_bytes
+from email.header import decode_header, make_header
+from email.message import Message
+from email.policy import compat32
+from email.utils import parsedate_to_datetime
+from functools import cached_property
+
+from .command import SearchKey
+from .mime import normalize_crlf, split_fields
+from .sequence import SequenceSet
+
+__all__ = ["SearchMessage", "matches"]
+
+_FLAG_KEYS = {
+    "ANSWERED": ("\\Answered", True), "UNANSWERED": ("\\Answered", False),
+    "DELETED": ("\\Deleted", True), "UNDELETED": ("\\Deleted", False),
+    "DRAFT": ("\\Draft", True), "UNDRAFT": ("\\Draft", False),
+    "FLAGGED": ("\\Flagged", True), "UNFLAGGED": ("\\Flagged", False),
+    "SEEN": ("\\Seen", True), "UNSEEN": ("\\Seen", False),
+    "RECENT": ("\\Recent", True), "OLD": ("\\Recent", False),
+}
+_ADDRESS_KEYS = {"FROM": "from", "TO": "to", "CC": "cc", "BCC": "bcc", "SUBJECT": "subject"}
+
+
+def _decode_words(value: str) -> str:
+    try:
+        return str(make_header(decode_header(value)))
+    except (ValueError, LookupError, UnicodeError):
+        return value
+
+
+def _payload_text(part: Message) -> str:
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return ""
+    charset = part.get_content_charset() or "utf-8"
+    try:
+        return payload.decode(charset, "replace")
+    except LookupError:
+        return payload.decode("utf-8", "replace")
+
+
+class SearchMessage:
+    """One message and its metadata, as SEARCH sees it."""
+
+    def __init__(
+        self,
+        raw: bytes,
+        *,
+        seq: int,
+        uid: int,
+        flags: Iterable[str],
+        internaldate: datetime,
+    ) -> None:
+        self.raw = raw
+        self.seq = seq
+        self.uid = uid
+        self.flags = frozenset(f.lower() for f in flags)
+        self.internaldate = internaldate
+
+    @cached_property
+    def size(self) -> int:
+        return len(self._crlf)
+
+    @cached_property
+    def _crlf(self) -> bytes:
+        return normalize_crlf(self.raw)
+
+    @cached_property
+    def headers(self) -> list[tuple[str, str]]:
+        """``(lower-case name, decoded unfolded value)`` for every header field."""
+        raw = self._crlf
+        blank = raw.find(b"\r\n\r\n")
+        block = raw if blank < 0 else raw[: blank + 2]
+        out = []
+        for name, field in split_fields(block):
+            value = field.split(b":", 1)[1].decode("utf-8", "replace")
+            value = " ".join(value.split())
+            out.append((name.decode("ascii", "replace"), _decode_words(value)))
+        return out
+
+    def header_values(self, name: str) -> list[str]:
+        key = name.lower()
+        return [v for n, v in self.headers if n == key]
+
+    @cached_property
+    def body_text(self) -> str:
+        """The decoded text parts (or the raw body when the message has none)."""
+        message = message_from_bytes(self.raw, policy=compat32)
+        texts = [
+            _payload_text(part)
+            for part in message.walk()
+            if not part.is_multipart() and part.get_content_maintype() == "text"
+        ]
+        if not texts and not message.is_multipart():
+            payload = message.get_payload(decode=True)
+            if isinstance(payload, bytes):
+                texts.append(payload.decode("utf-8", "replace"))
+        return "\n".join(texts).casefold()
+
+    @cached_property
+    def sent_date(self) -> date:
+        for value in self.header_values("date"):
+            try:
+                return parsedate_to_datetime(value).date()
+            except (TypeError, ValueError, IndexError):
+                break
+        return self.internaldate.date()
+
+
+def _contains(haystack: str, needle: str) -> bool:
+    return needle.casefold() in haystack.casefold()
+
+
+def matches(key: SearchKey, message: SearchMessage, *, max_seq: int, max_uid: int) -> bool:
+    """Does ``message`` satisfy ``key``? ``max_seq``/``max_uid`` give ``*`` its value."""
+    name, arg = key.name, key.arg
+    if name == "AND":
+        return all(matches(k, message, max_seq=max_seq, max_uid=max_uid) for k in key.children)
+    if name == "OR":
+        return any(matches(k, message, max_seq=max_seq, max_uid=max_uid) for k in key.children)
+    if name == "NOT":
+        return not matches(key.children[0], message, max_seq=max_seq, max_uid=max_uid)
+    if name == "ALL":
+        return True
+    if name in _FLAG_KEYS:
+        flag, wanted = _FLAG_KEYS[name]
+        return (flag.lower() in message.flags) == wanted
+    if name == "NEW":
+        return "\\recent" in message.flags and "\\seen" not in message.flags
+    if name in ("KEYWORD", "UNKEYWORD"):
+        return (str(arg).lower() in message.flags) == (name == "KEYWORD")
+    if name == "SEQUENCE":
+        assert isinstance(arg, SequenceSet)
+        return arg.contains(message.seq, max_seq)
+    if name == "UID":
+        assert isinstance(arg, SequenceSet)
+        return arg.contains(message.uid, max_uid)
+    if name == "LARGER":
+        assert isinstance(arg, int)
+        return message.size > arg
+    if name == "SMALLER":
+        assert isinstance(arg, int)
+        return message.size < arg
+    if name in ("BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"):
+        assert isinstance(arg, date)
+        day = message.sent_date if name.startswith("SENT") else message.internaldate.date()
+        if name.endswith("BEFORE"):
+            return day < arg
+        return day == arg if name.endswith("ON") else day >= arg
+    if name in _ADDRESS_KEYS:
+        assert isinstance(arg, str)
+        return any(_contains(v, arg) for v in message.header_values(_ADDRESS_KEYS[name]))
+    if name == "HEADER":
+        assert isinstance(arg, tuple)
+        field, needle = arg
+        return any(_contains(v, needle) for v in message.header_values(field))
+    if name == "BODY":
+        assert isinstance(arg, str)
+        return arg.casefold() in message.body_text
+    if name == "TEXT":
+        assert isinstance(arg, str)
+        needle = arg.casefold()
+        return any(needle in f"{n}: {v}".casefold() for n, v in message.headers) or (
+            needle in message.body_text
+        )
+    raise ValueError(f"unknown search key {name}")

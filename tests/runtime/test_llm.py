@@ -1,0 +1,304 @@
+"""LiteLLMModel through the real litellm client, over real HTTP, to a scripted server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mailcoach_server.errors import ModelError
+from mailcoach_server.runtime.llm import (
+    ChatTurn,
+    LiteLLMModel,
+    ModelPrice,
+    missing_key_variables,
+    split_model,
+)
+from tests.fakellm import ScriptedModelServer
+
+TURNS = [ChatTurn("system", "You answer mail."), ChatTurn("user", "Subject: hi\n\nhello")]
+KEY_VARIABLES = [
+    "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_AUTH_TOKEN",
+    "GEMINI_API_KEY",
+    "GOOGLE_API_KEY",
+    "MISTRAL_API_KEY",
+    "GROQ_API_KEY",
+    "DEEPSEEK_API_KEY",
+    "OPENROUTER_API_KEY",
+    "TOGETHERAI_API_KEY",
+    "XAI_API_KEY",
+    "COHERE_API_KEY",
+]
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test may reach a real provider."""
+    for variable in KEY_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+
+
+@pytest.fixture
+def server():
+    with ScriptedModelServer() as scripted:
+        yield scripted
+
+
+@pytest.fixture
+async def make_model():
+    """Builds LiteLLMModels and closes litellm's clients in this test's event loop."""
+    made: list[LiteLLMModel] = []
+
+    def make(**kwargs) -> LiteLLMModel:
+        kwargs.setdefault("retries", 0)
+        kwargs.setdefault("backoff", 0.01)
+        kwargs.setdefault("timeout", 10.0)
+        model = LiteLLMModel(**kwargs)
+        made.append(model)
+        return model
+
+    yield make
+    if made:
+        await made[0].aclose()
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# -- replies and cost ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["full spec", "name"])
+async def test_reply_priced_from_config(server, make_model, caplog, key):
+    spec = server.spec("scripted")
+    price_key = spec if key == "full spec" else "openai/scripted"
+    model = make_model(prices={price_key: ModelPrice(1.0, 2.0)})
+    server.enqueue("To: user@localdomain\n\nhello back", prompt_tokens=1000, completion_tokens=500)
+
+    with caplog.at_level(logging.INFO, logger="mailcoach.llm"):
+        completion = await model.complete(TURNS, model=spec)
+
+    assert completion.text == "To: user@localdomain\n\nhello back"
+    assert completion.model == spec
+    assert (completion.tokens_input, completion.tokens_output) == (1000, 500)
+    assert completion.cost == pytest.approx(1000 * 1.0 / 1e6 + 500 * 2.0 / 1e6)
+    assert 0 < completion.seconds < 10
+    [request] = server.requests
+    assert request["model"] == "scripted"
+    assert request["messages"] == [turn.as_dict() for turn in TURNS]
+    [line] = [r.getMessage() for r in caplog.records if r.name == "mailcoach.llm"]
+    assert spec in line and "1000 tokens in, 500 out" in line
+
+
+async def test_reply_priced_from_litellm_cost_map(server, make_model):
+    # litellm's map keys OpenAI models without the prefix ("gpt-4o-mini"):
+    # the lookup has to strip "openai/".
+    model = make_model()
+    server.enqueue("hi", prompt_tokens=1_000_000, completion_tokens=1_000_000)
+    completion = await model.complete(TURNS, model=server.spec("gpt-4o-mini"))
+    assert completion.cost == pytest.approx(0.15 + 0.60)  # $ per million tokens, in and out
+
+
+async def test_unknown_price_costs_nothing_and_warns_once(server, make_model, caplog):
+    model = make_model()
+    server.responder = lambda body: "ok"
+    spec = server.spec("homegrown-7b")
+    with caplog.at_level(logging.WARNING, logger="mailcoach.llm"):
+        first = await model.complete(TURNS, model=spec)
+        await model.complete(TURNS, model=spec)
+    assert first.cost == 0.0
+    warnings = [r.getMessage() for r in caplog.records if "no price" in r.getMessage()]
+    assert warnings == ["no price for openai/homegrown-7b; add it under prices: in the config"]
+
+
+async def test_empty_content_is_empty_text(server, make_model):
+    model = make_model()
+    server.enqueue("")
+    assert (await model.complete(TURNS, model=server.spec())).text == ""
+
+
+# -- retries and errors -------------------------------------------------------------
+
+
+async def test_transient_errors_are_retried(server, make_model):
+    model = make_model(retries=2, backoff=0.01)
+    server.enqueue_error(500, "overloaded")
+    server.enqueue_error(500, "overloaded")
+    server.enqueue("third time lucky")
+    completion = await model.complete(TURNS, model=server.spec())
+    assert completion.text == "third time lucky"
+    assert len(server.requests) == 3
+
+
+async def test_rate_limit_is_retried(server, make_model):
+    model = make_model(retries=1, backoff=0.01)
+    server.enqueue_error(429, "slow down")
+    server.enqueue("ok")
+    assert (await model.complete(TURNS, model=server.spec())).text == "ok"
+    assert len(server.requests) == 2
+
+
+async def test_persistent_server_error(server, make_model):
+    model = make_model(retries=2, backoff=0.01)
+    for _ in range(3):
+        server.enqueue_error(500, "the GPU caught fire")
+    with pytest.raises(ModelError) as caught:
+        await model.complete(TURNS, model=server.spec())
+    error = caught.value
+    assert error.retryable is True
+    assert "failed after 3 attempts" in str(error)
+    assert "the GPU caught fire" in str(error)
+    assert server.base_url in error.hint
+    assert len(server.requests) == 3
+
+
+async def test_rejected_key_names_the_variable(server, make_model):
+    model = make_model(retries=3)
+    server.enqueue_error(401, "Incorrect API key provided")
+    with pytest.raises(ModelError) as caught:
+        await model.complete(TURNS, model=server.spec())
+    assert caught.value.retryable is False
+    assert "OPENAI_API_KEY" in caught.value.hint
+    assert "Incorrect API key provided" in str(caught.value)
+    assert len(server.requests) == 1  # not retried
+
+
+async def test_missing_key_is_not_retried_and_names_the_variable(make_model):
+    # No api_base: litellm would call api.openai.com, but fails before connecting
+    # (it reports the missing key as a 500 InternalServerError).
+    model = make_model(retries=3, backoff=5.0)
+    with pytest.raises(ModelError) as caught:
+        await asyncio.wait_for(model.complete(TURNS, model="openai/gpt-4o-mini"), 5)
+    assert caught.value.retryable is False
+    assert caught.value.hint == "set OPENAI_API_KEY (the key of openai/gpt-4o-mini)"
+
+
+async def test_unknown_model_on_server(server, make_model):
+    model = make_model()
+    server.enqueue_error(404, "The model `nope` does not exist")
+    with pytest.raises(ModelError) as caught:
+        await model.complete(TURNS, model=server.spec("nope"))
+    assert caught.value.retryable is False
+    assert caught.value.hint.startswith("check the model name 'openai/nope'")
+
+
+async def test_unknown_provider(make_model):
+    model = make_model()
+    with pytest.raises(ModelError) as caught:
+        await model.complete(TURNS, model="nosuchprovider/model")
+    assert caught.value.hint.startswith("check the model name 'nosuchprovider/model'")
+
+
+async def test_connection_refused_names_the_server(make_model):
+    model = make_model(retries=1, backoff=0.01)
+    api_base = f"http://127.0.0.1:{closed_port()}/v1"
+    with pytest.raises(ModelError) as caught:
+        await model.complete(TURNS, model=f"openai/local@{api_base}")
+    assert caught.value.retryable is True
+    assert caught.value.hint == f"is the server at {api_base} running?"
+
+
+async def test_timeout_is_retryable(server, make_model):
+    model = make_model(timeout=0.3)
+    server.delay = 1.0
+    server.enqueue("too late")
+    with pytest.raises(ModelError) as caught:
+        await model.complete(TURNS, model=server.spec())
+    assert caught.value.retryable is True
+    assert caught.value.hint == "no answer within 0.3 s: is the model overloaded?"
+
+
+async def test_cancellation_is_not_wrapped(server, make_model):
+    model = make_model()
+    server.delay = 0.5
+    server.enqueue("too late")
+    task = asyncio.create_task(model.complete(TURNS, model=server.spec()))
+    assert await asyncio.to_thread(server.wait_for_requests, 1, 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_calls_in_flight_are_capped(server, make_model):
+    model = make_model(max_in_flight=2)
+    server.delay = 0.2
+    server.responder = lambda body: "ok"
+    spec = server.spec()
+    replies = await asyncio.gather(*(model.complete(TURNS, model=spec) for _ in range(6)))
+    assert [r.text for r in replies] == ["ok"] * 6
+    assert server.max_concurrent == 2
+
+
+async def test_scripted_server_serves_concurrently(server, make_model):
+    # The cap test above means something only if the server itself is not serial.
+    model = make_model(max_in_flight=8)
+    server.delay = 0.2
+    server.responder = lambda body: "ok"
+    spec = server.spec()
+    await asyncio.gather(*(model.complete(TURNS, model=spec) for _ in range(4)))
+    assert server.max_concurrent == 4
+
+
+# -- pure helpers -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("openai/gpt-4o-mini", ("openai/gpt-4o-mini", None)),
+        ("openai/qwen@http://127.0.0.1:8000/v1", ("openai/qwen", "http://127.0.0.1:8000/v1")),
+        ("hosted_vllm/m@https://gpu.example/v1", ("hosted_vllm/m", "https://gpu.example/v1")),
+        ("vertex_ai/claude@20240620", ("vertex_ai/claude@20240620", None)),
+        (
+            "vertex_ai/claude@20240620@http://127.0.0.1:9/v1",
+            ("vertex_ai/claude@20240620", "http://127.0.0.1:9/v1"),
+        ),
+        ("gpt-4o", ("gpt-4o", None)),
+    ],
+    ids=["plain", "api-base", "https", "at-in-name", "at-in-name-and-base", "bare"],
+)
+def test_split_model(spec, expected):
+    assert split_model(spec) == expected
+
+
+def test_missing_key_variables(monkeypatch):
+    assert missing_key_variables("openai/gpt-4o-mini") == ["OPENAI_API_KEY"]
+    assert missing_key_variables("gpt-4o-mini") == ["OPENAI_API_KEY"]
+    assert missing_key_variables("anthropic/claude-3-5-haiku") == ["ANTHROPIC_API_KEY"]
+    assert missing_key_variables("together_ai/llama") == ["TOGETHERAI_API_KEY"]
+    assert missing_key_variables("openai/qwen@http://127.0.0.1:8000/v1") == []
+    assert missing_key_variables("ollama/llama3") == []
+    assert missing_key_variables("hosted_vllm/qwen") == []
+    assert missing_key_variables("somewhere/else") == []
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("GOOGLE_API_KEY", "g-test")  # litellm takes either for gemini
+    assert missing_key_variables("openai/gpt-4o-mini") == []
+    assert missing_key_variables("gemini/gemini-2.0-flash") == []
+    assert missing_key_variables("anthropic/claude-3-5-haiku") == ["ANTHROPIC_API_KEY"]
+
+
+def test_chat_turn_as_dict():
+    assert ChatTurn("user", "hi").as_dict() == {"role": "user", "content": "hi"}
+
+
+def test_importing_the_module_does_not_import_litellm():
+    code = "import mailcoach_server.runtime.llm, sys; print('litellm' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert result.stdout.strip() == "False"
