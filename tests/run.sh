@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Set up and run the whole test suite on a fresh machine:
+#   - the Debian programs the tests drive (swaks, msmtp, mbsync, neomutt, bwrap, tmux),
+#   - a virtualenv in .venv with mailcoach and its test extras,
+#   - pytest (arguments are passed on). Exit code 5 (no tests collected) counts as success.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+for tool in swaks:swaks msmtp:msmtp mbsync:isync neomutt:neomutt bwrap:bubblewrap tmux:tmux; do
+    command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool##*:}")
+done
+if ((${#need[@]})); then
+    if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+    echo "installing Debian packages: ${need[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$python" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[test]'
+
+status=0
+.venv/bin/python -m pytest "$@" || status=$?
+if [ "$status" = 5 ]; then
+    echo "pytest collected no tests"
+    status=0
+fi
+exit "$status"
