@@ -259,13 +259,15 @@ class _Builder:
         agents_section = self.section(data, "agents")
         for key in agents_section:
             if key not in ("auto_create", "defaults", "parties"):
-                raise self.fail(f"agents.{key}", "unknown key (known: auto_create, defaults, parties)")
+                raise self.fail(f"agents.{key}",
+                                "unknown key (known: auto_create, defaults, parties)")
         auto_create = self.value(
             "agents.auto_create", agents_section.get("auto_create", True), bool
         )
         defaults = self.agent("agents.defaults", "", agents_section.get("defaults") or {})
         agents = tuple(
-            self.agent(f"agents.parties.{addr}", self.address(f"agents.parties.{addr}", addr, domain), spec or {})
+            self.agent(f"agents.parties.{addr}",
+                       self.address(f"agents.parties.{addr}", addr, domain), spec or {})
             for addr, spec in self.section(agents_section, "parties").items()
             if spec is not False  # `false` removes a party that the defaults declare
         )

@@ -16,16 +16,24 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
-from email.message import EmailMessage
+from email import policy
+from email.header import decode_header, make_header
+from email.message import Message
+from email.parser import HeaderParser
 from email.utils import format_datetime, formatdate, localtime
 
 from .addresses import normalize_address, parse_address_list
 from .errors import SubmitError
-from .mailtext import parse_message
 
-__all__ = ["Submission", "new_message_id", "prepare", "split_header_block"]
+__all__ = [
+    "Submission", "decoded_header", "new_message_id", "prepare", "split_header_block",
+]
 
 _HEADER_LINE = re.compile(rb"^[!-9;-~]+:")
+# Headers only, as plain strings: the policy.default header objects cost
+# more than the rest of accepting a message together.
+# Raw UTF-8 headers (SMTPUTF8) are decoded as UTF-8 first, so they stay readable.
+_HEADERS = HeaderParser(policy=policy.compat32)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +44,8 @@ class Submission:
     """
 
     raw: bytes
-    message: EmailMessage
+    #: the header block as accepted (values are plain strings; no body)
+    message: Message
     sender: str
     to: tuple[str, ...]
     cc: tuple[str, ...]
@@ -106,7 +115,7 @@ def prepare(
     hops = sum(1 for line in fields if _field_name(line) == b"received")
     if hops >= max_hops:
         raise SubmitError(554, "5.4.6", f"too many hops ({hops} Received headers): a mail loop?")
-    message = parse_message(raw)
+    message = _HEADERS.parsestr(raw.partition(b"\n\n")[0].decode("utf-8", "replace") + "\n\n")
 
     senders, bad = parse_address_list(message.get_all("From", []))
     if bad or len(senders) != 1:
@@ -160,16 +169,26 @@ def prepare(
     references = tuple(str(message.get("References", "")).split())
     return Submission(
         raw=stamped_raw,
-        message=parse_message(stamped_raw),
+        message=message,
         sender=sender,
         to=acting,
         cc=remembering,
         message_id=message_id,
-        subject=str(message.get("Subject", "")),
+        subject=decoded_header(str(message.get("Subject", ""))),
         in_reply_to=str(message.get("In-Reply-To", "")).strip(),
         references=references,
         auto=auto,
     )
+
+
+def decoded_header(value: str) -> str:
+    """RFC 2047 encoded words to text (``=?utf-8?q?caf=C3=A9?=`` → ``café``)."""
+    if "=?" not in value:
+        return " ".join(value.split())
+    try:
+        return " ".join(str(make_header(decode_header(value))).split())
+    except (ValueError, LookupError):  # a broken encoded word: keep it as it came
+        return value
 
 
 def _in_domain(address: str, domain: str) -> bool:

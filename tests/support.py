@@ -78,7 +78,7 @@ def mbox_messages(path: Path) -> list[Message]:
         box.close()
 
 
-async def wait_for(predicate: Callable[[], Any], timeout: float = 10.0,
+async def wait_for(predicate: Callable[[], Any], timeout: float = 10.0,  # noqa: ASYNC109
                    what: str = "condition") -> Any:
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
     deadline = time.monotonic() + timeout

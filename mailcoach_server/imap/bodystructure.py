@@ -12,7 +12,7 @@ from __future__ import annotations
 from email.utils import getaddresses
 
 from .mime import MimePart, parse_params
-from .responses import format_list, format_string
+from .wire import format_list, format_string
 
 __all__ = ["body_structure", "envelope", "line_count"]
 

@@ -17,8 +17,9 @@ import enum
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
-from .responses import ResponseCode, Tagged, format_astring
+from .responses import ResponseCode, Tagged
 from .sequence import SequenceSet
+from .wire import format_astring
 
 __all__ = [
     "AppendCommand",

@@ -16,7 +16,8 @@ from datetime import datetime
 from .bodystructure import body_structure, envelope
 from .command import FetchAttr, Section
 from .mime import MimePart, normalize_crlf, parse_message, split_fields
-from .responses import FetchResponse, format_datetime, format_list, format_literal
+from .responses import FetchResponse
+from .wire import format_datetime, format_list, format_literal
 
 __all__ = [
     "MessageView",

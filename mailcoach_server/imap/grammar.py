@@ -60,8 +60,8 @@ def flag_list(cur: Cursor) -> tuple[str, ...]:
     cur.expect(b"(")
     flags: list[str] = []
     while not cur.accept(b")"):
-        if flags:
-            cur.sp()
+        if flags and not cur.accept(b" "):
+            raise Fault("expected ) after flags")
         flags.append(flag(cur))
     return tuple(flags)
 
@@ -195,6 +195,9 @@ _NO_ARG = frozenset({
 })
 _STRING_ARG = frozenset({"BCC", "BODY", "CC", "FROM", "SUBJECT", "TEXT", "TO"})
 _DATE_ARG = frozenset({"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"})
+_WITH_ARG = _STRING_ARG | _DATE_ARG | {
+    "LARGER", "SMALLER", "KEYWORD", "UNKEYWORD", "UID", "NOT", "OR", "HEADER",
+}
 
 
 def decode_charset(raw: bytes, charset: str | None) -> str:
@@ -232,6 +235,8 @@ def _search_key(cur: Cursor, charset: str | None, depth: int) -> SearchKey:
     name = cur.atom("search key").upper()
     if name in _NO_ARG:
         return SearchKey(name)
+    if name not in _WITH_ARG:
+        raise Fault(f"unknown search key {name[:40]}")
     cur.sp()
     if name in _STRING_ARG:
         return SearchKey(name, decode_charset(cur.astring(), charset))
@@ -249,8 +254,6 @@ def _search_key(cur: Cursor, charset: str | None, depth: int) -> SearchKey:
         first = _search_key(cur, charset, depth + 1)
         cur.sp()
         return SearchKey(name, children=(first, _search_key(cur, charset, depth + 1)))
-    if name == "HEADER":
-        field_name = _field_name(cur)
-        cur.sp()
-        return SearchKey(name, (field_name, decode_charset(cur.astring(), charset)))
-    raise Fault(f"unknown search key {name[:40]}")
+    field_name = _field_name(cur)  # HEADER
+    cur.sp()
+    return SearchKey(name, (field_name, decode_charset(cur.astring(), charset)))

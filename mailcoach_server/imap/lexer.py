@@ -74,17 +74,20 @@ class Cursor:
 
     def start(self) -> None:
         """Find the end of the segment at ``pos`` (call once before reading)."""
-        self.seg_start, self.eol, self.next_line = self._line(self.pos)
+        self._segment(self.pos)
 
-    def _line(self, start: int, *, check: bool = True) -> tuple[int, int, int]:
+    def _segment(self, start: int) -> None:
+        self.seg_start, self.eol, self.next_line = self._line(start)
+        if self.eol - self.seg_start > self.max_line:
+            raise Fault("line too long")
+
+    def _line(self, start: int) -> tuple[int, int, int]:
         lf = self.buf.find(b"\n", start)
         if lf < 0:
             if len(self.buf) - start > self.max_line:
                 raise Fault("line too long", fatal=True)
             raise NeedMore()
         eol = lf - 1 if lf > start and self.buf[lf - 1] == CR else lf
-        if check and eol - start > self.max_line:
-            raise Fault("line too long")
         return start, eol, lf + 1
 
     def finish(self) -> int:
@@ -112,7 +115,7 @@ class Cursor:
                 raise Fault("literal too big", fatal=True, code="TOOBIG")
             if len(self.buf) < next_line + size:
                 raise NeedMore()
-            seg_start, eol, next_line = self._line(next_line + size, check=False)
+            seg_start, eol, next_line = self._line(next_line + size)
 
     # -- single characters ----------------------------------------------------------
 
@@ -178,7 +181,7 @@ class Cursor:
                 NeedLiteral(size, synchronizing, start, self.tag or "*", self.command or "")
             )
         self.pos = start + size
-        self.seg_start, self.eol, self.next_line = self._line(self.pos)
+        self._segment(self.pos)
         return self.buf[start : start + size]
 
     def string(self) -> bytes:

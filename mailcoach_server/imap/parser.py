@@ -57,36 +57,13 @@ from .lexer import TAG, Cursor, Fault, NeedMore
 from .utf7 import decode_mailbox_name, encode_mailbox_name
 
 __all__ = [
-    "DEFAULT_MAX_LINE",
-    "ParseResult",
-    "parse_command",
-    "parse_idle_done",
-    "parse_sasl_response",
-    "decode_mailbox_name",
-    "encode_mailbox_name",
-    # re-exported result types
-    "AppendCommand",
-    "AuthenticateCommand",
-    "BadCommand",
-    "Command",
-    "CopyCommand",
-    "EnableCommand",
-    "ExpungeCommand",
-    "FetchAttr",
-    "FetchCommand",
-    "IdCommand",
-    "Incomplete",
-    "ListCommand",
-    "LoginCommand",
-    "MailboxCommand",
-    "NeedLiteral",
-    "RenameCommand",
-    "SearchCommand",
-    "SearchKey",
-    "Section",
-    "StatusCommand",
-    "StoreCommand",
-    "StoreMode",
+    "DEFAULT_MAX_LINE", "ParseResult", "decode_mailbox_name", "encode_mailbox_name",
+    "parse_command", "parse_idle_done", "parse_sasl_response",
+    # the result types, re-exported from .command
+    "AppendCommand", "AuthenticateCommand", "BadCommand", "Command", "CopyCommand",
+    "EnableCommand", "ExpungeCommand", "FetchAttr", "FetchCommand", "IdCommand", "Incomplete",
+    "ListCommand", "LoginCommand", "MailboxCommand", "NeedLiteral", "RenameCommand",
+    "SearchCommand", "SearchKey", "Section", "StatusCommand", "StoreCommand", "StoreMode",
 ]
 
 DEFAULT_MAX_LINE = 64 * 1024
@@ -220,8 +197,8 @@ def _atom_list(cur: Cursor) -> tuple[str, ...]:
     cur.expect(b"(")
     items: list[str] = []
     while not cur.accept(b")"):
-        if items:
-            cur.sp()
+        if items and not cur.accept(b" "):
+            raise Fault("expected )")
         items.append(cur.atom().upper())
     return tuple(items)
 

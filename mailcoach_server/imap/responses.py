@@ -1,10 +1,9 @@
 """IMAP responses that know their wire form, and the errors that become them.
 
 Every response here is a frozen dataclass whose ``bytes(...)`` is exactly
-what goes on the wire, CRLF included (RFC 3501 §7). Strings follow one
-rule (:func:`format_string`): quoted when that is safe, a literal
-``{n}\\r\\n...`` when the value has 8-bit bytes, CR, LF or NUL or is long,
-``NIL`` for None.
+what goes on the wire, CRLF included (RFC 3501 §7). Strings are quoted
+or sent as literals by the rules of :mod:`mailcoach_server.imap.wire`,
+whose helpers are re-exported here.
 
 Domain errors (:class:`ImapError` and subclasses) are raised by the
 command layer or the store and turned into a tagged response with
@@ -13,15 +12,21 @@ command layer or the store and turned into a tagged response with
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import ClassVar
 
 from ..errors import ProtocolError
 from .sequence import SequenceSet
 from .utf7 import encode_mailbox_name
+from .wire import (
+    format_astring,
+    format_datetime,
+    format_list,
+    format_literal,
+    format_mailbox,
+    format_string,
+)
 
 __all__ = [
     # formatting
@@ -61,64 +66,6 @@ __all__ = [
     "TooBig",
     "TryCreate",
 ]
-
-_QUOTED_SAFE = re.compile(rb"[\x01-\x09\x0b\x0c\x0e-\x7f]*")
-_ATOM_SAFE = re.compile(rb'[^\x00-\x20\x7f-\xff(){%*"\\]+')  # ASTRING-CHAR
-_MAX_QUOTED = 1024
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-
-
-def _b(value: str | bytes) -> bytes:
-    return value.encode("utf-8") if isinstance(value, str) else value
-
-
-def format_literal(value: str | bytes) -> bytes:
-    """``{n}\\r\\n`` + the bytes: how message data is always sent."""
-    data = _b(value)
-    return b"{%d}\r\n" % len(data) + data
-
-
-def format_string(value: str | bytes | None) -> bytes:
-    """``NIL``, a quoted string, or a literal when quoting is not safe."""
-    if value is None:
-        return b"NIL"
-    data = _b(value)
-    if len(data) <= _MAX_QUOTED and _QUOTED_SAFE.fullmatch(data):
-        return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
-    return format_literal(data)
-
-
-def format_astring(value: str | bytes) -> bytes:
-    """An atom when the value is one (and is not ``NIL``), else :func:`format_string`."""
-    data = _b(value)
-    if _ATOM_SAFE.fullmatch(data) and data.upper() != b"NIL":
-        return data
-    return format_string(data)
-
-
-def format_mailbox(name: str) -> bytes:
-    """A mailbox name, modified-UTF-7 encoded and always quoted (clients cope best)."""
-    return format_string(encode_mailbox_name(name))
-
-
-def format_list(items: Iterable[bytes]) -> bytes:
-    return b"(" + b" ".join(items) + b")"
-
-
-def format_datetime(moment: datetime) -> bytes:
-    """INTERNALDATE form: ``"17-Jul-1996 02:44:25 -0700"`` (naive means UTC)."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    offset = moment.utcoffset()
-    minutes = int(offset.total_seconds() // 60) if offset else 0
-    sign = "-" if minutes < 0 else "+"
-    hh, mm = divmod(abs(minutes), 60)
-    text = (
-        f"{moment.day:2d}-{_MONTHS[moment.month - 1]}-{moment.year:04d} "
-        f"{moment:%H:%M:%S} {sign}{hh:02d}{mm:02d}"
-    )
-    return b'"' + text.encode("ascii") + b'"'
-
 
 def _text(text: str) -> bytes:
     # resp-text is one line: a CR or LF in an error message must not end it.

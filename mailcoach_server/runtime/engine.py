@@ -56,6 +56,7 @@ class Engine:
         self.budget = config.budget
         self._budget_event = asyncio.Event()
         self._budget_noted: set[str] = set()
+        self._activity = asyncio.Event()
 
     # -- life cycle ----------------------------------------------------------
 
@@ -208,10 +209,15 @@ class Engine:
         """No worker is acting (workers blocked on a budget count as idle)."""
         return all(not w.busy or w.blocked or w.task.done() for w in self.workers.values())
 
-    async def wait_idle(self, poll: float = 0.02) -> None:
+    def worker_changed(self) -> None:
+        """Workers call this when they start or stop acting."""
+        self._activity.set()
+
+    async def wait_idle(self) -> None:
         """Wait until every worker is idle (bound it with ``asyncio.timeout``)."""
         while not self.idle():
-            await asyncio.sleep(poll)
+            self._activity.clear()
+            await self._activity.wait()
 
 
 def _shipped_memory(address: str, domain: str) -> Path | None:

@@ -44,9 +44,28 @@ class Worker:
         self.store = engine.store
         self.address = address
         self.wakeup = asyncio.Event()
-        self.busy = True  # until it has looked at its deliveries
-        self.blocked = False  # waiting for budget
+        self._busy = True  # until it has looked at its deliveries
+        self._blocked = False  # waiting for budget
         self.task = asyncio.create_task(self._run(), name=f"worker {address}")
+        self.task.add_done_callback(lambda _: engine.worker_changed())
+
+    @property
+    def busy(self) -> bool:
+        return self._busy
+
+    @busy.setter
+    def busy(self, value: bool) -> None:
+        self._busy = value
+        self.engine.worker_changed()
+
+    @property
+    def blocked(self) -> bool:
+        return self._blocked
+
+    @blocked.setter
+    def blocked(self, value: bool) -> None:
+        self._blocked = value
+        self.engine.worker_changed()
 
     async def _run(self) -> None:
         while True:

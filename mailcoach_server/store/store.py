@@ -148,7 +148,8 @@ class Store:
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as exc:
-            raise StoreError(f"cannot write the data directory {data_dir}: {exc.strerror}") from None
+            raise StoreError(
+                f"cannot write the data directory {data_dir}: {exc.strerror}") from None
         try:
             return cls(data_dir)
         except sqlite3.DatabaseError as exc:

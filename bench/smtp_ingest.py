@@ -1,0 +1,96 @@
+"""SMTP ingest: messages per second into mailcoach vs a bare aiosmtpd server, same run.
+
+    python bench/smtp_ingest.py [--messages 5000] [--size 2048]
+
+Both servers run as their own processes on 127.0.0.1; the client (aiosmtplib)
+sends over 1 and over 20 concurrent sessions, each session one connection
+that sends its share of the messages. mailcoach stores every message durably
+(fsync, group commit) before answering 250; the bare server throws it away.
+Prints messages/s for both, the ratio (target: >= 0.5 at 20 sessions) and
+mailcoach's peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import sys
+import time
+
+import aiosmtplib
+from _common import peak_rss_mib, scratch, start_server, stop
+
+BARE_SERVER = """
+import asyncio, sys
+from aiosmtpd.smtp import SMTP
+class Handler:
+    async def handle_DATA(self, server, session, envelope):
+        return "250 OK"
+async def main():
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: SMTP(Handler(), enable_SMTPUTF8=True),
+                                      "127.0.0.1", 0)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
+def message(number: int, size: int) -> bytes:
+    head = (f"From: user@localdomain\r\nTo: user@localdomain\r\nSubject: bench {number}\r\n"
+            f"Message-ID: <bench-{number}-{time.time_ns()}@localdomain>\r\n\r\n").encode()
+    line = b"x" * 70 + b"\r\n"
+    body = line * max(0, (size - len(head)) // len(line))
+    return head + body
+
+
+async def send_all(port: int, total: int, sessions: int, size: int,
+                   password: str | None) -> float:
+    per_session = total // sessions
+
+    async def session(index: int) -> None:
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False,
+                                 use_tls=False, timeout=60)
+        await client.connect()
+        if password:
+            await client.login("user@localdomain", password)
+        for n in range(per_session):
+            await client.sendmail("user@localdomain", ["user@localdomain"],
+                                  message(index * per_session + n, size))
+        await client.quit()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(session(i) for i in range(sessions)))
+    return per_session * sessions / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=5000)
+    parser.add_argument("--size", type=int, default=2048)
+    args = parser.parse_args()
+
+    bare = subprocess.Popen([sys.executable, "-c", BARE_SERVER], stdout=subprocess.PIPE,
+                            text=True)
+    bare_port = int(bare.stdout.readline())
+    work = scratch()
+    config = {"data_dir": str(work / "data"), "smtp": {"port": 0}, "imap": {"port": 0}}
+    proc, port, password = start_server(config, work)
+    try:
+        print(f"{args.messages} messages of {args.size} bytes")
+        for sessions in (1, 20):
+            baseline = asyncio.run(send_all(bare_port, args.messages, sessions, args.size, None))
+            ours = asyncio.run(send_all(port, args.messages, sessions, args.size, password))
+            print(f"  {sessions:2d} session(s): bare aiosmtpd {baseline:7.0f} msg/s, "
+                  f"mailcoach {ours:7.0f} msg/s, ratio {ours / baseline:.2f}")
+        print(f"  mailcoach peak RSS {peak_rss_mib(proc.pid):.0f} MiB, "
+              f"bare aiosmtpd peak RSS {peak_rss_mib(bare.pid):.0f} MiB")
+    finally:
+        stop(proc)
+        bare.terminate()
+        bare.wait(10)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,478 @@
+"""The shell robot: the Subject is a command line, the body its stdin.
+
+A message to the robot runs ``/bin/sh -c <Subject>`` in the robot's working
+directory with the text/plain body on stdin. The reply's Subject is
+``Exit Code: N`` and its body the output, as the original tool wrote it::
+
+    --- stdout ---
+    <first 50 lines>
+    --- stdout: 900 lines skipped ---
+    <last 50 lines>
+
+The section keeps the original's name ``stdout`` (agents and old memories
+know it) but holds stdout and stderr merged in the order they were written,
+as a terminal shows them. Other conventions:
+
+- exit 124 and a ``--- killed after N s (timeout) ---`` line after the time
+  limit; the command's whole process group is killed, grandchildren too;
+- exit 128+n when the shell died of signal n;
+- background jobs (``sleep 30 &``) do not outlive the command: once the
+  shell exits, output is read for a short grace and the group is killed;
+- the child's environment is the server's minus secrets (``*_API_KEY``,
+  ``*_TOKEN``, ``*_SECRET``, ``*_PASSWORD``, ``AWS_*``, ``MAILCOACH_*``);
+- ``sandbox: bwrap`` runs the command in bubblewrap: no network (unless
+  ``network: true``), read-only system, writable working directory only.
+
+``run_command`` is the core, shared with the HTTP shell stub. This module
+does not send mail: the runtime addresses and threads the reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import signal
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from email.headerregistry import BaseHeader
+from email.message import EmailMessage, Message
+from pathlib import Path
+from typing import Any, ClassVar, Final
+
+from mailcoach_robots import Robot, RobotContext
+from mailcoach_robots.output import HEAD_LINES, TAIL_LINES, OutputCollector
+
+from mailcoach_server.errors import ConfigError
+
+__all__ = [
+    "CommandResult",
+    "ShellRobot",
+    "bwrap_argv",
+    "child_environment",
+    "command_of",
+    "format_reply",
+    "run_command",
+    "stdin_of",
+]
+
+#: exit code of a command killed at its time limit (as coreutils ``timeout``)
+EXIT_TIMEOUT: Final = 124
+#: exit code when the command could not be started at all
+EXIT_NOT_STARTED: Final = 127
+#: how long output is still read after the shell exits (background jobs may hold the pipe)
+EXIT_GRACE: Final = 0.5
+#: how often the shell's exit is checked while its output pipe stays open
+_POLL: Final = 0.02
+#: bound on each wait for a killed process to go away
+_REAP_WAIT: Final = 5.0
+#: inside the bubblewrap sandbox the command runs as "nobody"
+SANDBOX_UID: Final = 65534
+SANDBOX_PATH: Final = "/usr/local/bin:/usr/bin:/bin"
+
+_SECRET_SUFFIXES: Final = ("_API_KEY", "_TOKEN", "_SECRET", "_PASSWORD")
+_SECRET_PREFIXES: Final = ("AWS_", "MAILCOACH_")
+# What a shell in the sandbox needs from /etc: names, DNS, the dynamic
+# linker's cache, Debian's alternatives symlinks (awk, editor, ...) and CA
+# certificates. Nothing else (no shadow, no ssh keys) is visible.
+_SANDBOX_ETC: Final = (
+    "alternatives",
+    "ca-certificates",
+    "group",
+    "host.conf",
+    "hostname",
+    "hosts",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "localtime",
+    "mime.types",
+    "nsswitch.conf",
+    "passwd",
+    "protocols",
+    "resolv.conf",
+    "services",
+    "ssl",
+    "timezone",
+)
+# Top-level directories that merged-/usr systems make symlinks into /usr.
+_SANDBOX_TOP: Final = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+_FOLDED: Final = re.compile(r"\r?\n(?=[ \t])")
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    """How a command ended.
+
+    Attributes:
+        exit_code: the shell's exit status; 124 after a timeout, 128+n after signal n.
+        output_text: stdout and stderr merged, cut to head and tail ("" if none).
+        timed_out: the time limit was reached and the process group killed.
+        seconds: wall-clock time from start to the end of reading.
+    """
+
+    exit_code: int
+    output_text: str
+    timed_out: bool
+    seconds: float
+
+
+def child_environment(
+    base: Mapping[str, str] | None = None, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """``base`` (default ``os.environ``) without secrets, plus ``extra``."""
+    env = {
+        name: value
+        for name, value in (os.environ if base is None else base).items()
+        if not name.upper().endswith(_SECRET_SUFFIXES)
+        and not name.upper().startswith(_SECRET_PREFIXES)
+    }
+    env.update(extra or {})
+    return env
+
+
+def bwrap_argv(
+    workdir: Path,
+    *,
+    network: bool = False,
+    env: Mapping[str, str] | None = None,
+    bwrap: str = "bwrap",
+) -> list[str]:
+    """The bubblewrap command line that runs a command confined to ``workdir``.
+
+    The sandbox has its own namespaces (no network unless ``network``), no
+    capabilities, an empty environment but PATH, HOME (= ``workdir``) and
+    ``env``, a read-only /usr with the merged-/usr symlinks recreated, a few
+    files of /etc, fresh /proc, /dev and /tmp, and ``workdir`` writable.
+    """
+    workdir = Path(workdir).resolve()
+    argv = [bwrap, "--die-with-parent", "--new-session", "--unshare-all"]
+    if network:
+        argv.append("--share-net")
+    argv += ["--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--cap-drop", "ALL"]
+    argv += ["--clearenv", "--setenv", "PATH", SANDBOX_PATH, "--setenv", "HOME", str(workdir)]
+    for name, value in (env or {}).items():
+        argv += ["--setenv", name, value]
+    argv += ["--ro-bind", "/usr", "/usr"]
+    for name in _SANDBOX_TOP:
+        path = Path("/", name)
+        if path.is_symlink():
+            argv += ["--symlink", os.readlink(path), str(path)]
+        elif path.is_dir():
+            argv += ["--ro-bind", str(path), str(path)]
+    for name in _SANDBOX_ETC:
+        argv += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+    argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    # After --tmpfs /tmp, so that a working directory below /tmp shows through.
+    argv += ["--bind", str(workdir), str(workdir), "--chdir", str(workdir), "--"]
+    return argv
+
+
+def _kill_group(pgid: int) -> None:
+    # ESRCH: everyone in the group is gone already. EPERM: the group id was
+    # reused by someone else's processes (only after our children are gone).
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+async def _feed_stdin(stream: asyncio.StreamWriter | None, data: bytes) -> None:
+    if stream is None:
+        return
+    # A command that never reads its stdin (or exits early) closes the pipe.
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        if data:
+            stream.write(data)
+            await stream.drain()
+        stream.close()
+
+
+async def _read_output(stream: asyncio.StreamReader | None, collector: OutputCollector) -> None:
+    if stream is None:
+        return
+    while chunk := await stream.read(65536):
+        collector.feed(chunk)
+
+
+async def _settle(task: asyncio.Task[None], wait_seconds: float) -> bool:
+    """Wait up to ``wait_seconds`` for ``task``, then cancel it. True if it ended by itself."""
+    if not task.done():
+        await asyncio.wait({task}, timeout=wait_seconds)
+    if not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=1.0)
+        return False
+    if not task.cancelled():
+        task.exception()  # consumed here: the reply is what matters, not a pipe error
+    return True
+
+
+async def _wait_exit(
+    proc: asyncio.subprocess.Process, deadline: float, reader: asyncio.Task[None] | None = None
+) -> bool:
+    """Wait for the shell to exit; False at the deadline.
+
+    ``proc.wait()`` cannot be used for this: asyncio wakes it only once the
+    output pipe is closed too, which a background grandchild may never do.
+    ``proc.returncode`` is set as soon as the child is reaped, so it is
+    polled, in steps of ``_POLL`` or sooner when the output ends.
+    """
+    while proc.returncode is None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        if reader is None or reader.done():
+            await asyncio.sleep(min(_POLL, remaining))
+        else:
+            await asyncio.wait({reader}, timeout=min(_POLL, remaining))
+    return True
+
+
+async def run_command(
+    command: str,
+    stdin: bytes,
+    *,
+    cwd: Path | str,
+    # The command's own limit (exit 124 and a note), not a cancellation deadline.
+    timeout: float,  # noqa: ASYNC109
+    env: Mapping[str, str] | None,
+    argv_prefix: Sequence[str] = (),
+    shell: str = "/bin/sh",
+    head_lines: int = HEAD_LINES,
+    tail_lines: int = TAIL_LINES,
+    process_groups: set[int] | None = None,
+) -> CommandResult:
+    """Run ``shell -c command`` in its own session and collect its merged output.
+
+    Args:
+        command: the command line.
+        stdin: bytes written to the command's stdin (concurrently with reading).
+        cwd: working directory (must exist).
+        timeout: seconds before the process group is killed (exit code 124).
+        env: the child's environment (None: inherit, secrets and all).
+        argv_prefix: a wrapper such as ``bwrap_argv(...)``.
+        shell: the shell that interprets ``command``.
+        head_lines, tail_lines: how output is cut.
+        process_groups: a set the running group id is kept in, so that an
+            owner can kill it from outside (``ShellRobot.aclose``).
+
+    Raises:
+        OSError: the shell (or the wrapper) could not be started.
+    """
+    started = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(
+        *argv_prefix,
+        shell,
+        "-c",
+        command,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,  # its own process group: killpg reaches grandchildren
+        cwd=cwd,
+        env=None if env is None else dict(env),
+    )
+    pgid = proc.pid
+    if process_groups is not None:
+        process_groups.add(pgid)
+    collector = OutputCollector(head_lines, tail_lines)
+    writer = asyncio.create_task(_feed_stdin(proc.stdin, stdin), name=f"shell-stdin-{pgid}")
+    reader = asyncio.create_task(_read_output(proc.stdout, collector), name=f"shell-out-{pgid}")
+    timed_out = False
+    try:
+        deadline = started + timeout
+        timed_out = not await _wait_exit(proc, deadline, reader)
+        if not timed_out and not reader.done():
+            # The shell exited but a background job still holds the pipe.
+            grace = min(EXIT_GRACE, max(deadline - time.monotonic(), 0.0))
+            await asyncio.wait({reader}, timeout=grace)
+    finally:
+        # Always: kills the command at its deadline, and its background jobs after it.
+        _kill_group(pgid)
+        if process_groups is not None:
+            process_groups.discard(pgid)
+        await _wait_exit(proc, time.monotonic() + _REAP_WAIT)
+        # A killed group closes the pipe at once; only a process that left
+        # the group (setsid) could keep it open past this bound.
+        if not await _settle(reader, 1.0):
+            transport = getattr(proc, "_transport", None)  # no public way to drop the pipe
+            if transport is not None:
+                transport.close()
+        await _settle(writer, 0.0)
+    returncode = proc.returncode
+    if timed_out:
+        exit_code = EXIT_TIMEOUT
+    elif returncode is None:
+        exit_code = 128 + signal.SIGKILL
+    elif returncode < 0:
+        exit_code = 128 - returncode
+    else:
+        exit_code = returncode
+    return CommandResult(
+        exit_code=exit_code,
+        output_text=collector.finish(),
+        timed_out=timed_out,
+        seconds=time.monotonic() - started,
+    )
+
+
+def _seconds_text(seconds: float) -> str:
+    return f"{seconds:.0f}" if seconds >= 10 else f"{seconds:.1f}"
+
+
+def format_reply(result: CommandResult) -> EmailMessage:
+    """The reply to a command: ``Exit Code: N`` and the output section."""
+    if result.output_text:
+        body = "--- stdout ---\n" + result.output_text
+    else:
+        body = "--- no output ---\n"
+    if result.timed_out:
+        body += f"--- killed after {_seconds_text(result.seconds)} s (timeout) ---\n"
+    return error_reply(result.exit_code, body)
+
+
+def error_reply(exit_code: int, body: str) -> EmailMessage:
+    """A reply with Subject ``Exit Code: N`` and ``body``; From/To are the runtime's."""
+    reply = EmailMessage()
+    reply["Subject"] = f"Exit Code: {exit_code}"
+    reply.set_content(body)
+    return reply
+
+
+def command_of(message: Message) -> str:
+    """The command line: the Subject, unfolded (RFC 5322 §2.2.3) and stripped."""
+    value = message.get("Subject")
+    if value is None:
+        return ""
+    if not isinstance(value, BaseHeader):  # a compat32 message: decode RFC 2047 words here
+        from email.header import decode_header, make_header
+
+        value = str(make_header(decode_header(str(value))))
+    return _FOLDED.sub("", str(value)).strip()
+
+
+def stdin_of(message: Message) -> bytes:
+    """The command's stdin: the text/plain body as UTF-8 with LF line ends (b"" if none)."""
+    part: Message | None
+    if isinstance(message, EmailMessage):
+        part = message.get_body(preferencelist=("plain",))
+    else:
+        part = next(
+            (
+                p
+                for p in message.walk()
+                if p.get_content_type() == "text/plain"
+                and p.get_content_disposition() != "attachment"
+            ),
+            None,
+        )
+    if part is None:
+        return b""
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return b""
+    charset = part.get_content_charset() or "utf-8"
+    try:
+        text = payload.decode(charset, errors="replace")
+    except LookupError:  # an unknown charset name
+        text = payload.decode("utf-8", errors="replace")
+    return text.replace("\r\n", "\n").encode("utf-8")
+
+
+def _option(context: RobotContext, name: str, default: Any, check: Any, expected: str) -> Any:
+    value = context.options.get(name, default)
+    if not check(value):
+        raise ConfigError(f"robots.{context.address}.{name}: expected {expected}, got {value!r}")
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_env(value: Any) -> bool:
+    return isinstance(value, Mapping) and all(
+        isinstance(k, str) and k and "=" not in k and isinstance(v, str | int | float)
+        for k, v in value.items()
+    )
+
+
+class ShellRobot(Robot):
+    """Runs the Subject as a shell command line and mails back exit code and output."""
+
+    kind: ClassVar[str] = "shell"
+    options: ClassVar[frozenset[str]] = frozenset(
+        {"timeout", "workdir", "head_lines", "tail_lines", "sandbox", "shell", "network", "env"}
+    )
+
+    def __init__(self, context: RobotContext) -> None:
+        super().__init__(context)
+        self.timeout: float = _option(context, "timeout", 60, _is_number, "seconds > 0")
+        workdir = _option(context, "workdir", "work", lambda v: isinstance(v, str) and v, "a path")
+        self.workdir = (Path(context.data_dir) / workdir).resolve()
+        self.head_lines: int = _option(context, "head_lines", HEAD_LINES, _is_count, "a count")
+        self.tail_lines: int = _option(context, "tail_lines", TAIL_LINES, _is_count, "a count")
+        self.sandbox: str = _option(
+            context, "sandbox", "none", lambda v: v in ("none", "bwrap"), "none or bwrap"
+        )
+        self.shell: str = _option(
+            context, "shell", "/bin/sh", lambda v: isinstance(v, str) and v, "a shell's path"
+        )
+        # Without a sandbox the command has the server's network; the option
+        # only means something for bwrap.
+        self.network: bool = _option(
+            context, "network", False, lambda v: isinstance(v, bool), "true or false"
+        )
+        env = _option(context, "env", {}, _is_env, "a mapping of variable names to values")
+        self.env: dict[str, str] = {str(k): str(v) for k, v in env.items()}
+        self._bwrap = shutil.which("bwrap") if self.sandbox == "bwrap" else None
+        if self.sandbox == "bwrap" and self._bwrap is None:
+            raise ConfigError(
+                f"robots.{context.address}.sandbox: bwrap (bubblewrap) is not installed; "
+                "install it (apt install bubblewrap) or use sandbox: none"
+            )
+        self._groups: set[int] = set()
+
+    def _argv_prefix(self) -> list[str]:
+        if self._bwrap is None:
+            return []
+        return bwrap_argv(self.workdir, network=self.network, env=self.env, bwrap=self._bwrap)
+
+    async def handle(self, message: EmailMessage) -> EmailMessage:
+        command = command_of(message)
+        if not command:
+            return error_reply(
+                2,
+                "Nothing to run: put the command in the Subject "
+                "(the body, if any, becomes its stdin).\n",
+            )
+        try:
+            await asyncio.to_thread(self.workdir.mkdir, parents=True, exist_ok=True)
+            result = await run_command(
+                command,
+                stdin_of(message),
+                cwd=self.workdir,
+                timeout=self.timeout,
+                env=child_environment(extra=self.env),
+                argv_prefix=self._argv_prefix(),
+                shell=self.shell,
+                head_lines=self.head_lines,
+                tail_lines=self.tail_lines,
+                process_groups=self._groups,
+            )
+        except OSError as exc:
+            return error_reply(
+                EXIT_NOT_STARTED,
+                f"--- error ---\ncould not start {self.shell} in {self.workdir}: {exc}\n",
+            )
+        return format_reply(result)
+
+    async def aclose(self) -> None:
+        for pgid in list(self._groups):
+            _kill_group(pgid)
