@@ -13,15 +13,23 @@ from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from html.parser import HTMLParser
 
-__all__ = ["html_to_text", "parse_message", "text_of"]
+__all__ = ["html_to_text", "parse_message", "read_message", "text_of"]
 
 _PARSER = BytesParser(policy=policy.default)
+# compat32 keeps header values as plain strings: reading a To header of a
+# hundred addresses costs microseconds instead of milliseconds.
+_FAST_PARSER = BytesParser(policy=policy.compat32)
 
 
 def parse_message(raw: bytes) -> EmailMessage:
     message = _PARSER.parsebytes(raw)
     assert isinstance(message, EmailMessage)
     return message
+
+
+def read_message(raw: bytes) -> Message:
+    """A message for reading only (headers as raw strings; see ``decoded_header``)."""
+    return _FAST_PARSER.parsebytes(raw)
 
 
 def _decoded(part: Message) -> str:

@@ -15,6 +15,7 @@ from email.message import EmailMessage, Message
 
 from ..addresses import parse_address_list
 from ..mailtext import text_of
+from ..postmaster import decoded_header
 from .llm import ChatTurn
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "re_subject",
     "reply_headers",
     "thread_to_turns",
+    "turn_text",
 ]
 
 #: Marks a reply the runtime wrote about a failure; kept out of model context.
@@ -61,24 +63,27 @@ def primer(agent: str, *, domain: str, user: str, robots: Sequence[tuple[str, st
     return "\n".join(lines)
 
 
-def _turn_text(message: Message) -> str:
-    shown = [f"{name}: {message[name]}" for name in _SHOWN_HEADERS if message[name] is not None]
+def turn_text(message: Message) -> str | None:
+    """How a message reads in a model's context; None for the runtime's error notes."""
+    if message[ERROR_HEADER] is not None:
+        return None
+    shown = [f"{name}: {decoded_header(str(message[name]))}"
+             for name in _SHOWN_HEADERS if message[name] is not None]
     return "\n".join(shown) + "\n\n" + text_of(message).strip("\n") + "\n"
 
 
 def thread_to_turns(
-    agent: str, memory: Iterable[tuple[str, Message]], system_text: str
+    agent: str, memory: Iterable[tuple[str, str | None]], system_text: str
 ) -> list[ChatTurn]:
     """The chat a model sees: the primer, then one turn per message in memory.
 
     Args:
-        memory: (normalised sender, message) pairs, oldest first.
+        memory: (normalised sender, ``turn_text`` of the message) pairs, oldest first.
     """
     turns = [ChatTurn("system", system_text)]
-    for sender, message in memory:
-        if message[ERROR_HEADER] is not None:
-            continue
-        turns.append(ChatTurn("assistant" if sender == agent else "user", _turn_text(message)))
+    for sender, text in memory:
+        if text is not None:
+            turns.append(ChatTurn("assistant" if sender == agent else "user", text))
     return turns
 
 
@@ -150,7 +155,7 @@ def reply_headers(reply: EmailMessage, *, author: str, incoming: Message,
     if reply["To"] is None:
         reply["To"] = default_to
     if reply["Subject"] is None:
-        reply["Subject"] = re_subject(str(incoming.get("Subject", "")))
+        reply["Subject"] = re_subject(decoded_header(str(incoming.get("Subject", ""))))
     parent = str(incoming.get("Message-ID", "")).strip()
     if parent:
         references = str(incoming.get("References", "")).split()

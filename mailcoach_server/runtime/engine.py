@@ -12,6 +12,7 @@ import asyncio
 import logging
 import mailbox
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from email.message import Message
 from importlib import resources
@@ -22,9 +23,10 @@ from mailcoach_robots import Robot
 from ..addresses import parse_address_list
 from ..config import Config
 from ..errors import SubmitError
+from ..mailtext import read_message
 from ..postmaster import new_message_id, prepare
 from ..store.store import MessageMeta, Store, WritePlan
-from .context import ERROR_HEADER
+from .context import ERROR_HEADER, turn_text
 from .llm import ChatModel, LiteLLMModel, ModelPrice
 from .plugins import load_robot
 from .router import FOLDERS, Router
@@ -33,6 +35,8 @@ from .workers import AgentWorker, RobotWorker, Worker, error_message
 __all__ = ["Engine", "memory_plans"]
 
 log = logging.getLogger("mailcoach.engine")
+
+_TURN_CACHE = 20_000
 
 
 class Engine:
@@ -57,6 +61,8 @@ class Engine:
         self._budget_event = asyncio.Event()
         self._budget_noted: set[str] = set()
         self._activity = asyncio.Event()
+        # message id -> (sender, turn text): messages never change, contexts re-read them
+        self._turns: OrderedDict[int, tuple[str, str | None]] = OrderedDict()
 
     # -- life cycle ----------------------------------------------------------
 
@@ -142,6 +148,19 @@ class Engine:
             self.workers[party] = cls(self, party)
         else:
             worker.wakeup.set()
+
+    def turn_of(self, number: int) -> tuple[str, str | None]:
+        """(sender, text) of a stored message as a model sees it, cached."""
+        cached = self._turns.get(number)
+        if cached is not None:
+            self._turns.move_to_end(number)
+            return cached
+        raw, meta = self.store.read(number)
+        cached = (meta.sender, turn_text(read_message(raw)))
+        self._turns[number] = cached
+        if len(self._turns) > _TURN_CACHE:
+            self._turns.popitem(last=False)
+        return cached
 
     def check_recipient(self, address: str) -> None:
         """For SMTP RCPT TO: raise the SubmitError a recipient would get."""

@@ -17,7 +17,8 @@ from email.message import EmailMessage, Message
 from typing import TYPE_CHECKING
 
 from ..errors import ModelError, StoreError, SubmitError
-from ..mailtext import parse_message
+from ..mailtext import parse_message, read_message
+from ..postmaster import decoded_header
 from ..store.store import Delivery, MessageMeta
 from .context import (
     ERROR_HEADER,
@@ -86,7 +87,7 @@ class Worker:
 
     async def _handle(self, delivery: Delivery) -> None:
         raw, meta = self.store.read(delivery.message)
-        message = parse_message(raw)
+        message = self.parse(raw)
         try:
             await self.act(delivery, meta, message)
         except (asyncio.CancelledError, StoreError):
@@ -99,7 +100,10 @@ class Worker:
                 hint="this is a bug in mailcoach; the server log has the details",
             )
 
-    async def act(self, delivery: Delivery, meta: MessageMeta, message: EmailMessage) -> None:
+    def parse(self, raw: bytes) -> Message:
+        return read_message(raw)
+
+    async def act(self, delivery: Delivery, meta: MessageMeta, message: Message) -> None:
         raise NotImplementedError
 
     async def submit_reply(self, reply: EmailMessage, *, delivery: Delivery, meta: MessageMeta,
@@ -116,16 +120,13 @@ class Worker:
 
 
 class AgentWorker(Worker):
-    async def act(self, delivery: Delivery, meta: MessageMeta, message: EmailMessage) -> None:
+    async def act(self, delivery: Delivery, meta: MessageMeta, message: Message) -> None:
         await self._wait_for_budget()
         engine = self.engine
         memory = list(self.store.parties[self.address].memory)
         if delivery.message in memory:
             memory = memory[: memory.index(delivery.message) + 1]
-        items = []
-        for number in memory:
-            raw, item_meta = self.store.read(number)
-            items.append((item_meta.sender, parse_message(raw)))
+        items = [self.engine.turn_of(number) for number in memory]
         config = engine.config
         spec = config.agent_spec(self.address)
         system = primer(
@@ -169,7 +170,11 @@ class AgentWorker(Worker):
 
 
 class RobotWorker(Worker):
-    async def act(self, delivery: Delivery, meta: MessageMeta, message: EmailMessage) -> None:
+    def parse(self, raw: bytes) -> Message:
+        return parse_message(raw)  # robots get the full EmailMessage API
+
+    async def act(self, delivery: Delivery, meta: MessageMeta, message: Message) -> None:
+        assert isinstance(message, EmailMessage)
         robot = self.engine.robots[self.address]
         reply = await robot.handle(message)
         if reply is None:
@@ -185,7 +190,7 @@ class RobotWorker(Worker):
 def error_message(*, author: str, to: str, message: Message, problem: str,
                   hint: str) -> EmailMessage:
     """The mail a sender gets when its message could not be answered."""
-    subject = str(message.get("Subject", ""))
+    subject = decoded_header(str(message.get("Subject", "")))
     reply = EmailMessage()
     reply["To"] = to
     reply["Subject"] = re_subject(subject)
