@@ -41,15 +41,20 @@ class Server:
 
 @contextlib.asynccontextmanager
 async def running(config: Config, *, model: ChatModel | None = None, smtp: bool = True,
-                  imap: bool = True) -> AsyncIterator[Server]:
-    """The server, listening, until the block ends."""
+                  imap: bool = True, shipped_memory: bool = True,
+                  user_is_agent: bool = False) -> AsyncIterator[Server]:
+    """The server, listening, until the block ends.
+
+    ``shipped_memory=False`` starts agents without the memory mailcoach
+    ships (the console loads its own); ``user_is_agent`` is auto pilot.
+    """
     store = Store.open(config.data_dir)
     listeners: list[asyncio.Server] = []
     engine: Engine | None = None
     try:
         credentials = Credentials.load_or_create(config.data_dir, config.user)
-        engine = Engine(config, store, model=model)
-        await engine.start()
+        engine = Engine(config, store, model=model, user_is_agent=user_is_agent)
+        await engine.start(shipped_memory=shipped_memory)
         server = Server(config, store, engine, credentials)
         if smtp:
             from .smtp.handler import start_smtp

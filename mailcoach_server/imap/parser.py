@@ -74,7 +74,6 @@ _Handler = Callable[[Cursor, str, str, bool], Command]
 _STATUS_ITEMS = frozenset({"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN"})
 _STORE_ITEM = re.compile(rb"([+-]?)FLAGS(\.SILENT)?", re.IGNORECASE)
 _BASE64 = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
-_SASL_LINE = re.compile(rb"[^\r\n]*")
 
 
 def parse_command(

@@ -29,42 +29,16 @@ from .wire import (
 )
 
 __all__ = [
-    # formatting
-    "format_astring",
-    "format_datetime",
-    "format_list",
-    "format_literal",
-    "format_mailbox",
+    # formatting, re-exported from .wire
+    "format_astring", "format_datetime", "format_list", "format_literal", "format_mailbox",
     "format_string",
     # responses
-    "Capability",
-    "Continuation",
-    "Enabled",
-    "Exists",
-    "Expunge",
-    "FetchResponse",
-    "Flags",
-    "Id",
-    "ListItem",
-    "Namespace",
-    "Recent",
-    "Response",
-    "ResponseCode",
-    "Search",
-    "Status",
-    "Tagged",
+    "Capability", "Continuation", "Enabled", "Exists", "Expunge", "FetchResponse", "Flags", "Id",
+    "ListItem", "Namespace", "Recent", "Response", "ResponseCode", "Search", "Status", "Tagged",
     "Untagged",
     # errors
-    "AuthenticationFailed",
-    "BadCharset",
-    "Cannot",
-    "ImapError",
-    "LimitExceeded",
-    "MailboxExists",
-    "MailboxNotFound",
-    "NoPermission",
-    "TooBig",
-    "TryCreate",
+    "AuthenticationFailed", "BadCharset", "Cannot", "ImapError", "LimitExceeded",
+    "MailboxExists", "MailboxNotFound", "NoPermission", "TooBig", "TryCreate",
 ]
 
 def _text(text: str) -> bytes:
@@ -76,8 +50,9 @@ def _text(text: str) -> bytes:
 class ResponseCode:
     """``[NAME data]`` (RFC 3501 §7.1, RFC 4315, RFC 5530).
 
-    Codes without arguments are just ``ResponseCode("TRYCREATE")``; the
-    class methods build the ones that carry data.
+    Codes without arguments are just ``ResponseCode("READ-ONLY")``,
+    ``ResponseCode("ALERT")`` and so on; the class methods build the ones
+    that carry data.
     """
 
     name: str
@@ -89,8 +64,20 @@ class ResponseCode:
 
     @classmethod
     def number(cls, name: str, value: int) -> ResponseCode:
-        """UIDVALIDITY, UIDNEXT, UNSEEN: ``[UIDNEXT 5]``."""
+        """A code with one number: ``[UIDNEXT 5]``."""
         return cls(name, b"%d" % value)
+
+    @classmethod
+    def uidvalidity(cls, value: int) -> ResponseCode:
+        return cls.number("UIDVALIDITY", value)
+
+    @classmethod
+    def uidnext(cls, value: int) -> ResponseCode:
+        return cls.number("UIDNEXT", value)
+
+    @classmethod
+    def unseen(cls, seq: int) -> ResponseCode:
+        return cls.number("UNSEEN", seq)
 
     @classmethod
     def permanent_flags(cls, flags: Iterable[str]) -> ResponseCode:

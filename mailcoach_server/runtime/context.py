@@ -41,6 +41,15 @@ _MODEL_MAY_SET = {"to", "cc", "bcc", "subject"}
 def primer(agent: str, *, domain: str, user: str, robots: Sequence[tuple[str, str]],
            system: str | None = None) -> str:
     """The system turn: who the agent is and how mail works here."""
+    if agent == user:  # auto pilot: a model plays the user
+        return "\n".join([
+            f"You play {user}, the human who asked AI agents on the mail domain {domain} for "
+            "help. Read their mail, judge their work as a demanding user would, and answer: "
+            "ask for fixes, more detail or the next step, so the work keeps improving.",
+            "Write exactly one email each time: To: and Subject: headers, a blank line, "
+            "the body.",
+            *([system.strip()] if system else []),
+        ])
     lines = [
         f"You are {agent}, an AI agent with a mailbox on a mail server for the domain {domain}.",
         "Each message you received or sent is shown with its From, To, Cc and Subject headers.",

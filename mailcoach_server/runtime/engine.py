@@ -13,7 +13,7 @@ import logging
 import mailbox
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from email.message import Message
 from importlib import resources
 from pathlib import Path
@@ -27,7 +27,7 @@ from ..mailtext import read_message
 from ..postmaster import new_message_id, prepare
 from ..store.store import MessageMeta, Store, WritePlan
 from .context import ERROR_HEADER, turn_text
-from .llm import ChatModel, LiteLLMModel, ModelPrice
+from .llm import ChatModel, ChatTurn, LiteLLMModel, ModelPrice
 from .plugins import load_robot
 from .router import FOLDERS, Router
 from .workers import AgentWorker, RobotWorker, Worker, error_message
@@ -42,10 +42,12 @@ _TURN_CACHE = 20_000
 class Engine:
     """Create with ``Engine(config, store)``, then ``await start()``; ``await aclose()``."""
 
-    def __init__(self, config: Config, store: Store, model: ChatModel | None = None) -> None:
+    def __init__(self, config: Config, store: Store, model: ChatModel | None = None, *,
+                 user_is_agent: bool = False) -> None:
         self.config = config
         self.store = store
         self.router = Router(config, store)
+        self.router.user_is_agent = user_is_agent
         self.model: ChatModel = model or LiteLLMModel(
             prices={name: ModelPrice(i, o) for name, (i, o) in config.prices.items()},
             timeout=config.models.timeout,
@@ -61,17 +63,20 @@ class Engine:
         self._budget_event = asyncio.Event()
         self._budget_noted: set[str] = set()
         self._activity = asyncio.Event()
+        #: called before each model call (the console's --debug waits for Enter there)
+        self.before_model_call: Callable[[str, str, list[ChatTurn]], Awaitable[None]] | None = None
         # message id -> (sender, turn text): messages never change, contexts re-read them
         self._turns: OrderedDict[int, tuple[str, str | None]] = OrderedDict()
 
     # -- life cycle ----------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, *, shipped_memory: bool = True) -> None:
+        """Create folders, give configured agents their shipped memory, resume pending work."""
         for folder, special in FOLDERS.items():
             self.store.ensure_folder(folder, special)
         plans: list[WritePlan] = []
         for spec in self.config.agents:
-            if spec.address not in self.store.parties:
+            if shipped_memory and spec.address not in self.store.parties:
                 shipped = _shipped_memory(spec.address, self.config.domain)
                 if shipped is not None:
                     rewrite = [("@localdomain", "@" + self.config.domain)]
@@ -106,11 +111,14 @@ class Engine:
         completes: int | None = None,
         cost: float = 0.0,
         received_from: str = "localhost",
+        act: bool = True,
     ) -> MessageMeta:
         """Accept one message: check, stamp, store durably, wake who must act.
 
         Raises:
             SubmitError: the message was refused (nothing was stored).
+
+        With ``act=False`` the message is only remembered (loading history).
         """
         sub = prepare(
             raw,
@@ -123,7 +131,7 @@ class Engine:
         )
         for address in sub.recipients:
             self.router.check_recipient(address)
-        plans = self.router.plan(sub, completes=completes, cost=cost)
+        plans = self.router.plan(sub, completes=completes, cost=cost, act=act)
         await self.store.commit_many(plans)
         for plan in plans:
             if not plan.raw or plan.file != "trace":
@@ -227,6 +235,15 @@ class Engine:
     def idle(self) -> bool:
         """No worker is acting (workers blocked on a budget count as idle)."""
         return all(not w.busy or w.blocked or w.task.done() for w in self.workers.values())
+
+    def cancel_model_calls(self) -> int:
+        """Cancel what every agent is doing now; each sender gets a note. Returns how many."""
+        return sum(1 for w in self.workers.values()
+                   if isinstance(w, AgentWorker) and w.cancel_current())
+
+    def blocked(self) -> list[str]:
+        """Agents whose mail waits for budget."""
+        return [a for a, w in self.workers.items() if w.blocked]
 
     def worker_changed(self) -> None:
         """Workers call this when they start or stop acting."""

@@ -43,13 +43,15 @@ class Router:
         self.config = config
         self.store = store
         self.postmaster = f"postmaster@{config.domain}"
+        #: auto pilot: a model plays the user
+        self.user_is_agent = False
 
     # -- parties -------------------------------------------------------------
 
     def kind_of(self, address: str) -> str | None:
         """"user", "agent", "robot", "system", or None for an unknown address."""
         if address == self.config.user:
-            return "user"
+            return "agent" if self.user_is_agent else "user"
         if address == self.postmaster:
             return "system"
         if self.config.robot_spec(address) is not None:
@@ -125,7 +127,7 @@ class Router:
         return _Thread(parent.thread, parent.auto_round + 1 if sub.auto else 0)
 
     def plan(self, sub: Submission, *, completes: int | None = None, cost: float = 0.0,
-             thread: _Thread | None = None) -> list[WritePlan]:
+             thread: _Thread | None = None, act: bool = True) -> list[WritePlan]:
         """Everything ``sub`` changes, in commit order (new parties first)."""
         plans: list[WritePlan] = []
         parties = list(dict.fromkeys((sub.sender, *sub.recipients)))
@@ -156,7 +158,7 @@ class Router:
                 main.party_states[address] = (kind, state)
         errored = sub.message[ERROR_HEADER] is not None and sub.auto
         for address in parties:
-            self._route_to(address, sub, main, plans, act=not (stopped or errored))
+            self._route_to(address, sub, main, plans, act=act and not (stopped or errored))
         main.folders.append("Trace")
         if self.config.user in sub.recipients:
             main.folders.append("INBOX")

@@ -47,6 +47,8 @@ class Worker:
         self.wakeup = asyncio.Event()
         self._busy = True  # until it has looked at its deliveries
         self._blocked = False  # waiting for budget
+        self._acting: asyncio.Task[None] | None = None
+        self._user_cancelled = False
         self.task = asyncio.create_task(self._run(), name=f"worker {address}")
         self.task.add_done_callback(lambda _: engine.worker_changed())
 
@@ -85,12 +87,30 @@ class Worker:
                     self.busy = False
                     return
 
+    def cancel_current(self) -> bool:
+        """Cancel the message being acted on (Ctrl+C in the console); True if there was one."""
+        if self._acting is None or self._acting.done():
+            return False
+        self._user_cancelled = True
+        self._acting.cancel()
+        return True
+
     async def _handle(self, delivery: Delivery) -> None:
         raw, meta = self.store.read(delivery.message)
         message = self.parse(raw)
+        self._acting = asyncio.create_task(self.act(delivery, meta, message))
         try:
-            await self.act(delivery, meta, message)
-        except (asyncio.CancelledError, StoreError):
+            await self._acting
+        except asyncio.CancelledError:
+            if not self._user_cancelled:
+                self._acting.cancel()
+                raise
+            self._user_cancelled = False
+            await self.engine.error_reply(
+                author=self.address, meta=meta, message=message, completes=delivery.id,
+                problem="cancelled by the user", hint="send the message again to retry",
+            )
+        except StoreError:
             raise
         except Exception as exc:  # a bug: say so in the log and to the user, go on
             log.exception("%s failed on message %d", self.address, delivery.message)
@@ -136,6 +156,8 @@ class AgentWorker(Worker):
         )
         turns = thread_to_turns(self.address, items, system)
         model = delivery.model or config.models.default
+        if engine.before_model_call is not None:
+            await engine.before_model_call(self.address, model, turns)
         try:
             completion = await engine.model.complete(turns, model=model)
         except ModelError as exc:

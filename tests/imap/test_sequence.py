@@ -1,0 +1,79 @@
+"""SequenceSet: parsing, resolving against a mailbox, compact formatting."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailcoach_server.imap.sequence import SequenceSet
+
+S = SequenceSet.parse
+
+
+@pytest.mark.parametrize(
+    ("text", "ranges"),
+    [
+        ("1", ((1, 1),)),
+        ("*", ((None, None),)),
+        ("1:*", ((1, None),)),
+        ("5:3,7,9:*", ((5, 3), (7, 7), (9, None))),
+        (b"4294967295", ((2**32 - 1, 2**32 - 1),)),
+    ],
+)
+def test_parse(text: str | bytes, ranges: tuple) -> None:
+    parsed = S(text)
+    assert parsed.ranges == ranges
+    assert S(str(parsed)) == parsed
+
+
+@pytest.mark.parametrize(
+    "text", ["", "0", "1:0", "01", "1,", ",1", "1::2", "a", "*1", "4294967296", "$"]
+)
+def test_parse_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        S(text)
+
+
+def test_iter_seq_clips_and_sorts() -> None:
+    assert S("1:*").iter_seq(4) == [1, 2, 3, 4]
+    assert S("3,1,2:3").iter_seq(10) == [1, 2, 3]
+    assert S("5:3").iter_seq(10) == [3, 4, 5]
+    assert S("2:9").iter_seq(4) == [2, 3, 4]
+    assert S("*").iter_seq(7) == [7]
+    assert S("1:*").iter_seq(0) == []
+    assert S("6:*").iter_seq(4) == [4]  # "*" is 4, so 6:* is 4:6
+    assert S("2:9").highest(4) == 9
+
+
+def test_iter_uids_star_semantics() -> None:
+    uids = [3, 5, 8, 13]
+    assert S("1:*").iter_uids(uids) == uids
+    assert S("4:9").iter_uids(uids) == [5, 8]
+    assert S("*").iter_uids(uids) == [13]
+    # RFC 3501 §6.4.8: n:* includes the highest UID even when n is above it.
+    assert S("20:*").iter_uids(uids) == [13]
+    assert S("20:30").iter_uids(uids) == []
+    assert S("1:*").iter_uids([]) == []
+
+
+def test_contains() -> None:
+    assert S("2:4,9:*").contains(3, 20)
+    assert S("2:4,9:*").contains(20, 20)
+    assert not S("2:4,9:*").contains(5, 20)
+    assert S("30:*").contains(20, 20)
+
+
+@pytest.mark.parametrize(
+    ("numbers", "text"),
+    [([1, 2, 3, 7], "1:3,7"), ([7, 3, 1, 2, 2], "1:3,7"), ([5], "5"), ([1, 3, 5], "1,3,5")],
+)
+def test_from_numbers(numbers: list[int], text: str) -> None:
+    built = SequenceSet.from_numbers(numbers)
+    assert str(built) == text and bytes(built) == text.encode()
+    assert list(built) == sorted(set(numbers))
+
+
+def test_from_numbers_rejects_empty() -> None:
+    with pytest.raises(ValueError):
+        SequenceSet.from_numbers([])
+    with pytest.raises(ValueError):
+        list(S("1:*"))
