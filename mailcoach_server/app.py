@@ -22,6 +22,7 @@ from .config import Config
 from .credentials import Credentials
 from .runtime.engine import Engine
 from .runtime.llm import ChatModel, missing_key_variables
+from .spool import deliver_spool
 from .store.store import Store
 
 __all__ = ["Server", "running", "serve"]
@@ -75,6 +76,7 @@ async def running(config: Config, *, model: ChatModel | None = None, smtp: bool 
                 listener = await start_imap(server)
                 listeners.append(listener)
                 server.imap_address = listener.sockets[0].getsockname()[:2]
+        await deliver_spool(engine)  # after the listeners: see spool.py on the lock
         yield server
     finally:
         for listener in listeners:

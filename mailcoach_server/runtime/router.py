@@ -29,7 +29,8 @@ __all__ = ["FOLDERS", "Router"]
 log = logging.getLogger("mailcoach.router")
 
 #: IMAP folders the router files mail in, with their SPECIAL-USE attribute.
-FOLDERS = {"INBOX": "", "Sent": "\\Sent", "Trace": "\\All"}
+FOLDERS = {"INBOX": "", "Sent": "\\Sent", "Drafts": "\\Drafts", "Trash": "\\Trash",
+           "Trace": "\\All"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,6 +69,8 @@ class MessageMeta:
 class StoredMessage:
     meta: MessageMeta
     size: int
+    #: folder -> the UID the message got there
+    uids: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,13 +372,11 @@ class Store:
                     )
                 if plan.completes is not None:
                     db.execute("UPDATE deliveries SET done=1 WHERE id=?", (plan.completes,))
-                for folder in plan.folders:
-                    # UID = message id: ascending in every folder, never reused.
-                    db.execute(
-                        "INSERT INTO folder_messages VALUES (?,?,?,?)",
-                        (folder, meta.id, meta.id, plan.folder_flags.get(folder, "")),
-                    )
-                results.append(StoredMessage(meta, len(mbox.to_lf(plan.raw))))
+                uids = {
+                    folder: self._file_in_folder(folder, meta.id, plan.folder_flags.get(folder, ""))
+                    for folder in plan.folders
+                }
+                results.append(StoredMessage(meta, len(mbox.to_lf(plan.raw)), uids))
             for party, size in party_sizes.items():
                 db.execute("UPDATE parties SET mbox_size=? WHERE address=?", (size, party))
             db.execute("COMMIT")
@@ -384,6 +384,39 @@ class Store:
             db.execute("ROLLBACK")
             raise
         return results
+
+    def _file_in_folder(self, folder: str, message: int, flags: str) -> int:
+        """Writer thread, inside a transaction: the next UID of ``folder``, never reused."""
+        row = self._db.execute("SELECT uidnext FROM folders WHERE name=?", (folder,)).fetchone()
+        if row is None:
+            raise StoreError(f"no folder {folder!r}")
+        uid = row[0]
+        self._db.execute("INSERT INTO folder_messages VALUES (?,?,?,?)",
+                         (folder, uid, message, flags))
+        self._db.execute("UPDATE folders SET uidnext=? WHERE name=?", (uid + 1, folder))
+        return uid
+
+    async def add_to_folder(self, folder: str, items: Sequence[tuple[int, str]]) -> list[int]:
+        """File stored messages (id, flags) in ``folder`` (IMAP COPY); returns their new UIDs.
+
+        Runs in the writer thread, so UIDs are handed out in one order with commits.
+        """
+        def run() -> list[int]:
+            self._db.execute("BEGIN")
+            try:
+                uids = [self._file_in_folder(folder, m, flags) for m, flags in items]
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            return uids
+        uids = await asyncio.get_running_loop().run_in_executor(self._executor, run)
+        for listener in list(self.listeners):
+            try:
+                listener([])
+            except Exception:
+                log.exception("store listener failed")
+        return uids
 
     def _flush_appends(self, appends: dict[str, list[bytes]], sizes: dict[str, int]) -> None:
         for party, chunks in appends.items():
