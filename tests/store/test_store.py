@@ -1,0 +1,111 @@
+"""The store: durable commits, recovery after a torn write, memory rewrites."""
+
+from __future__ import annotations
+
+import mailbox
+import time
+
+import pytest
+
+from mailcoach_server.errors import StoreError
+from mailcoach_server.store.store import MessageMeta, Store, WritePlan
+
+
+def plan(store: Store, body: str, *, parties=("swe1@localdomain",), rewrites=None) -> WritePlan:
+    number = store.allocate_message_id()
+    raw = (f"From: user@localdomain\nTo: swe1@localdomain\nSubject: m{number}\n"
+           f"Message-ID: <m{number}@t>\n\n{body}\n").encode()
+    meta = MessageMeta(number, f"<m{number}@t>", "user@localdomain", ("swe1@localdomain",),
+                       f"m{number}", "", f"<m{number}@t>", 0, 0.01, time.time())
+    p = WritePlan(raw=raw, meta=meta, memory_appends=list(parties),
+                  memory_rewrites=dict(rewrites or {}))
+    for party in parties:
+        if party not in store.parties:
+            p.party_states[party] = ("agent", {})
+    return p
+
+
+def read_box(path):
+    box = mailbox.mbox(path, create=False)
+    try:
+        return [m["Subject"] for m in box]
+    finally:
+        box.close()
+
+
+async def test_commit_is_readable_and_survives_reopen(tmp_path):
+    store = Store.open(tmp_path)
+    first = plan(store, "From the start of a line\n>From quoted")
+    await store.commit(first)
+    await store.commit_many([plan(store, "two"), plan(store, "three")])
+    raw, meta = store.read(1)
+    assert raw == first.raw and meta.subject == "m1"
+    await store.aclose()
+    store = Store.open(tmp_path)
+    assert store.message_count() == 3
+    assert store.parties["swe1@localdomain"].memory == [1, 2, 3]
+    assert store.read(1)[0] == first.raw  # mboxrd quoting is undone exactly
+    assert store.spent() == pytest.approx(0.03)
+    await store.aclose()
+    assert read_box(tmp_path / "trace") == ["m1", "m2", "m3"]
+    assert read_box(tmp_path / "swe1@localdomain.mbox") == ["m1", "m2", "m3"]
+
+
+async def test_unacknowledged_tails_are_cut_at_open(tmp_path):
+    store = Store.open(tmp_path)
+    await store.commit(plan(store, "kept"))
+    await store.aclose()
+    good_trace = (tmp_path / "trace").read_bytes()
+    good_party = (tmp_path / "swe1@localdomain.mbox").read_bytes()
+    # A crash after the file write, before the index commit:
+    with open(tmp_path / "trace", "ab") as f:
+        f.write(b"From user@localdomain Thu Jan  1 00:00:00 2026\nSubject: torn\n\nhalf")
+    with open(tmp_path / "swe1@localdomain.mbox", "ab") as f:
+        f.write(b"From user@localdomain Thu Jan  1 00:00:00 2026\nSubject: torn\n")
+    store = Store.open(tmp_path)
+    assert (tmp_path / "trace").read_bytes() == good_trace
+    assert (tmp_path / "swe1@localdomain.mbox").read_bytes() == good_party
+    await store.commit(plan(store, "after"))
+    await store.aclose()
+    assert read_box(tmp_path / "trace") == ["m1", "m2"]
+
+
+async def test_a_truncated_trace_is_an_error_not_a_silent_loss(tmp_path):
+    store = Store.open(tmp_path)
+    await store.commit(plan(store, "x" * 100))
+    await store.aclose()
+    data = (tmp_path / "trace").read_bytes()
+    (tmp_path / "trace").write_bytes(data[:20])
+    with pytest.raises(StoreError, match="shorter"):
+        Store.open(tmp_path)
+
+
+async def test_memory_rewrite_replaces_the_party_file(tmp_path):
+    store = Store.open(tmp_path)
+    await store.commit_many([plan(store, "a"), plan(store, "b"), plan(store, "c")])
+    await store.commit(plan(store, "d", rewrites={"swe1@localdomain": [1]}))
+    assert store.parties["swe1@localdomain"].memory == [1, 4]
+    await store.aclose()
+    assert read_box(tmp_path / "swe1@localdomain.mbox") == ["m1", "m4"]
+    assert read_box(tmp_path / "trace") == ["m1", "m2", "m3", "m4"]  # never rewritten
+    assert not list(tmp_path.glob("*.tmp"))
+    store = Store.open(tmp_path)
+    assert store.parties["swe1@localdomain"].memory == [1, 4]
+    await store.aclose()
+
+
+async def test_a_party_file_lost_is_rebuilt_from_the_index(tmp_path):
+    store = Store.open(tmp_path)
+    await store.commit_many([plan(store, "a"), plan(store, "b")])
+    await store.aclose()
+    (tmp_path / "swe1@localdomain.mbox").write_bytes(b"")
+    store = Store.open(tmp_path)
+    await store.aclose()
+    assert read_box(tmp_path / "swe1@localdomain.mbox") == ["m1", "m2"]
+
+
+def test_unwritable_data_dir_is_a_store_error(tmp_path):
+    target = tmp_path / "file"
+    target.write_text("not a directory")
+    with pytest.raises(StoreError, match="cannot write"):
+        Store.open(target / "data")
