@@ -25,6 +25,11 @@ def plan(store: Store, body: str, *, parties=("swe1@localdomain",), rewrites=Non
     return p
 
 
+def append(path, data: bytes) -> None:
+    with open(path, "ab") as f:
+        f.write(data)
+
+
 def read_box(path):
     box = mailbox.mbox(path, create=False)
     try:
@@ -58,10 +63,10 @@ async def test_unacknowledged_tails_are_cut_at_open(tmp_path):
     good_trace = (tmp_path / "trace").read_bytes()
     good_party = (tmp_path / "swe1@localdomain.mbox").read_bytes()
     # A crash after the file write, before the index commit:
-    with open(tmp_path / "trace", "ab") as f:
-        f.write(b"From user@localdomain Thu Jan  1 00:00:00 2026\nSubject: torn\n\nhalf")
-    with open(tmp_path / "swe1@localdomain.mbox", "ab") as f:
-        f.write(b"From user@localdomain Thu Jan  1 00:00:00 2026\nSubject: torn\n")
+    append(tmp_path / "trace", b"From user@localdomain Thu Jan  1 00:00:00 2026\n"
+           b"Subject: torn\n\nhalf")
+    append(tmp_path / "swe1@localdomain.mbox", b"From user@localdomain Thu Jan  1 00:00:00 "
+           b"2026\nSubject: torn\n")
     store = Store.open(tmp_path)
     assert (tmp_path / "trace").read_bytes() == good_trace
     assert (tmp_path / "swe1@localdomain.mbox").read_bytes() == good_party
