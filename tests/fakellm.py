@@ -93,6 +93,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
+    # The default listen backlog (5) drops SYNs when 100 agents connect at once;
+    # clients then retry after 1, 3, 7... seconds.
+    request_queue_size = 256
     owner: ScriptedModelServer
 
 
