@@ -63,6 +63,7 @@ async def running(config: Config, *, model: ChatModel | None = None, smtp: bool 
             listener = await start_smtp(
                 engine, credentials, host=config.smtp.host, port=config.smtp.port,
                 auth_required=config.smtp.auth_required,
+                allow_plaintext_auth=config.smtp.allow_plaintext_auth,
                 max_size=config.smtp.max_message_size, hostname=config.domain,
             )
             listeners.append(listener)

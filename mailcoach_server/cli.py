@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -22,7 +23,8 @@ def _serve_parser() -> argparse.ArgumentParser:
         description="Run the mail server headless: SMTP and IMAP on loopback, agents and robots "
         "answering mail. Stop with Ctrl+C or SIGTERM.",
     )
-    parser.add_argument("--config", metavar="FILE", help="YAML config (default: the shipped one)")
+    parser.add_argument("--config", metavar="FILE", default=os.environ.get("MAILCOACH_CONFIG"),
+                        help="YAML config (default: $MAILCOACH_CONFIG, else the shipped one)")
     parser.add_argument("--data-dir", metavar="DIR", help="where mail is kept "
                         "(default ./mailcoach-data)")
     parser.add_argument("--domain", help="the local mail domain (default localdomain)")

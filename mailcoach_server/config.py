@@ -40,6 +40,8 @@ class SmtpConfig:
     host: str = "127.0.0.1"
     port: int = 2525
     auth_required: bool = True
+    #: offer plain-text AUTH off loopback without TLS (a container behind its own network)
+    allow_plaintext_auth: bool = False
     max_message_size: int = 10 * 1024 * 1024
 
 

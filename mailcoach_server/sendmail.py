@@ -51,7 +51,7 @@ import sys
 from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
 from email.policy import compat32
-from email.utils import formataddr, getaddresses
+from email.utils import formataddr
 from pathlib import Path
 from typing import Final
 
@@ -171,13 +171,17 @@ def _qualified(raw: str, domain: str) -> str | None:
 
 
 def _argument_recipients(arguments: list[str], domain: str) -> list[str]:
+    """Recipients from the command line: addresses, ``Name <addr>``, comma lists."""
     found: list[str] = []
-    for name, addr in getaddresses(arguments):
-        if not name and not addr:
+    for piece in (p.strip() for arg in arguments for p in arg.split(",")):
+        if not piece:
             continue
-        address = _qualified(addr, domain) if addr else None
+        addr = piece
+        if piece.endswith(">") and "<" in piece:
+            addr = piece[piece.rindex("<") + 1 : -1]
+        address = _qualified(addr, domain)
         if address is None:
-            raise _Fail(EX_USAGE, f"bad recipient address: {addr or name}")
+            raise _Fail(EX_USAGE, f"bad recipient address: {piece}")
         if address not in found:
             found.append(address)
     return found
@@ -210,6 +214,15 @@ def _prepare(raw: bytes, opts: _Options, config: Config, queue: bool) -> _Outgoi
     fields = [line for line in fields if line.strip()]
     headers = _HEADERS.parsebytes(raw)
     names = {line.split(b":", 1)[0].strip().lower() for line in fields if b":" in line}
+    sender = config.user
+    if opts.sender is not None:
+        qualified = _qualified(opts.sender, config.domain) if opts.sender.strip("<> ") else ""
+        if qualified is None:
+            raise _Fail(EX_USAGE, f"bad sender address: {opts.sender}")
+        sender = qualified
+    elif b"from" in names:
+        senders, _ = parse_address_list(headers.get_all("From", []))
+        sender = senders[0] if len(senders) == 1 else config.user
     rcpts = _argument_recipients(opts.recipients, config.domain)
     if opts.extract or queue:
         values = [v for name in ("To", "Cc", "Bcc") for v in headers.get_all(name, [])]
@@ -221,15 +234,6 @@ def _prepare(raw: bytes, opts: _Options, config: Config, queue: bool) -> _Outgoi
         where = "in To, Cc or Bcc" if opts.extract or queue else "given (use -t or name them)"
         raise _Fail(EX_USAGE, f"no recipients {where}")
 
-    sender = config.user
-    if opts.sender is not None:
-        qualified = _qualified(opts.sender, config.domain) if opts.sender.strip("<> ") else ""
-        if qualified is None:
-            raise _Fail(EX_USAGE, f"bad sender address: {opts.sender}")
-        sender = qualified
-    elif b"from" in names:
-        senders, _ = parse_address_list(headers.get_all("From", []))
-        sender = senders[0] if len(senders) == 1 else config.user
     kept = [line for line in fields if not line.lower().startswith(b"bcc:")]
     if b"from" not in names:
         author = formataddr((opts.full_name or "", sender or config.user), "utf-8")

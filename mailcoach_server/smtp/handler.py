@@ -75,7 +75,8 @@ def _authenticator(credentials: Credentials) -> Any:
 
 
 async def start_smtp(engine: Engine, credentials: Credentials, *, host: str, port: int,
-                     auth_required: bool, max_size: int, hostname: str) -> asyncio.Server:
+                     auth_required: bool, max_size: int, hostname: str,
+                     allow_plaintext_auth: bool = False) -> asyncio.Server:
     """Listen for SMTP in the running loop (not aiosmtpd's threaded Controller)."""
     handler = DeliveryHandler(engine)
     loopback = host in ("127.0.0.1", "::1", "localhost")
@@ -94,8 +95,9 @@ async def start_smtp(engine: Engine, credentials: Credentials, *, host: str, por
                 decode_data=False,
                 authenticator=authenticator,
                 auth_required=auth_required,
-                # No TLS here: plaintext AUTH is allowed on loopback only.
-                auth_require_tls=not loopback,
+                # No TLS here: plaintext AUTH only on loopback, unless the config
+                # says the network is private (a container's published port).
+                auth_require_tls=not (loopback or allow_plaintext_auth),
             )
 
     return await asyncio.get_running_loop().create_server(factory, host, port)

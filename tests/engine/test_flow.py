@@ -144,7 +144,8 @@ async def test_model_that_always_fails_gets_an_error_reply(tmp_path, model_serve
         assert reply["X-Mailcoach-Error"]
         body = reply.get_payload()
         assert "What failed" in body and "How to fix it" in body
-        assert server.store.pending_deliveries("swe1@localdomain") == []
+        # The mbox is written just before the index marks the delivery done.
+        await wait_for(lambda: server.store.pending_deliveries("swe1@localdomain") == [])
 
 
 async def test_unreachable_model_names_the_api_base(tmp_path):

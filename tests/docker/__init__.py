@@ -1,0 +1,1 @@
+"""Tests of the Docker image's files, run on the host (there is no container engine here)."""
