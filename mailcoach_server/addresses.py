@@ -29,6 +29,10 @@ def normalize_address(raw: str) -> str | None:
     as on nearly every real server, so ``Swe1@`` and ``swe1@`` are one party.
     """
     _, address = parseaddr(raw.strip())
+    return _checked(address)
+
+
+def _checked(address: str) -> str | None:
     address = address.strip().lower()
     if not _ADDRESS.match(address) or address.startswith("@") or ".." in address:
         return None
@@ -47,7 +51,7 @@ def parse_address_list(values: Iterable[str]) -> tuple[list[str], list[str]]:
     for name, addr in getaddresses([str(v) for v in values]):
         if not addr and not name:
             continue
-        address = normalize_address(addr)
+        address = _checked(addr)  # getaddresses already took the display name off
         if address is None:
             rejected.append(addr or name)
         elif address not in found:

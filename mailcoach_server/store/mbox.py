@@ -26,10 +26,14 @@ def to_lf(raw: bytes) -> bytes:
 
 
 def quote(body: bytes) -> bytes:
+    if b"From " not in body:  # nearly always: skip the regex
+        return body
     return _QUOTED.sub(rb">\1", body)
 
 
 def unquote(body: bytes) -> bytes:
+    if b">From " not in body:
+        return body
     return _UNQUOTE.sub(rb"\1", body)
 
 

@@ -8,8 +8,15 @@ order. Concurrent commits are grouped: one fsync of each touched file and
 one SQLite transaction for the whole group, then every waiter is told.
 
 Order of writes inside a group, which is what makes recovery simple:
-trace (fsync) → party files (fsync) → SQLite commit. At open, anything in
+trace (fsync) → party files → SQLite commit (fsync). At open, anything in
 a file past what the index knows was never acknowledged and is cut off.
+
+The message files (trace, imap, copies) and the index are the record; a
+party's ``<address>.mbox`` is a view of it (its memory, in order) and is
+not fsynced on every append: that would be a third fsync per group for
+bytes the index can always rebuild. A party file that comes back shorter
+than the index says (power loss) is rewritten at open; rewrites for
+X-Rollback go through a temp file, fsync and rename.
 
 Not here: deciding what a message means (postmaster/router) or IMAP.
 """
@@ -136,6 +143,7 @@ class Store:
         self._next_id = 1
         self._pending_meta: dict[int, MessageMeta] = {}  # planned, not yet committed
         self._pending_raw: dict[int, bytes] = {}
+        self._party_files: set[str] = set()  # party files known to exist (writer thread)
         self._next_delivery = 1
         self.listeners: list[Any] = []  # callables(list[WritePlan]) after each group commit
         self._recover()
@@ -304,9 +312,11 @@ class Store:
         """Writer thread: files first (fsync), then one SQLite transaction."""
         results: list[StoredMessage] = []
         entries: dict[str, list[tuple[WritePlan, bytes, int]]] = {}
+        framed: dict[int, bytes] = {}
         for plan in plans:
             entry, head = mbox.frame(plan.raw, plan.meta.sender, plan.meta.received_at)
             entries.setdefault(plan.file, []).append((plan, entry, head))
+            framed[plan.meta.id] = entry
         offsets: dict[int, tuple[int, int]] = {}
         for name, items in entries.items():
             start = self._files[name]
@@ -329,12 +339,12 @@ class Store:
             for party in plan.memory_rewrites:
                 self._flush_appends(appends, party_sizes)
                 party_sizes[party] = self._rewrite_party_file(party, pending=plan)
-            entry, _ = mbox.frame(plan.raw, plan.meta.sender, plan.meta.received_at)
             for party in plan.memory_appends:
-                appends.setdefault(party, []).append(entry)
+                appends.setdefault(party, []).append(framed[plan.meta.id])
         self._flush_appends(appends, party_sizes)
 
         db = self._db
+        next_pos: dict[str, int] = {}
         db.execute("BEGIN")
         try:
             for plan in plans:
@@ -359,12 +369,14 @@ class Store:
                         "INSERT INTO memory VALUES (?,?,?)",
                         [(party, pos, m) for pos, m in enumerate(memory)],
                     )
+                    next_pos[party] = len(memory)
                 for party in plan.memory_appends:
-                    db.execute(
-                        "INSERT INTO memory SELECT ?, COALESCE(MAX(pos)+1, 0), ? "
-                        "FROM memory WHERE party=?",
-                        (party, meta.id, party),
-                    )
+                    pos = next_pos.get(party)
+                    if pos is None:
+                        pos = db.execute("SELECT COALESCE(MAX(pos)+1, 0) FROM memory "
+                                         "WHERE party=?", (party,)).fetchone()[0]
+                    db.execute("INSERT INTO memory VALUES (?,?,?)", (party, pos, meta.id))
+                    next_pos[party] = pos + 1
                 for party, model in plan.deliveries:
                     db.execute(
                         "INSERT INTO deliveries(party, message, model) VALUES (?,?,?)",
@@ -421,11 +433,10 @@ class Store:
     def _flush_appends(self, appends: dict[str, list[bytes]], sizes: dict[str, int]) -> None:
         for party, chunks in appends.items():
             path = self.data_dir / party_file_name(party)
-            new = not path.exists()
+            new = party not in self._party_files and not path.exists()
+            self._party_files.add(party)
             with open(path, "ab") as f:
                 f.write(b"".join(chunks))
-                f.flush()
-                os.fsync(f.fileno())
                 sizes[party] = f.tell()
             if new:
                 _fsync_dir(self.data_dir)
