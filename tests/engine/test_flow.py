@@ -220,3 +220,41 @@ def test_smtplib_session_refusals(tmp_path):
     finally:
         holder["loop"].call_soon_threadsafe(stop[0].set)
         thread.join(20)
+
+
+async def test_a_hanging_command_is_killed_and_answered(tmp_path):
+    config = make_config(tmp_path, robots={"shell@localdomain": {"kind": "shell",
+                                                                 "timeout": 1}})
+    async with serve_in_process(config) as server:
+        await send(server, mail("shell@localdomain", "sleep 30 & sleep 30; echo never"))
+        reply = (await wait_for(lambda: replies_to_user(server), what="timeout reply"))[0]
+        assert reply["Subject"] == "Exit Code: 124"
+        assert "never" not in reply.get_payload()
+        assert "timeout" in reply.get_payload()
+
+
+async def test_remote_shell_robot_through_the_stub(tmp_path):
+    import subprocess
+    import sys
+
+    env = {**__import__("os").environ, "MAILCOACH_STUB_TOKEN": "s3cret"}
+    stub = subprocess.Popen(
+        [sys.executable, "-m", "mailcoach_server", "shell-stub", "--port", "0",
+         "--workdir", str(tmp_path / "remote")],
+        stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        line = stub.stdout.readline()
+        url = line.split("listening on ")[1].split()[0]
+        config = make_config(tmp_path, robots={
+            "shell@localdomain": False,
+            "remote@localdomain": {"kind": "remote-shell", "url": url, "token": "s3cret"}})
+        async with serve_in_process(config) as server:
+            await send(server, mail("remote@localdomain", "pwd; echo hi >&2"))
+            reply = (await wait_for(lambda: replies_to_user(server), what="remote reply"))[0]
+            assert reply["Subject"] == "Exit Code: 0"
+            assert str(tmp_path / "remote") in reply.get_payload()
+            assert "hi" in reply.get_payload()
+    finally:
+        stub.terminate()
+        stub.wait(10)
+        stub.stdout.close()
