@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import smtplib
+import subprocess
+import sys
 from email.message import EmailMessage
 
 import aiosmtplib
@@ -233,18 +236,19 @@ async def test_a_hanging_command_is_killed_and_answered(tmp_path):
         assert "timeout" in reply.get_payload()
 
 
-async def test_remote_shell_robot_through_the_stub(tmp_path):
-    import subprocess
-    import sys
-
-    env = {**__import__("os").environ, "MAILCOACH_STUB_TOKEN": "s3cret"}
+def start_stub(workdir, token):
+    env = {**os.environ, "MAILCOACH_STUB_TOKEN": token}
     stub = subprocess.Popen(
         [sys.executable, "-m", "mailcoach_server", "shell-stub", "--port", "0",
-         "--workdir", str(tmp_path / "remote")],
+         "--workdir", str(workdir)],
         stdout=subprocess.PIPE, text=True, env=env)
+    line = stub.stdout.readline()
+    return stub, line.split("listening on ")[1].split()[0]
+
+
+async def test_remote_shell_robot_through_the_stub(tmp_path):
+    stub, url = start_stub(tmp_path / "remote", "s3cret")
     try:
-        line = stub.stdout.readline()
-        url = line.split("listening on ")[1].split()[0]
         config = make_config(tmp_path, robots={
             "shell@localdomain": False,
             "remote@localdomain": {"kind": "remote-shell", "url": url, "token": "s3cret"}})
