@@ -53,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="show each model call before it happens and wait for Enter")
     parser.add_argument("--serve", action="store_true",
                         help="also listen on SMTP and IMAP, so mail clients can join")
+    parser.add_argument("--smtp-port", type=int, metavar="N", help="with --serve (default 2525)")
+    parser.add_argument("--imap-port", type=int, metavar="N", help="with --serve (default 1143)")
     parser.add_argument("--config", metavar="FILE", help="YAML config, as for 'serve'")
     parser.add_argument("--model", metavar="SPEC", help="default model, provider/model[@api_base]")
     return parser
@@ -110,7 +112,8 @@ def _run(args: argparse.Namespace) -> int:
         raise ConsoleError(f"trace {trace} exists and is not a directory")
 
     overrides = {"data_dir": str(trace), "user": args.user, "budget": args.budget,
-                 "models.default": args.model}
+                 "models.default": args.model, "smtp.port": args.smtp_port,
+                 "imap.port": args.imap_port}
     config = load_config(args.config, **overrides)
 
     from .session import Session

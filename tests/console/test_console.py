@@ -288,3 +288,29 @@ def test_kill_9_mid_queue_leaves_a_trace_that_resumes(tmp_path, model_server):
     answers = [m["Subject"] for m in trace if m["From"] == "swe1@localdomain"]
     assert sorted(jobs) == sorted(f"job {n}" for n in range(8))
     assert sorted(answers) == sorted(f"done job {n}" for n in range(8))
+
+
+def test_serve_lets_a_mail_client_join_the_chat(tmp_path, model_server):
+    import re
+    import smtplib
+
+    model_server.responder = lambda request: "To: user@localdomain\nSubject: seen\n\nhello client"
+    child = spawn("-t", "srv", "--serve", "--smtp-port", "0", "--imap-port", "0",
+                  "--model", model_server.spec(), cwd=tmp_path)
+    try:
+        child.expect(r"serving: SMTP 127\.0\.0\.1:(\d+)")
+        port = int(child.match.group(1))
+        child.expect("> ")
+        password = (tmp_path / "srv" / "login").read_text().strip()
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            client.login("user@localdomain", password)
+            client.sendmail("user@localdomain", ["swe1@localdomain"],
+                            b"From: user@localdomain\nTo: swe1@localdomain\n"
+                            b"Subject: from a mail client\n\nhi\n")
+        child.expect("Subject: .*from a mail client")  # the console shows it as it flows
+        child.expect("hello client")
+        child.sendeof()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert re.search("from a mail client", (tmp_path / "srv" / "trace").read_text())
