@@ -69,14 +69,11 @@ async def running(config: Config, *, model: ChatModel | None = None, smtp: bool 
             listeners.append(listener)
             server.smtp_address = listener.sockets[0].getsockname()[:2]
         if imap:
-            try:
-                from .imap.server import start_imap
-            except ImportError:
-                start_imap = None
-            if start_imap is not None:
-                listener = await start_imap(server)
-                listeners.append(listener)
-                server.imap_address = listener.sockets[0].getsockname()[:2]
+            from .imap.server import start_imap
+
+            listener = await start_imap(server)
+            listeners.append(listener)
+            server.imap_address = listener.sockets[0].getsockname()[:2]
         await deliver_spool(engine)  # after the listeners: see spool.py on the lock
         yield server
     finally:

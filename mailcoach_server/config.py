@@ -53,6 +53,11 @@ class ImapConfig:
     max_line: int = 64 * 1024
     bad_command_limit: int = 5
     idle_timeout: float = 30 * 60.0
+    #: allow LOGIN/AUTHENTICATE without TLS off loopback (a container's private network)
+    allow_plaintext_auth: bool = False
+    #: PEM files; when both are set, STARTTLS is offered
+    tls_cert: str = ""
+    tls_key: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         # ports on the host's loopback only (compose.yaml does).
         config = dataclasses.replace(config, smtp=dataclasses.replace(
             smtp, allow_plaintext_auth=True))
+    if config.imap.host not in _LOOPBACK:  # the same for IMAP LOGIN
+        config = dataclasses.replace(config, imap=dataclasses.replace(
+            config.imap, allow_plaintext_auth=True))
     from .app import serve
 
     try:

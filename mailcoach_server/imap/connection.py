@@ -14,7 +14,9 @@ Rules - everything that moves the state lives in this module:
   *IDLE* (entered when an IDLE command is handed out; the next line ends
   it as :class:`IdleDone`), and *SASL* (AUTHENTICATE PLAIN or LOGIN: the
   connection sends the challenges and reads the base64 lines, then hands
-  out :class:`SaslResponse`; ``*`` cancels with a BAD).
+  out :class:`SaslResponse`; ``*`` cancels with a BAD). With ``login_disabled``
+  (RFC 3501 §6.2.3, plaintext off loopback without TLS) AUTHENTICATE is handed
+  out as a command instead, for the command layer to refuse.
 * Every response goes through :meth:`Connection.send`, which counts
   consecutive tagged BADs; at ``bad_command_limit`` the next event is
   :class:`TooManyBad` (send its BYE and close) and the state is LOGOUT.
@@ -173,8 +175,12 @@ class Connection:
         max_line: int = DEFAULT_MAX_LINE,
         max_literal: int = 32 * 1024 * 1024,
         bad_command_limit: int = 5,
+        login_disabled: bool = False,
     ) -> None:
         self.state = State.NOT_AUTHENTICATED
+        #: RFC 3501 §6.2.3 LOGINDISABLED: AUTHENTICATE goes to the command layer (which
+        #: refuses it) instead of starting a SASL exchange that would carry a password.
+        self.login_disabled = login_disabled
         self.user: str | None = None
         self.mailbox: str | None = None
         self.read_only = False
@@ -240,7 +246,8 @@ class Connection:
             return BadCommand(command.tag, _NOT_ALLOWED, consumed)
         if command.name == "IDLE":
             self._idle_tag = command.tag
-        if isinstance(command, AuthenticateCommand) and command.mechanism in SASL_MECHANISMS:
+        if (isinstance(command, AuthenticateCommand) and command.mechanism in SASL_MECHANISMS
+                and not self.login_disabled):
             return self._sasl_start(command)
         return command
 

@@ -10,8 +10,10 @@ layer's job (:func:`sets_seen` tells it when).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
+from functools import lru_cache
+from typing import Any, TypeVar, cast
 
 from .bodystructure import body_structure, envelope
 from .command import FetchAttr, Section
@@ -30,14 +32,29 @@ __all__ = [
 ]
 
 
+_T = TypeVar("_T")
+
+
 class MessageView:
     """A stored message as FETCH sees it: CRLF bytes, MIME tree parsed on first need."""
 
-    __slots__ = ("raw", "_tree")
+    __slots__ = ("raw", "_tree", "_memo")
 
     def __init__(self, raw: bytes) -> None:
         self.raw = normalize_crlf(raw)
         self._tree: MimePart | None = None
+        self._memo: dict[object, Any] | None = None
+
+    def memo(self, key: object, make: Callable[[], _T]) -> _T:
+        """``make()``, computed once per view: a message never changes, and clients
+        fetch the same ENVELOPE or header fields again and again (Dovecot caches them too)."""
+        memo = self._memo
+        if memo is None:
+            memo = self._memo = {}
+        if key in memo:
+            return cast(_T, memo[key])
+        value = memo[key] = make()
+        return value
 
     @property
     def size(self) -> int:
@@ -49,6 +66,18 @@ class MessageView:
         if self._tree is None:
             self._tree = parse_message(self.raw)
         return self._tree
+
+    @property
+    def header_block(self) -> bytes:
+        """The message's header, blank line included: ``tree.header_block`` without
+        parsing the MIME tree (a header-only FETCH of a big folder needs no more)."""
+        if self._tree is not None:
+            return self._tree.header_block
+        raw = self.raw
+        if not raw or raw.startswith(b"\r\n"):
+            return raw[:2]
+        blank = raw.find(b"\r\n\r\n")
+        return raw if blank < 0 else raw[: blank + 4]
 
 
 def sets_seen(attributes: Iterable[FetchAttr]) -> bool:
@@ -66,7 +95,7 @@ def ensure_uid(attributes: Sequence[FetchAttr]) -> tuple[FetchAttr, ...]:
 def header_fields(block: bytes, names: Iterable[str], *, exclude: bool = False) -> bytes:
     """HEADER.FIELDS[.NOT]: the matching fields of ``block`` in their original order and
     bytes (names compared case-insensitively), then the blank line."""
-    wanted = {n.lower().encode("ascii") for n in names}
+    wanted = _wanted(tuple(names))
     kept = [raw for name, raw in split_fields(block) if (name in wanted) != exclude]
     out = b"".join(kept)
     if out and not out.endswith(b"\r\n"):
@@ -74,8 +103,28 @@ def header_fields(block: bytes, names: Iterable[str], *, exclude: bool = False) 
     return out + b"\r\n"
 
 
+@lru_cache(maxsize=256)
+def _wanted(names: tuple[str, ...]) -> frozenset[bytes]:
+    return frozenset(n.lower().encode("ascii") for n in names)
+
+
+_format_datetime = lru_cache(maxsize=1 << 16)(format_datetime)  # one per message date
+
+
+@lru_cache(maxsize=256)
+def _response_name(attr: FetchAttr) -> bytes:
+    return attr.response_name  # the same for every message of a FETCH: made once
+
+
 def section_bytes(message: MessageView, section: Section) -> bytes | None:
     """The octets of ``BODY[section]``; None (``NIL``) when the part does not exist."""
+    text = section.text
+    if not section.part and text is not None and text.startswith("HEADER"):
+        if text == "HEADER":
+            return message.header_block  # the top-level header: no MIME parse needed
+        exclude = text.endswith(".NOT")
+        return message.memo(section, lambda: header_fields(
+            message.header_block, section.fields, exclude=exclude))
     part = message.tree.find(section.part) if section.part else message.tree
     if part is None:
         return None
@@ -124,19 +173,19 @@ def fetch_items(
         elif name == "FLAGS":
             value = _flags(flags)
         elif name == "INTERNALDATE":
-            value = format_datetime(internaldate)
+            value = _format_datetime(internaldate)
         elif name == "RFC822.SIZE":
             value = b"%d" % message.size
         elif name == "ENVELOPE":
-            value = envelope(message.tree)
+            value = message.memo(name, lambda: envelope(message.tree))
         elif name == "BODYSTRUCTURE":
-            value = body_structure(message.tree, extensible=True)
+            value = message.memo(name, lambda: body_structure(message.tree))
         elif name == "BODY" and attr.section is None:
-            value = body_structure(message.tree, extensible=False)
+            value = message.memo(name, lambda: body_structure(message.tree, extensible=False))
         elif name == "RFC822":
             value = format_literal(message.raw)
         elif name == "RFC822.HEADER":
-            value = format_literal(message.tree.header_block)
+            value = format_literal(message.header_block)
         elif name == "RFC822.TEXT":
             value = format_literal(message.tree.body)
         elif attr.section is not None:
@@ -144,7 +193,7 @@ def fetch_items(
             value = b"NIL" if data is None else format_literal(_partial(data, attr.partial))
         else:  # the parser only makes the names above
             raise ValueError(f"unknown FETCH attribute {name}")
-        items.append((attr.response_name, value))
+        items.append((_response_name(attr), value))
     return items
 
 

@@ -36,6 +36,8 @@ _MAX_DEPTH = 30
 
 def normalize_crlf(raw: bytes) -> bytes:
     """Every line ending becomes CRLF (the wire form FETCH sizes are counted in)."""
+    if b"\r" not in raw:  # the store's LF-only bytes: the same result, much faster
+        return raw.replace(b"\n", b"\r\n")
     return _LINE_END.sub(b"\r\n", raw)
 
 

@@ -353,10 +353,13 @@ def _id(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
     if cur.nil():
         return IdCommand(tag, name, None)
     cur.expect(b"(")
+    cur.accept(b" ")  # aioimaplib sends ( "name" "x" ): spaces inside the parentheses
     params: list[tuple[str, str | None]] = []
     while not cur.accept(b")"):
         if params:
             cur.sp()
+            if cur.accept(b")"):
+                break
         key = _text(cur.string())
         cur.sp()
         value = cur.nstring()

@@ -1,0 +1,381 @@
+"""IMAP on a big folder: mailcoach against Dovecot, same run when Dovecot is installed.
+
+    python bench/imap_fetch.py [--messages 10000] [--size 2048] [--runs 5] [--no-dovecot]
+
+An INBOX of ``--messages`` messages of about ``--size`` bytes, filled
+straight into the store (one group commit per 1,000 messages). ``mailcoach
+serve`` runs as its own process on 127.0.0.1; the client is the stdlib
+imaplib, as a real client would be. Median of ``--runs`` runs, after one
+untimed warm-up run, of:
+
+* LOGIN+SELECT: connect, LOGIN, SELECT INBOX;
+* header FETCH: ``UID FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE
+  BODY.PEEK[HEADER.FIELDS (FROM TO SUBJECT DATE MESSAGE-ID)])``;
+* ``UID SEARCH ALL``;
+* 1,000 full bodies in one ``UID FETCH`` (``BODY.PEEK[]``);
+* IDLE push: from the SMTP 250 (mailcoach) or the end of delivery
+  (Dovecot's ``dovecot-lda``) to the ``EXISTS`` line in IDLE.
+
+With Dovecot from Debian (``dovecot-imapd``) on the machine, the same
+folder goes into a Maildir served by a private Dovecot instance (own
+config, own port, own directories) and the ratios are same-run ratios;
+without it they are against the reference figures of the issue (a quiet
+reference machine). Targets: within 2x of Dovecot for the first four,
+under 100 ms for the push.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import imaplib
+import os
+import pwd
+import re
+import shutil
+import signal
+import smtplib
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+from _common import ROOT, scratch
+
+sys.path.insert(0, str(ROOT))
+
+from mailcoach_server.store.store import MessageMeta, Store, WritePlan  # noqa: E402
+
+HEADER_FETCH = ("(UID FLAGS RFC822.SIZE INTERNALDATE "
+                "BODY.PEEK[HEADER.FIELDS (FROM TO SUBJECT DATE MESSAGE-ID)])")
+#: Dovecot on the reference machine, quiet (milliseconds; the bodies: 35-60).
+REFERENCE = {"login_select": 20.0, "header_fetch": 200.0, "search_all": 10.0, "bodies": 50.0,
+             "idle_push": 510.0}
+LABELS = {
+    "login_select": "LOGIN+SELECT",
+    "header_fetch": "UID FETCH 1:* headers",
+    "search_all": "UID SEARCH ALL",
+    "bodies": "1,000 bodies, one FETCH",
+    "idle_push": "SMTP 250 -> EXISTS (IDLE)",
+}
+USER = "user@localdomain"
+
+
+def make_message(number: int, size: int) -> bytes:
+    head = (f"From: Swe One <swe1@localdomain>\r\nTo: {USER}\r\n"
+            f"Subject: benchmark message {number}\r\n"
+            f"Date: Mon, 01 Jan 2024 10:{number // 60 % 60:02d}:{number % 60:02d} +0000\r\n"
+            f"Message-ID: <bench-{number}@localdomain>\r\nMIME-Version: 1.0\r\n"
+            "Content-Type: text/plain; charset=utf-8\r\n\r\n").encode()
+    line = b"The quick brown fox jumps over the lazy dog, message body line.  \r\n"
+    return head + line * max(1, (size - len(head)) // len(line))
+
+
+# -- filling -------------------------------------------------------------------------------
+
+
+async def _fill_store(data_dir: Path, count: int, size: int) -> None:
+    store = Store.open(data_dir)
+    try:
+        for folder, special in (("INBOX", ""), ("Trace", "\\All")):
+            store.ensure_folder(folder, special)
+        for start in range(0, count, 1000):
+            plans = []
+            for number in range(start, min(count, start + 1000)):
+                raw = make_message(number, size)
+                message_id = f"<bench-{number}@localdomain>"
+                meta = MessageMeta(
+                    id=store.allocate_message_id(), message_id=message_id,
+                    sender="swe1@localdomain", recipients=(USER,),
+                    subject=f"benchmark message {number}", in_reply_to="", thread=message_id,
+                    auto_round=0, cost=0.0, received_at=time.time())
+                plans.append(WritePlan(raw=raw, meta=meta, folders=["Trace", "INBOX"]))
+            await store.commit_many(plans)
+    finally:
+        await store.aclose()
+
+
+def fill_maildir(root: Path, count: int, size: int) -> None:
+    for sub in ("cur", "new", "tmp"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    stamp = int(time.time())
+    for number in range(count):
+        (root / "cur" / f"{stamp}.{number}.bench:2,").write_bytes(make_message(number, size))
+
+
+# -- servers ---------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Mailcoach:
+    name = "mailcoach"
+
+    def __init__(self, workdir: Path, count: int, size: int) -> None:
+        self.data_dir = workdir / "data"
+        asyncio.run(_fill_store(self.data_dir, count, size))
+        config = {"data_dir": str(self.data_dir), "smtp": {"port": 0}, "imap": {"port": 0}}
+        path = workdir / "bench.yaml"
+        path.write_text(yaml.safe_dump(config))
+        self._log = open(workdir / "server.log", "w")  # noqa: SIM115 - lives as long as the server
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mailcoach_server", "serve", "--config", str(path)],
+            stdout=subprocess.PIPE, stderr=self._log, text=True, cwd=workdir,
+            env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert self.proc.stdout is not None
+        self.imap_port = self.smtp_port = 0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise SystemExit(f"mailcoach died: {(workdir / 'server.log').read_text()[-2000:]}")
+            if match := re.search(r"SMTP\s+[\d.]+:(\d+)", line):
+                self.smtp_port = int(match.group(1))
+            if match := re.search(r"IMAP\s+[\d.]+:(\d+)", line):
+                self.imap_port = int(match.group(1))
+            if line.startswith("ready"):
+                break
+        if not self.imap_port:
+            raise SystemExit("mailcoach did not print an IMAP address")
+        self.user = USER
+        self.password = (self.data_dir / "login").read_text().strip()
+
+    def deliver(self, number: int) -> float:
+        with smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=30) as smtp:
+            smtp.login(self.user, self.password)
+            smtp.sendmail(USER, [USER], make_message(1_000_000 + number, 2048))
+            return time.monotonic()  # the 250 to DATA is in
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(30)
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        self._log.close()
+
+
+class Dovecot:
+    """A private Dovecot: own config, base dir, port; Maildir; static password."""
+
+    name = "Dovecot"
+
+    def __init__(self, workdir: Path, count: int, size: int) -> None:
+        self.imap_port = free_port()
+        self.user, self.password = "bench", "bench"
+        mail = workdir / "mail"
+        fill_maildir(mail, count, size)
+        for sub in ("run", "state", "home"):
+            (workdir / sub).mkdir(exist_ok=True)
+        user_id, group_id = os.getuid(), os.getgid()
+        if user_id == 0:  # Dovecot will not serve mail as root: hand it to nobody
+            nobody = pwd.getpwnam("nobody")
+            user_id, group_id = nobody.pw_uid, nobody.pw_gid
+            for path in (workdir / "home", mail, *mail.rglob("*")):
+                os.chown(path, user_id, group_id)
+            for parent in (workdir, *workdir.parents):  # mkdtemp made the scratch dir 0700
+                if parent == Path(tempfile.gettempdir()):
+                    break
+                parent.chmod(parent.stat().st_mode | 0o011)
+        self.config = workdir / "dovecot.conf"
+        self.config.write_text(f"""
+protocols = imap
+listen = 127.0.0.1
+base_dir = {workdir}/run
+state_dir = {workdir}/state
+log_path = {workdir}/dovecot.log
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+mail_location = maildir:{mail}:LAYOUT=fs
+passdb {{
+  driver = static
+  args = password={self.password}
+}}
+userdb {{
+  driver = static
+  args = uid={user_id} gid={group_id} home={workdir}/home
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {self.imap_port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service stats {{
+  unix_listener stats-reader {{
+    mode = 0600
+  }}
+  unix_listener stats-writer {{
+    mode = 0600
+  }}
+}}
+""")
+        binary = shutil.which("dovecot") or "/usr/sbin/dovecot"
+        # In the foreground (-F): our child, stopped by its pid and nothing else.
+        self.proc = subprocess.Popen([binary, "-F", "-c", str(self.config)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.imap_port), 1).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise SystemExit("Dovecot did not start; see "
+                                     f"{workdir / 'dovecot.log'}") from None
+                time.sleep(0.1)
+
+    def deliver(self, number: int) -> float:
+        lda = "/usr/lib/dovecot/dovecot-lda"
+        subprocess.run([lda, "-c", str(self.config), "-d", self.user],
+                       input=make_message(1_000_000 + number, 2048), check=True, timeout=30)
+        return time.monotonic()  # delivered: Dovecot's own "250"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+# -- measuring -----------------------------------------------------------------------------
+
+
+def timed(action: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    action()
+    return (time.perf_counter() - started) * 1000
+
+
+def connect(server) -> imaplib.IMAP4:
+    client = imaplib.IMAP4("127.0.0.1", server.imap_port, timeout=60)
+    client.login(server.user, server.password)
+    typ, _ = client.select("INBOX")
+    assert typ == "OK"
+    return client
+
+
+def idle_push(server, number: int) -> float:
+    """Milliseconds from the delivery being accepted to EXISTS arriving in IDLE."""
+    client = connect(server)
+    try:
+        sock = client.socket()
+        sock.sendall(b"i1 IDLE\r\n")
+        assert client.readline().startswith(b"+")
+        arrived: list[float] = []
+
+        def read() -> None:
+            while True:
+                line = client.readline()
+                if not line or line.endswith(b"EXISTS\r\n"):
+                    arrived.append(time.monotonic())
+                    return
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        accepted = server.deliver(number)
+        reader.join(30)
+        assert arrived, "no EXISTS within 30 s"
+        sock.sendall(b"DONE\r\n")
+        while not client.readline().startswith(b"i1 "):
+            pass
+        return (arrived[0] - accepted) * 1000
+    finally:
+        client.logout()
+
+
+def run_once(server, number: int) -> dict[str, float]:
+    out: dict[str, float] = {}
+    holder: list[imaplib.IMAP4] = []
+    out["login_select"] = timed(lambda: holder.append(connect(server)))
+    client = holder[0]
+    try:
+        def header_fetch() -> None:
+            typ, data = client.uid("FETCH", "1:*", HEADER_FETCH)
+            assert typ == "OK" and len(data) >= 2 * 10  # (envelope, literal) pairs + ")"
+
+        out["header_fetch"] = timed(header_fetch)
+        out["search_all"] = timed(lambda: client.uid("SEARCH", "ALL"))
+        out["bodies"] = timed(lambda: client.uid("FETCH", "1:1000", "(BODY.PEEK[])"))
+    finally:
+        client.logout()
+    out["idle_push"] = idle_push(server, number)
+    return out
+
+
+def measure(server, runs: int) -> dict[str, float]:
+    run_once(server, 0)  # warm-up: indexes, caches, page cache
+    results = [run_once(server, n + 1) for n in range(runs)]
+    return {key: statistics.median(r[key] for r in results) for key in LABELS}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument("--size", type=int, default=2048)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--no-dovecot", action="store_true", help="skip Dovecot even if present")
+    args = parser.parse_args()
+
+    workdir = scratch()
+    try:
+        return _run(args, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, workdir: Path) -> int:
+    print(f"IMAP benchmark: INBOX of {args.messages} messages of ~{args.size} bytes, "
+          f"median of {args.runs} runs (imaplib on 127.0.0.1)")
+    started = time.monotonic()
+    mailcoach = Mailcoach(workdir / "mailcoach", args.messages, args.size)
+    print(f"  store filled and server up in {time.monotonic() - started:.1f} s")
+    try:
+        ours = measure(mailcoach, args.runs)
+    finally:
+        mailcoach.stop()
+
+    theirs, source = REFERENCE, "reference machine (issue)"
+    have_dovecot = shutil.which("dovecot") or Path("/usr/sbin/dovecot").exists()
+    if have_dovecot and not args.no_dovecot:
+        (workdir / "dovecot").mkdir()
+        dovecot = Dovecot(workdir / "dovecot", args.messages, args.size)
+        try:
+            theirs, source = measure(dovecot, args.runs), "Dovecot, this run"
+        finally:
+            dovecot.stop()
+
+    print(f"\n  {'':28} {'mailcoach':>11} {'Dovecot':>11} {'ratio':>7}  target")
+    for key, label in LABELS.items():
+        ratio = ours[key] / theirs[key] if theirs[key] else float("nan")
+        if key == "idle_push":
+            target = "< 100 ms " + ("ok" if ours[key] < 100 else "MISSED")
+        else:
+            target = "<= 2x " + ("ok" if ratio <= 2 else "MISSED")
+        print(f"  {label:28} {ours[key]:9.1f}ms {theirs[key]:9.1f}ms {ratio:6.2f}x  {target}")
+    print(f"\n  Dovecot figures: {source}")
+    if source.startswith("reference"):
+        print("  (ratios against another machine's numbers; install dovecot-imapd for same-run "
+              "ratios)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,370 @@
+"""IMAP commands on messages: FETCH, STORE, SEARCH, COPY/MOVE, EXPUNGE, CLOSE, APPEND.
+
+Same contract as :mod:`.commands`: write untagged responses to the session,
+return the tagged one or raise a domain error. What makes them fast on a
+big folder: the session's snapshot already knows where each message's bytes
+are, so FETCH reads them in batches without SQL (through the shared
+:class:`~.messages.MessageCache`) and writes one chunk per batch; flag and
+expunge writes are one SQL statement per command; SEARCH reads messages
+only when a key looks inside them.
+
+Sent mail is kept once: APPEND or COPY to the ``\\Sent`` folder of a message
+whose Message-ID is already there (it went out over SMTP, and the router
+filed it) answers with the existing UID instead of storing a second copy.
+"""
+
+from __future__ import annotations
+
+import codecs
+import time
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from functools import lru_cache
+from typing import Any
+
+from ..addresses import parse_address_list
+from ..postmaster import decoded_header
+from ..store.store import MessageMeta, WritePlan
+from .command import (
+    AppendCommand,
+    Command,
+    CopyCommand,
+    ExpungeCommand,
+    FetchAttr,
+    FetchCommand,
+    SearchCommand,
+    SearchKey,
+    StoreCommand,
+    StoreMode,
+)
+from .fetch import MessageView, ensure_uid, fetch_items, sets_seen
+from .folders import Folder, Row, flags_text
+from .responses import (
+    BadCharset,
+    Cannot,
+    ImapError,
+    MailboxNotFound,
+    ResponseCode,
+    Search,
+    Tagged,
+    TryCreate,
+    Untagged,
+)
+from .search import SearchMessage, matches
+from .selected import SelectedMailbox, flag_items
+from .sequence import SequenceSet
+from .session import BadArguments, ReadOnly, Session
+
+__all__ = ["MESSAGE_COMMANDS", "ordered_set"]
+
+_BATCH = 256  # messages per write: big enough for few syscalls, small enough to interleave
+_EMPTY = MessageView(b"")
+_NO_CONTENT = frozenset({"UID", "FLAGS", "INTERNALDATE"})
+_CONTENT_KEYS = frozenset({
+    "FROM", "TO", "CC", "BCC", "SUBJECT", "HEADER", "BODY", "TEXT", "SENTBEFORE", "SENTON",
+    "SENTSINCE", "LARGER", "SMALLER",
+})
+_HEADERS = BytesHeaderParser(policy=compat32)
+
+
+def ordered_set(numbers: Sequence[int]) -> SequenceSet:
+    """A set that lists ``numbers`` in the given order (COPYUID pairs source and
+    destination UIDs by position, RFC 4315 §3), runs folded into ranges."""
+    ranges: list[tuple[int | None, int | None]] = []
+    for n in numbers:
+        if ranges and ranges[-1][1] == n - 1:
+            ranges[-1] = (ranges[-1][0], n)
+        else:
+            ranges.append((n, n))
+    return SequenceSet(tuple(ranges))
+
+
+def _targets(mailbox: SelectedMailbox, numbers: SequenceSet, uid: bool) -> list[tuple[int, Row]]:
+    try:
+        return mailbox.resolve(numbers, uid=uid)
+    except ValueError as exc:
+        raise BadArguments(str(exc)) from None
+
+
+def _internaldate(row: Row) -> datetime:
+    return _local_time(row.received_at)
+
+
+@lru_cache(maxsize=1 << 16)
+def _local_time(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp).astimezone()
+
+
+def _clean(flags: Iterable[str]) -> tuple[str, ...]:
+    """Flags a client may set: no \\Recent (RFC 3501 §2.3.2), no duplicates."""
+    out: dict[str, str] = {}
+    for f in flags:
+        if f != "\\Recent":
+            out.setdefault(f.lower(), f)
+    return tuple(out.values())
+
+
+def _changed(base: tuple[str, ...], mode: StoreMode, wanted: tuple[str, ...]) -> tuple[str, ...]:
+    if mode is StoreMode.REPLACE:
+        return wanted
+    lowered = {f.lower() for f in wanted}
+    if mode is StoreMode.ADD:
+        have = {f.lower() for f in base}
+        return base + tuple(f for f in wanted if f.lower() not in have)
+    return tuple(f for f in base if f.lower() not in lowered)
+
+
+async def _store_flags(session: Session, mailbox: SelectedMailbox, rows: Sequence[Row],
+                       change: Any) -> dict[int, tuple[str, ...]]:
+    """Apply ``change(flags) -> flags`` to ``rows`` in the index; returns every row's flags.
+
+    Reads the stored flags under the folder's lock, so two sessions adding
+    different flags to one message both win. Tells the other sessions.
+    """
+    backend = session.backend
+    async with backend.lock(mailbox.name):
+        current = backend.catalogue.current_flags(mailbox.folder, [r.uid for r in rows])
+        result: dict[int, tuple[str, ...]] = {}
+        writes: dict[int, tuple[str, ...]] = {}
+        for row in rows:
+            base = current.get(row.uid)
+            if base is None:  # expunged by another session: the client keeps its last flags
+                result[row.uid] = row.flags
+                continue
+            new = change(base)
+            result[row.uid] = new
+            if new != base:
+                writes[row.uid] = new
+        await backend.catalogue.write_flags(mailbox.folder, writes)
+    if mailbox.set_flags(result):
+        session.send(bytes(mailbox.flags_response()), bytes(mailbox.permanent_flags()))
+    backend.hub.flags_changed(mailbox.name, writes, origin=mailbox)
+    return result
+
+
+# -- FETCH ----------------------------------------------------------------------------------
+
+
+async def do_fetch(session: Session, command: FetchCommand) -> Tagged:
+    mailbox = session.require_selected()
+    targets = _targets(mailbox, command.sequence_set, command.uid)
+    attributes = ensure_uid(command.attributes) if command.uid else command.attributes
+    marked: set[int] = set()
+    if sets_seen(attributes) and not mailbox.read_only:
+        unseen = [row for _, row in targets if "\\Seen" not in row.flags]
+        if unseen:
+            await _store_flags(session, mailbox, unseen,
+                               lambda flags: _changed(flags, StoreMode.ADD, ("\\Seen",)))
+            marked = {row.uid for row in unseen}
+    with_flags = attributes
+    if marked and not any(a.name == "FLAGS" for a in attributes):
+        with_flags = (*attributes, FetchAttr("FLAGS"))  # RFC 3501 §6.4.5: say \Seen was set
+    content = any(a.name not in _NO_CONTENT for a in attributes)
+    cache = session.backend.cache
+    for start in range(0, len(targets), _BATCH):
+        batch = targets[start : start + _BATCH]
+        views = cache.views([row for _, row in batch]) if content else [_EMPTY] * len(batch)
+        out = []
+        for (seq, row), view in zip(batch, views, strict=True):
+            items = fetch_items(
+                view, with_flags if row.uid in marked else attributes, uid=row.uid,
+                flags=row.flags, internaldate=_internaldate(row))
+            out.append(b"* %d FETCH (%s)\r\n" % (seq, b" ".join(n + b" " + v for n, v in items)))
+        session.send(b"".join(out))
+        await session.out.drain()
+    return Tagged.ok(command.tag, "FETCH completed")
+
+
+# -- STORE ----------------------------------------------------------------------------------
+
+
+async def do_store(session: Session, command: StoreCommand) -> Tagged:
+    mailbox = session.require_selected()
+    if mailbox.read_only:
+        raise ReadOnly("the mailbox is read-only: flags cannot be changed")
+    targets = _targets(mailbox, command.sequence_set, command.uid)
+    wanted = _clean(command.flags)
+    result = await _store_flags(session, mailbox, [row for _, row in targets],
+                                lambda flags: _changed(flags, command.mode, wanted))
+    if not command.silent:
+        out = []
+        for seq, row in targets:
+            items = b"FLAGS " + flag_items(result[row.uid])
+            if command.uid:
+                items = b"UID %d " % row.uid + items
+            out.append(b"* %d FETCH (%s)\r\n" % (seq, items))
+        session.send(b"".join(out))
+    return Tagged.ok(command.tag, "STORE completed")
+
+
+# -- SEARCH ---------------------------------------------------------------------------------
+
+
+def _needs_content(key: SearchKey) -> bool:
+    return key.name in _CONTENT_KEYS or any(_needs_content(k) for k in key.children)
+
+
+def _is_all(key: SearchKey) -> bool:
+    return key.name == "ALL" or (key.name == "AND" and all(_is_all(k) for k in key.children))
+
+
+async def do_search(session: Session, command: SearchCommand) -> Tagged:
+    mailbox = session.require_selected()
+    if command.charset:
+        try:
+            codecs.lookup(command.charset)
+        except LookupError:
+            raise BadCharset() from None
+    if _is_all(command.key):  # what syncing clients ask most: no per-message work
+        every = mailbox.uids if command.uid else range(1, mailbox.exists + 1)
+        session.send(bytes(Search(tuple(every))))
+        return Tagged.ok(command.tag, "SEARCH completed")
+    rows = mailbox.all()
+    content = _needs_content(command.key)
+    views = (session.backend.cache.views([row for _, row in rows]) if content
+             else [_EMPTY] * len(rows))
+    top_uid = mailbox.uids[-1] if mailbox.uids else 0
+    hits = [
+        (seq, row) for (seq, row), view in zip(rows, views, strict=True)
+        if matches(command.key, SearchMessage(
+            view.raw, seq=seq, uid=row.uid, flags=row.flags,
+            internaldate=_internaldate(row)), max_seq=mailbox.exists, max_uid=top_uid)
+    ]
+    numbers = tuple(row.uid if command.uid else seq for seq, row in hits)
+    session.send(bytes(Search(numbers)))
+    return Tagged.ok(command.tag, "SEARCH completed")
+
+
+# -- EXPUNGE, CLOSE -------------------------------------------------------------------------
+
+
+async def _expunge(session: Session, mailbox: SelectedMailbox,
+                   only: SequenceSet | None = None, uids: Sequence[int] | None = None) -> list[int]:
+    """Remove \\Deleted messages (or exactly ``uids``); returns the UIDs removed."""
+    backend = session.backend
+    async with backend.lock(mailbox.name):
+        if uids is None:
+            uids = backend.catalogue.deleted_uids(mailbox.folder)
+            if only is not None:
+                top = max(mailbox.last_uid, uids[-1] if uids else 0)
+                uids = [u for u in uids if only.contains(u, top)]
+        await backend.catalogue.expunge(mailbox.folder, uids)
+    backend.hub.expunged(mailbox.name, uids, origin=mailbox)
+    return list(uids)
+
+
+async def do_expunge(session: Session, command: ExpungeCommand) -> Tagged:
+    mailbox = session.require_selected()
+    if mailbox.read_only:
+        raise ReadOnly("the mailbox is read-only: nothing can be expunged")
+    removed = await _expunge(session, mailbox, command.sequence_set)
+    session.send_all(mailbox.remove(removed))
+    return Tagged.ok(command.tag, "EXPUNGE completed")
+
+
+async def do_close(session: Session, command: Command) -> Tagged:
+    mailbox = session.require_selected()
+    if not mailbox.read_only:  # RFC 3501 §6.4.2: silently, and not after EXAMINE
+        await _expunge(session, mailbox)
+    session.unselect()
+    return Tagged.ok(command.tag, "CLOSE completed")
+
+
+# -- COPY, MOVE -----------------------------------------------------------------------------
+
+
+async def _destination(session: Session, name: str) -> Folder:
+    try:
+        folder = await session.backend.catalogue.folder(name)
+    except MailboxNotFound:
+        raise TryCreate(f"no mailbox {name!r}") from None
+    if folder.read_only:
+        raise Cannot(f"{name} is read-only: it shows what the server keeps by itself")
+    return folder
+
+
+def _already_sent(session: Session, folder: Folder, message_ids: Iterable[str]) -> dict[str, int]:
+    if folder.special != "\\Sent":
+        return {}
+    return session.backend.catalogue.uids_of_message_ids(folder, message_ids)
+
+
+async def do_copy(session: Session, command: CopyCommand) -> Tagged:
+    mailbox = session.require_selected()
+    move = command.name == "MOVE"
+    if move and mailbox.read_only:
+        raise ReadOnly("the mailbox is read-only: messages can be copied, not moved")
+    dest = await _destination(session, command.mailbox)
+    if move and dest.name == mailbox.name:
+        raise Cannot("the messages are in that mailbox already")
+    targets = [row for _, row in _targets(mailbox, command.sequence_set, command.uid)]
+    if not targets:
+        return Tagged.ok(command.tag, f"{command.name} completed: nothing to do")
+    backend = session.backend
+    message_ids = backend.catalogue.message_ids(row.message for row in targets)
+    known = _already_sent(session, dest, message_ids.values())
+    fresh = [row for row in targets if message_ids.get(row.message) not in known]
+    new_uids = iter(await backend.store.add_to_folder(
+        dest.name, [(row.message, flags_text(_clean(row.flags))) for row in fresh]
+    ) if fresh else [])
+    dest_uids = [known[message_ids[row.message]] if message_ids.get(row.message) in known
+                 else next(new_uids) for row in targets]
+    code = ResponseCode.copy_uid(dest.uidvalidity, ordered_set([r.uid for r in targets]),
+                                 ordered_set(dest_uids))
+    if not move:
+        return Tagged.ok(command.tag, "COPY completed", code)
+    session.send(bytes(Untagged.ok("moved", code)))  # RFC 6851 §4.3
+    removed = await _expunge(session, mailbox, uids=[row.uid for row in targets])
+    session.send_all(mailbox.remove(removed))
+    return Tagged.ok(command.tag, "MOVE completed")
+
+
+# -- APPEND ---------------------------------------------------------------------------------
+
+
+def _meta(session: Session, raw: bytes, when: datetime | None) -> MessageMeta:
+    head = _HEADERS.parsebytes(raw.replace(b"\r\n", b"\n").partition(b"\n\n")[0] + b"\n")
+
+    def text(name: str) -> str:
+        return str(head.get(name, "")).strip()
+    senders, _ = parse_address_list(head.get_all("From", []))
+    recipients, _ = parse_address_list([*head.get_all("To", []), *head.get_all("Cc", [])])
+    message_id, in_reply_to = text("Message-ID"), text("In-Reply-To")
+    thread = message_id
+    if in_reply_to:
+        parent = session.backend.store.find_by_message_id(in_reply_to)
+        if parent is not None:
+            thread = parent.thread
+    store = session.backend.store
+    return MessageMeta(
+        id=store.allocate_message_id(), message_id=message_id,
+        sender=senders[0] if senders else "", recipients=tuple(recipients),
+        subject=decoded_header(text("Subject")), in_reply_to=in_reply_to, thread=thread,
+        auto_round=0, cost=0.0, received_at=when.timestamp() if when else time.time(),
+    )
+
+
+async def do_append(session: Session, command: AppendCommand) -> Tagged:
+    dest = await _destination(session, command.mailbox)
+    if not command.message.strip():
+        raise ImapError("an empty message cannot be stored")
+    flags = _clean(command.flags)
+    meta = _meta(session, command.message, command.date_time)
+    known = _already_sent(session, dest, [meta.message_id])
+    if meta.message_id in known:  # went out over SMTP: the router filed it already
+        uid = known[meta.message_id]
+        return Tagged.ok(command.tag, "APPEND completed: already in Sent",
+                         ResponseCode.append_uid(dest.uidvalidity, uid))
+    stored = await session.backend.store.commit(WritePlan(
+        raw=command.message, meta=meta, file="imap", folders=[dest.name],
+        folder_flags={dest.name: flags_text(flags)}))
+    return Tagged.ok(command.tag, "APPEND completed",
+                     ResponseCode.append_uid(dest.uidvalidity, stored.uids[dest.name]))
+
+
+MESSAGE_COMMANDS: dict[str, Any] = {
+    "FETCH": do_fetch, "STORE": do_store, "SEARCH": do_search, "EXPUNGE": do_expunge,
+    "CLOSE": do_close, "COPY": do_copy, "MOVE": do_copy, "APPEND": do_append,
+}

@@ -1,0 +1,75 @@
+"""Message bytes for FETCH and SEARCH: read in batches, kept in a bounded cache.
+
+A folder row already says where a message is (file, offset, length), so a
+batch of messages costs one ``pread`` each and no SQL. Messages never change
+once stored, which makes the cache trivially correct: a
+:class:`~mailcoach_server.imap.fetch.MessageView` (CRLF bytes, MIME tree
+parsed on first need) is shared by every session until it is evicted, least
+recently used first, past ``max_bytes``.
+
+Not here: which messages a command wants (``commands``), the FETCH grammar
+(``fetch``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..store import mbox
+from .fetch import MessageView
+from .folders import Row
+
+__all__ = ["MessageCache"]
+
+_FROM = b"From "
+
+
+class MessageCache:
+    """Message id → :class:`MessageView`, filled from the store's mbox files."""
+
+    def __init__(self, data_dir: Path, *, max_bytes: int = 96 * 1024 * 1024) -> None:
+        self._data_dir = data_dir
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._views: OrderedDict[int, MessageView] = OrderedDict()
+
+    def views(self, rows: Sequence[Row]) -> list[MessageView]:
+        """The views of ``rows``, in order; each file is opened once for the batch."""
+        out: list[MessageView] = []
+        files: dict[str, int] = {}
+        cached = self._views
+        try:
+            for row in rows:
+                view = cached.get(row.message)
+                if view is not None:
+                    cached.move_to_end(row.message)
+                    out.append(view)
+                    continue
+                fd = files.get(row.file)
+                if fd is None:
+                    fd = files[row.file] = os.open(self._data_dir / row.file, os.O_RDONLY)
+                data = os.pread(fd, row.length, row.offset)
+                if _FROM in data:  # mboxrd quoting, undone only where it can be
+                    data = mbox.unquote(data)
+                view = MessageView(data)
+                self._add(row.message, view)
+                out.append(view)
+        finally:
+            for fd in files.values():
+                os.close(fd)
+        return out
+
+    def _add(self, message: int, view: MessageView) -> None:
+        # Twice the raw size: the bytes plus, roughly, a parsed tree.
+        self._views[message] = view
+        self._bytes += 2 * view.size
+        while self._bytes > self._max_bytes and len(self._views) > 1:
+            _, old = self._views.popitem(last=False)
+            self._bytes -= 2 * old.size
+
+    def clear(self) -> None:
+        self._views.clear()
+        self._bytes = 0

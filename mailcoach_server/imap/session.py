@@ -1,0 +1,267 @@
+"""What the IMAP commands work on: the server-wide backend and one client's session.
+
+:class:`Backend` holds what every connection shares (store, credentials,
+folder catalogue, change hub, message cache, per-folder write locks).
+:class:`Session` is one client: its protocol :class:`Connection`, its
+selected mailbox, and an :class:`Output` to write responses to (the asyncio
+adapter's stream, or a list in tests). IDLE's push task lives here too,
+since it only needs the selected mailbox and the output.
+
+Not here: the commands themselves (``commands``, ``message_commands``) or
+sockets (``server``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import itertools
+import json
+import logging
+import ssl
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..config import ImapConfig
+from ..credentials import Credentials
+from ..store.store import Store, WritePlan
+from .connection import CAPABILITIES, Connection, State
+from .folders import Catalogue, Folder
+from .hub import Hub
+from .messages import MessageCache
+from .responses import Cannot, ImapError
+from .selected import SelectedMailbox
+
+__all__ = ["Backend", "BadArguments", "Output", "ReadOnly", "Session", "is_loopback"]
+
+log = logging.getLogger("mailcoach.imap")
+
+_ids = itertools.count(1)
+_SENT = "Sent"  # where the router files what the user sent (runtime.router.FOLDERS)
+
+
+class Output(Protocol):
+    """Where a session's responses go."""
+
+    def write(self, data: bytes) -> None: ...
+    async def drain(self) -> None: ...
+
+
+class ReadOnly(ImapError):
+    """STORE, EXPUNGE or MOVE in a mailbox selected read-only."""
+
+    code_name = "READ-ONLY"
+    default_text = "the mailbox is read-only"
+
+
+class BadArguments(ImapError):
+    """Arguments that parse but make no sense here (a sequence number past the end)."""
+
+    status = "BAD"
+    default_text = "invalid arguments"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(slots=True)
+class Backend:
+    """Everything IMAP sessions share, over one store."""
+
+    store: Store
+    config: ImapConfig
+    credentials: Credentials
+    #: seconds a failed login waits before NO (per connection)
+    login_delay: float = 1.0
+    #: for STARTTLS; None when no certificate is configured
+    tls: ssl.SSLContext | None = None
+    catalogue: Catalogue = field(init=False)
+    hub: Hub = field(init=False)
+    cache: MessageCache = field(init=False)
+    sessions: set[Session] = field(default_factory=set)
+    _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.catalogue = Catalogue(self.store)
+        self.hub = Hub(self.store)
+        self.cache = MessageCache(self.store.data_dir)
+        self.store.listeners.append(self._after_commit)
+
+    # -- Sent mail, once ----------------------------------------------------------------------
+
+    def _after_commit(self, plans: list[WritePlan]) -> None:
+        """A client that saves to Sent *before* sending (APPEND, then SMTP) left a copy
+        the router is now filing again: drop the early one, keep the one that was sent."""
+        sent = [p.meta.message_id for p in plans
+                if _SENT in p.folders and p.file != "imap" and p.meta.message_id]
+        if sent:
+            task = asyncio.get_running_loop().create_task(
+                self._drop_early_sent_copies(sent), name="imap-sent-once")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _drop_early_sent_copies(self, message_ids: list[str]) -> None:
+        try:
+            async with self.lock(_SENT):
+                rows = self.store.query(
+                    "SELECT fm.uid FROM folder_messages fm JOIN messages m ON m.id = fm.message "
+                    "WHERE fm.folder = ? AND m.file = 'imap' "
+                    "AND m.message_id IN (SELECT value FROM json_each(?))",
+                    (_SENT, json.dumps(message_ids)))
+                uids = [uid for (uid,) in rows]
+                await self.catalogue.expunge(Folder(_SENT, 0, 0), uids)
+            self.hub.expunged(_SENT, uids)
+        except Exception:  # never worth more than a log line: the copy just stays
+            log.exception("could not drop an early Sent copy of %s", message_ids)
+
+    @property
+    def plaintext_refused(self) -> bool:
+        """RFC 3501 §6.2.3: no passwords in the clear off loopback (until STARTTLS).
+
+        ``imap.allow_plaintext_auth`` lifts it for a container whose published
+        port is on the host's loopback.
+        """
+        if self.config.allow_plaintext_auth:
+            return False
+        return not is_loopback(self.config.host)
+
+    def lock(self, folder: str) -> asyncio.Lock:
+        """Serialises flag and expunge writes to one folder (read, change, write)."""
+        lock = self._locks.get(folder)
+        if lock is None:
+            lock = self._locks[folder] = asyncio.Lock()
+        return lock
+
+    def close(self) -> None:
+        if self._after_commit in self.store.listeners:
+            self.store.listeners.remove(self._after_commit)
+        for task in self._tasks:
+            task.cancel()
+        self.hub.close()
+        self.cache.clear()
+
+
+class Session:
+    """One client connection's state above the protocol core."""
+
+    def __init__(self, backend: Backend, out: Output, *, peer: str = "?") -> None:
+        self.backend = backend
+        self.out = out
+        self.id = f"imap#{next(_ids)}"
+        self.peer = peer
+        #: TLS is on (after STARTTLS)
+        self.tls_active = False
+        #: STARTTLS was answered OK: the adapter must start TLS before reading on
+        self.starttls_pending = False
+        self.conn = self._new_connection()
+        self.selected: SelectedMailbox | None = None
+        self.client_id: dict[str, str | None] = {}
+        self._idle_task: asyncio.Task[None] | None = None
+        backend.sessions.add(self)
+
+    def _new_connection(self) -> Connection:
+        config = self.backend.config
+        return Connection(
+            max_line=config.max_line,
+            max_literal=config.max_literal,
+            bad_command_limit=config.bad_command_limit,
+            login_disabled=self.backend.plaintext_refused and not self.tls_active,
+        )
+
+    def tls_started(self) -> None:
+        """After the TLS handshake: a fresh protocol state, so nothing the client sent
+        in the clear before it can count (RFC 3501 §6.2.1, the STARTTLS injection attack)."""
+        self.starttls_pending = False
+        self.tls_active = True
+        self.conn = self._new_connection()
+
+    # -- output --------------------------------------------------------------------------
+
+    def send(self, *chunks: bytes) -> None:
+        for chunk in chunks:
+            self.out.write(chunk)
+
+    def send_all(self, chunks: Iterable[bytes]) -> None:
+        data = b"".join(chunks)
+        if data:
+            self.out.write(data)
+
+    def capabilities(self) -> tuple[str, ...]:
+        caps = list(CAPABILITIES)
+        if self.conn.state is State.NOT_AUTHENTICATED:
+            if self.backend.tls is not None and not self.tls_active:
+                caps.append("STARTTLS")
+            if self.conn.login_disabled:
+                caps = [c for c in caps if not c.startswith("AUTH=")] + ["LOGINDISABLED"]
+        else:
+            caps = [c for c in caps if not c.startswith("AUTH=") and c != "SASL-IR"]
+        return tuple(caps)
+
+    # -- the selected mailbox --------------------------------------------------------------
+
+    def require_selected(self) -> SelectedMailbox:
+        if self.selected is None:  # the connection's state table makes this a bug
+            raise Cannot("no mailbox selected")
+        return self.selected
+
+    def select(self, mailbox: SelectedMailbox) -> None:
+        self.unselect()
+        self.selected = mailbox
+        self.backend.hub.watch(mailbox.name, mailbox)
+        self.conn.selected(mailbox.name, read_only=mailbox.read_only)
+
+    def unselect(self) -> None:
+        if self.selected is not None:
+            self.backend.hub.unwatch(self.selected.name, self.selected)
+            self.selected = None
+            self.conn.unselected()
+
+    def poll(self, *, expunge: bool = True) -> None:
+        """Report what changed in the selected mailbox since the client last heard."""
+        if self.selected is not None:
+            self.send_all(self.selected.poll(expunge=expunge))
+
+    # -- IDLE (RFC 2177) --------------------------------------------------------------------
+
+    def start_idle(self) -> None:
+        self._idle_task = asyncio.create_task(self._push(), name=f"{self.id}-idle")
+
+    async def stop_idle(self) -> None:
+        task, self._idle_task = self._idle_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _push(self) -> None:
+        """While IDLE: new mail, flags and expunges go out as soon as the hub says so."""
+        while True:
+            selected = self.selected
+            if selected is None:
+                await asyncio.Event().wait()  # nothing to watch; DONE will cancel us
+                return
+            await selected.changed.wait()
+            try:
+                self.poll()
+                await self.out.drain()
+            except (ConnectionError, OSError):
+                return
+            except Exception:  # a bug: log it, keep the connection
+                log.exception("%s: IDLE update failed", self.id)
+                return
+
+    async def close(self) -> None:
+        await self.stop_idle()
+        if self.selected is not None:
+            self.backend.hub.unwatch(self.selected.name, self.selected)
+            self.selected = None
+        self.backend.sessions.discard(self)
