@@ -92,7 +92,7 @@ def banner(server: Server) -> str:
     lines = [f"mailcoach {__version__}: mail for @{config.domain}"]
     if server.smtp_address:
         host, port = server.smtp_address
-        auth = (f"AUTH as {config.user}, password in {server.credentials.path}"
+        auth = (f"AUTH as {config.user}, password in {server.credentials.path.resolve()}"
                 if config.smtp.auth_required else "no AUTH required")
         lines.append(f"  SMTP  {host}:{port}  ({auth})")
     if server.imap_address:
