@@ -16,24 +16,51 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
-from email import policy
 from email.header import decode_header, make_header
-from email.message import Message
-from email.parser import HeaderParser
 from email.utils import format_datetime, formatdate, localtime
 
 from .addresses import normalize_address, parse_address_list
 from .errors import SubmitError
 
 __all__ = [
+    "HeaderView",
     "Submission", "decoded_header", "new_message_id", "prepare", "split_header_block",
 ]
 
 _HEADER_LINE = re.compile(rb"^[!-9;-~]+:")
-# Headers only, as plain strings: the policy.default header objects cost
-# more than the rest of accepting a message together.
-# Raw UTF-8 headers (SMTPUTF8) are decoded as UTF-8 first, so they stay readable.
-_HEADERS = HeaderParser(policy=policy.compat32)
+
+
+class HeaderView:
+    """The header block as plain strings, looked up case-insensitively.
+
+    Built from the lines ``split_header_block`` already found: parsing them
+    again with ``email`` cost more than the rest of accepting a message.
+    Raw UTF-8 (SMTPUTF8) is decoded as UTF-8, so it stays readable.
+    """
+
+    __slots__ = ("_fields",)
+
+    def __init__(self, lines: list[bytes]) -> None:
+        fields: dict[str, list[str]] = {}
+        for line in lines:
+            name, _, value = line.decode("utf-8", "replace").partition(":")
+            unfolded = value.replace("\r", "").replace("\n", "").strip()
+            fields.setdefault(name.strip().lower(), []).append(unfolded)
+        self._fields = fields
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._fields
+
+    def __getitem__(self, name: str) -> str | None:
+        values = self._fields.get(name.lower())
+        return values[0] if values else None
+
+    def get(self, name: str, default: str = "") -> str:
+        values = self._fields.get(name.lower())
+        return values[0] if values else default
+
+    def get_all(self, name: str, default: list[str] | None = None) -> list[str]:
+        return list(self._fields.get(name.lower(), default or []))
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +72,7 @@ class Submission:
 
     raw: bytes
     #: the header block as accepted (values are plain strings; no body)
-    message: Message
+    message: HeaderView
     sender: str
     to: tuple[str, ...]
     cc: tuple[str, ...]
@@ -115,7 +142,7 @@ def prepare(
     hops = sum(1 for line in fields if _field_name(line) == b"received")
     if hops >= max_hops:
         raise SubmitError(554, "5.4.6", f"too many hops ({hops} Received headers): a mail loop?")
-    message = _HEADERS.parsestr(raw.partition(b"\n\n")[0].decode("utf-8", "replace") + "\n\n")
+    message = HeaderView(fields)
 
     senders, bad = parse_address_list(message.get_all("From", []))
     if bad or len(senders) != 1:
@@ -150,7 +177,7 @@ def prepare(
         f"Received: from {received_from} by {domain} (mailcoach) with {_protocol(origin)};\n"
         f"\t{formatdate(localtime=True)}\n".encode()
     ]
-    message_id = str(message.get("Message-ID", "")).strip()
+    message_id = message.get("Message-ID")
     for line in fields:
         if _field_name(line) == b"bcc":
             continue  # delivered, never shown
@@ -160,13 +187,13 @@ def prepare(
         stamped.append(f"Message-ID: {message_id}\n".encode())
     if "Date" not in message:
         stamped.append(f"Date: {format_datetime(localtime())}\n".encode())
-    auto_header = str(message.get("Auto-Submitted", "no")).strip().lower()
+    auto_header = message.get("Auto-Submitted", "no").lower()
     auto = origin in ("agent", "robot") or auto_header not in ("", "no")
     if origin in ("agent", "robot") and "Auto-Submitted" not in message:
         stamped.append(b"Auto-Submitted: auto-replied\n")
     stamped_raw = b"".join(stamped) + b"\n" + body
 
-    references = tuple(str(message.get("References", "")).split())
+    references = tuple(message.get("References").split())
     return Submission(
         raw=stamped_raw,
         message=message,
@@ -174,8 +201,8 @@ def prepare(
         to=acting,
         cc=remembering,
         message_id=message_id,
-        subject=decoded_header(str(message.get("Subject", ""))),
-        in_reply_to=str(message.get("In-Reply-To", "")).strip(),
+        subject=decoded_header(message.get("Subject")),
+        in_reply_to=message.get("In-Reply-To"),
         references=references,
         auto=auto,
     )

@@ -14,11 +14,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from email.message import Message
+from typing import Protocol
 
 from ..addresses import parse_address_list
 
 __all__ = ["AgentState", "HeaderEffect", "apply_control_headers"]
+
+
+class Headers(Protocol):
+    """What is read of a message here: an ``email`` Message or a ``HeaderView``."""
+
+    def __contains__(self, name: object, /) -> bool: ...
+    def __getitem__(self, name: str, /) -> object: ...
 
 
 @dataclass(slots=True)
@@ -50,7 +57,7 @@ class HeaderEffect:
 
 
 def apply_control_headers(
-    headers: Message,
+    headers: Headers,
     sender: str,
     state: AgentState,
     memory: Sequence[int],

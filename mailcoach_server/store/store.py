@@ -144,6 +144,8 @@ class Store:
         self._pending_meta: dict[int, MessageMeta] = {}  # planned, not yet committed
         self._pending_raw: dict[int, bytes] = {}
         self._party_files: set[str] = set()  # party files known to exist (writer thread)
+        # folder -> uidnext, as the writer last wrote it; dropped on any other write
+        self._uidnext: dict[str, int] = {}
         self._next_delivery = 1
         self.listeners: list[Any] = []  # callables(list[WritePlan]) after each group commit
         self._recover()
@@ -223,10 +225,12 @@ class Store:
         validity = _new_uidvalidity()
         self.folders[folder] = validity
         # Rare, and must be on disk before any message is filed in it.
-        self._executor.submit(lambda: self._db.execute(
-            "INSERT OR IGNORE INTO folders(name, uidvalidity, uidnext, special) VALUES (?,?,1,?)",
-            (folder, validity, special),
-        )).result()
+        def create() -> None:
+            self._uidnext.pop(folder, None)
+            self._db.execute(
+                "INSERT OR IGNORE INTO folders(name, uidvalidity, uidnext, special) "
+                "VALUES (?,?,1,?)", (folder, validity, special))
+        self._executor.submit(create).result()
 
     # -- committing ------------------------------------------------------------
 
@@ -399,13 +403,17 @@ class Store:
 
     def _file_in_folder(self, folder: str, message: int, flags: str) -> int:
         """Writer thread, inside a transaction: the next UID of ``folder``, never reused."""
-        row = self._db.execute("SELECT uidnext FROM folders WHERE name=?", (folder,)).fetchone()
-        if row is None:
-            raise StoreError(f"no folder {folder!r}")
-        uid = row[0]
+        uid = self._uidnext.get(folder)
+        if uid is None:
+            row = self._db.execute("SELECT uidnext FROM folders WHERE name=?",
+                                   (folder,)).fetchone()
+            if row is None:
+                raise StoreError(f"no folder {folder!r}")
+            uid = row[0]
         self._db.execute("INSERT INTO folder_messages VALUES (?,?,?,?)",
                          (folder, uid, message, flags))
         self._db.execute("UPDATE folders SET uidnext=? WHERE name=?", (uid + 1, folder))
+        self._uidnext[folder] = uid + 1
         return uid
 
     async def add_to_folder(self, folder: str, items: Sequence[tuple[int, str]]) -> list[int]:
@@ -550,6 +558,7 @@ class Store:
     async def execute(self, sql: str, args: Sequence[Any] = ()) -> None:
         """A small write outside the message path (flags, folders), in the writer thread."""
         def run() -> None:
+            self._uidnext.clear()  # folders may have been renamed, deleted or re-created
             self._db.execute(sql, args)
         await asyncio.get_running_loop().run_in_executor(self._executor, run)
 
