@@ -39,6 +39,29 @@ def _checked(address: str) -> str | None:
     return address
 
 
+_PLAIN_LIST = re.compile(r'^[^"()\\;:]*$')  # no quoting, comments, groups: commas split
+_NAME_ADDR = re.compile(r"^[^<>@]*<([^<>\s]+)>$")
+_BARE_ADDR = re.compile(r"^[^\s<>]+$")
+
+
+def _simple_pairs(value: str) -> list[tuple[str, str]] | None:
+    """getaddresses for the common simple forms, without the RFC 5322 parser; None if unsure."""
+    if not _PLAIN_LIST.match(value):
+        return None
+    pairs = []
+    for piece in value.split(","):
+        piece = piece.strip()
+        if not piece:
+            continue
+        if match := _NAME_ADDR.match(piece):
+            pairs.append(("", match.group(1)))
+        elif _BARE_ADDR.match(piece):
+            pairs.append(("", piece))
+        else:
+            return None
+    return pairs
+
+
 def parse_address_list(values: Iterable[str]) -> tuple[list[str], list[str]]:
     """Addresses from header values (To, Cc, ...), in order, without duplicates.
 
@@ -48,7 +71,12 @@ def parse_address_list(values: Iterable[str]) -> tuple[list[str], list[str]]:
     """
     found: list[str] = []
     rejected: list[str] = []
-    for name, addr in getaddresses([str(v) for v in values]):
+    pairs: list[tuple[str, str]] = []
+    for value in values:
+        text = str(value)
+        simple = _simple_pairs(text)
+        pairs.extend(simple if simple is not None else getaddresses([text]))
+    for name, addr in pairs:
         if not addr and not name:
             continue
         address = _checked(addr)  # getaddresses already took the display name off

@@ -462,7 +462,9 @@ class Store:
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "wb") as f:
             for number in memory:
-                raw, meta = self._load(number, self._db)
+                # A message of this same group is not indexed yet: read() finds it
+                # among the planned ones (popped only after the commit).
+                raw, meta = self.read(number)
                 entry, _ = mbox.frame(raw, meta.sender, meta.received_at)
                 f.write(entry)
             f.flush()
@@ -489,8 +491,11 @@ class Store:
 
     def read(self, number: int) -> tuple[bytes, MessageMeta]:
         """The message bytes (LF line ends) and its index record."""
-        if number in self._pending_raw:  # planned, still in the writer's queue
-            return self._pending_raw[number], self._pending_meta[number]
+        # Planned, not yet indexed: from memory. Two gets, not a check and an
+        # index, since the loop thread pops them after the commit.
+        raw, meta = self._pending_raw.get(number), self._pending_meta.get(number)
+        if raw is not None and meta is not None:
+            return raw, meta
         with self._read_lock:
             return self._load(number, self._read)
 

@@ -192,3 +192,15 @@ async def test_two_agents_stop_at_the_round_limit(tmp_path, model_server):
         await send(server, mail("alice@localdomain", "Re: ping", "go on",
                                 In_Reply_To=last["Message-ID"]))
         await wait_for(lambda: len(model_server.requests) > 6)
+
+
+async def test_rollback_in_the_first_message_to_a_clone(tmp_path, model_server):
+    """The clone's copied memory and the rewrite are committed together."""
+    model_server.responder = echo_responder
+    config = make_config(tmp_path, model_server.spec())
+    async with serve_in_process(config) as server:
+        await send(server, mail("b.swe1@localdomain", "fresh start", X_Rollback="1"))
+        await wait_for(lambda: len(replies_to_user(server)) == 1)
+        subjects = memory_subjects(server, "b.swe1@localdomain")
+        shipped = memory_subjects(server, "swe1@localdomain")
+        assert subjects == shipped[:2] + ["fresh start", "answer to fresh start"]

@@ -72,3 +72,16 @@ def test_utf8_headers_and_encoded_words_read_as_text():
     sub = check(b"From: user@localdomain\nTo: swe1@localdomain\n"
                 b"Subject: =?utf-8?q?caf=C3=A9?=\n\nx")
     assert sub.subject == "café"
+
+
+@pytest.mark.parametrize("value", [
+    "a@b", "Swe One <SWE1@localdomain>", "a@b, c@d", '"Doe, J" <j@d>', "x (comment) <y@z>",
+    "not an address", "undisclosed-recipients:;", "", "<a@b>", "a@b,,c@d", "Jösé <u@l>",
+    "a b@c", "a@b <c@d>", "Name <a@b>, c@d", "<a@b", "a@b>", "x@y.z, Foo Bar <FOO@Y.Z>",
+])
+def test_fast_address_path_agrees_with_the_stdlib_parser(value, monkeypatch):
+    from mailcoach_server import addresses
+
+    fast = addresses.parse_address_list([value])
+    monkeypatch.setattr(addresses, "_simple_pairs", lambda text: None)
+    assert fast == addresses.parse_address_list([value])
