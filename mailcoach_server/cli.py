@@ -11,13 +11,17 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["main"]
+if TYPE_CHECKING:
+    from .config import Config
+
+__all__ = ["config_from_args", "main", "serve_parser", "setup_logging"]
 
 SUBCOMMANDS = ("serve", "shell-stub", "health")
 
 
-def _serve_parser() -> argparse.ArgumentParser:
+def serve_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mailcoach serve",
         description="Run the mail server headless: SMTP and IMAP on loopback, agents and robots "
@@ -42,7 +46,8 @@ def _serve_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _config_from(args: argparse.Namespace) -> object:
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The config the ``serve`` flags describe (the container entrypoint uses it too)."""
     from .config import load_config
 
     overrides = {
@@ -59,7 +64,7 @@ def _config_from(args: argparse.Namespace) -> object:
     return load_config(args.config, **overrides)
 
 
-def _setup_logging(debug: bool) -> None:
+def setup_logging(debug: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -71,15 +76,15 @@ def _setup_logging(debug: bool) -> None:
 
 
 def serve_main(argv: list[str]) -> int:
-    args = _serve_parser().parse_args(argv)
-    _setup_logging(args.debug)
+    args = serve_parser().parse_args(argv)
+    setup_logging(args.debug)
     from .errors import MailcoachError
 
     try:
-        config = _config_from(args)
+        config = config_from_args(args)
         from .app import serve
 
-        return serve(config, queue=Path(args.queue) if args.queue else None)  # type: ignore[arg-type]
+        return serve(config, queue=Path(args.queue) if args.queue else None)
     except MailcoachError as exc:
         print(f"mailcoach: {exc}", file=sys.stderr)
         return 2

@@ -28,7 +28,7 @@ import dataclasses
 import os
 import sys
 from pathlib import Path
-from typing import Final, cast
+from typing import Final
 
 __all__ = ["main", "serve_arguments"]
 
@@ -48,15 +48,14 @@ def serve_arguments(argv: list[str], environ: dict[str, str] | os._Environ[str])
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .cli import _config_from, _serve_parser, _setup_logging
-    from .config import Config
+    from .cli import config_from_args, serve_parser, setup_logging
     from .errors import MailcoachError
 
     argv = sys.argv[1:] if argv is None else argv
-    args = _serve_parser().parse_args(serve_arguments(argv, os.environ))
-    _setup_logging(args.debug)
+    args = serve_parser().parse_args(serve_arguments(argv, os.environ))
+    setup_logging(args.debug)
     try:
-        config = cast(Config, _config_from(args))
+        config = config_from_args(args)
     except MailcoachError as exc:
         print(f"mailcoach: {exc}", file=sys.stderr)
         return 2

@@ -37,9 +37,9 @@ from typing import Any, Final
 
 from mailcoach_robots.shell import (
     EXIT_NOT_STARTED,
-    _kill_group,
     bwrap_argv,
     child_environment,
+    kill_group,
     run_command,
 )
 
@@ -80,7 +80,7 @@ class _StubServer(ThreadingHTTPServer):
 
     def kill_running(self) -> None:
         for pgid in tuple(self.groups):
-            _kill_group(pgid)
+            kill_group(pgid)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -225,19 +225,20 @@ def main(argv: list[str] | None = None) -> int:
         raise _Stop
 
     host, port = server.server_address[:2]
-    shown = f"[{host}]" if ":" in str(host) else host
+    host = host.decode() if isinstance(host, bytes) else str(host)
+    shown = f"[{host}]" if ":" in host else host
     previous: dict[int, Any] = {}
     try:
         # Inside the try: a signal may arrive as soon as its handler is set.
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, stop)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, stop)
         print(f"shell stub listening on http://{shown}:{port} (workdir {workdir})", flush=True)
         server.serve_forever()
     except (_Stop, KeyboardInterrupt):
         pass
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
         server.kill_running()
         server.server_close()
     return 0

@@ -49,6 +49,7 @@ from mailcoach_robots.output import HEAD_LINES, TAIL_LINES, OutputCollector
 from mailcoach_server.errors import ConfigError
 
 __all__ = [
+    "kill_group",
     "CommandResult",
     "ShellRobot",
     "bwrap_argv",
@@ -171,7 +172,7 @@ def bwrap_argv(
     return argv
 
 
-def _kill_group(pgid: int) -> None:
+def kill_group(pgid: int) -> None:
     # ESRCH: everyone in the group is gone already. EPERM: the group id was
     # reused by someone else's processes (only after our children are gone).
     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -290,7 +291,7 @@ async def run_command(
             await asyncio.wait({reader}, timeout=grace)
     finally:
         # Always: kills the command at its deadline, and its background jobs after it.
-        _kill_group(pgid)
+        kill_group(pgid)
         if process_groups is not None:
             process_groups.discard(pgid)
         await _wait_exit(proc, time.monotonic() + _REAP_WAIT)
@@ -475,4 +476,4 @@ class ShellRobot(Robot):
 
     async def aclose(self) -> None:
         for pgid in list(self._groups):
-            _kill_group(pgid)
+            kill_group(pgid)

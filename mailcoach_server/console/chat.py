@@ -56,11 +56,11 @@ def _menu(session: Session, out: TextIO) -> tuple[str, str] | None:
         typed = input("address: ").strip()
         if "@" not in typed:
             typed = f"{typed}@{session.config.domain}"
-        address = normalize_address(typed)
-        if address is None or not session.config.is_local(address):
+        checked = normalize_address(typed)
+        if checked is None or not session.config.is_local(checked):
             out.write(f"not a local address: {typed}\n")
             return None
-        return ("to", address)
+        return ("to", checked)
     if len(choice) == 1 and choice in letters[: len(parties)]:
         return ("to", parties[letters.index(choice)])
     if choice.startswith(":"):

@@ -189,7 +189,7 @@ def _import_litellm() -> ModuleType:
     os.environ.setdefault("LITELLM_OFFLINE_MODE", "true")
     module = importlib.import_module("litellm")
     # Else every exception also prints "Give Feedback / Get Help" to stdout.
-    module.suppress_debug_info = True
+    module.suppress_debug_info = True  # type: ignore[attr-defined]
     return module
 
 
