@@ -43,6 +43,8 @@ def serve_parser() -> argparse.ArgumentParser:
     parser.add_argument("--queue", metavar="MBOX", help="submit the messages of an mbox file "
                         "once (remembered across restarts), then keep serving")
     parser.add_argument("--debug", action="store_true", help="log everything")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the shipped default config (a commented starting point)")
     return parser
 
 
@@ -77,6 +79,11 @@ def setup_logging(debug: bool) -> None:
 
 def serve_main(argv: list[str]) -> int:
     args = serve_parser().parse_args(argv)
+    if args.print_config:
+        from .config import default_config_text
+
+        print(default_config_text(), end="")
+        return 0
     setup_logging(args.debug)
     from .errors import MailcoachError
 

@@ -64,3 +64,17 @@ def test_missing_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError) as error:
         load_config(tmp_path / "nope.yaml")
     assert "nope.yaml" in str(error.value)
+
+
+def test_print_config_is_the_shipped_default_and_loads(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "mailcoach_server", "serve", "--print-config"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "smtp:" in out and "max_auto_rounds" in out
+    path = tmp_path / "copy.yaml"
+    path.write_text(out)
+    import dataclasses
+
+    assert dataclasses.replace(load_config(path), source="<defaults>") == load_config()
