@@ -63,7 +63,7 @@ class ImapConfig:
 @dataclass(frozen=True, slots=True)
 class LimitsConfig:
     max_hops: int = 30
-    max_auto_rounds: int = 20
+    max_auto_rounds: int = 50
     max_models_in_flight: int = 8
 
 

@@ -78,3 +78,16 @@ def test_print_config_is_the_shipped_default_and_loads(tmp_path):
     import dataclasses
 
     assert dataclasses.replace(load_config(path), source="<defaults>") == load_config()
+
+
+def test_the_readme_config_example_loads(tmp_path):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    example = re.search(r"```yaml\n(.*?)```", readme, re.DOTALL).group(1)
+    path = tmp_path / "example.yaml"
+    path.write_text(example)
+    config = load_config(path)
+    assert config.agent_spec("reviewer@localdomain").model == "openai/gpt-4o"
+    assert config.robot_spec("shell@localdomain").options["sandbox"] == "bwrap"
