@@ -24,6 +24,7 @@ Not here: deciding what a message means (postmaster/router) or IMAP.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
 import os
@@ -144,6 +145,7 @@ class Store:
         self._pending_meta: dict[int, MessageMeta] = {}  # planned, not yet committed
         self._pending_raw: dict[int, bytes] = {}
         self._party_files: set[str] = set()  # party files known to exist (writer thread)
+        self._lock: int | None = None  # the data directory's lock file, held while open
         # folder -> uidnext, as the writer last wrote it; dropped on any other write
         self._uidnext: dict[str, int] = {}
         self._next_delivery = 1
@@ -162,10 +164,17 @@ class Store:
         except OSError as exc:
             raise StoreError(
                 f"cannot write the data directory {data_dir}: {exc.strerror}") from None
+        lock = _lock_data_dir(data_dir)
         try:
-            return cls(data_dir)
+            store = cls(data_dir)
         except sqlite3.DatabaseError as exc:
+            os.close(lock)
             raise StoreError(f"{data_dir / 'index.sqlite'}: {exc}") from None
+        except BaseException:
+            os.close(lock)
+            raise
+        store._lock = lock
+        return store
 
     def _recover(self) -> None:
         db = self._db
@@ -578,6 +587,9 @@ class Store:
         self._executor.shutdown(wait=True)
         self._db.close()
         self._read.close()
+        if self._lock is not None:
+            os.close(self._lock)  # releases the flock
+            self._lock = None
 
 
 def _meta(number: int, row: Sequence[Any]) -> MessageMeta:
@@ -603,6 +615,22 @@ def _marks(values: Sequence[Any]) -> str:
 def _new_uidvalidity() -> int:
     # Seconds since the epoch, as Dovecot does: grows across re-creations.
     return int(time.time()) & 0x7FFFFFFF
+
+
+def _lock_data_dir(data_dir: Path) -> int:
+    """One process per data directory: a second would "recover" the first's writes."""
+    fd = os.open(data_dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+        os.close(fd)
+        raise StoreError(f"the data directory {data_dir} is in use by another mailcoach "
+                         f"process (pid {holder}); stop it first or use another --data-dir"
+                         ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 def _fsync_dir(path: Path) -> None:

@@ -114,3 +114,25 @@ def test_unwritable_data_dir_is_a_store_error(tmp_path):
     target.write_text("not a directory")
     with pytest.raises(StoreError, match="cannot write"):
         Store.open(target / "data")
+
+
+def open_in_another_process(path):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-c", "import sys; from pathlib import Path; "
+         "from mailcoach_server.store.store import Store; Store.open(Path(sys.argv[1]))",
+         str(path)], capture_output=True, text=True, timeout=30)
+
+
+async def test_one_process_per_data_directory(tmp_path):
+    store = Store.open(tmp_path)
+    try:
+        probe = open_in_another_process(tmp_path)
+        assert probe.returncode != 0
+        assert "in use by another mailcoach process" in probe.stderr
+    finally:
+        await store.aclose()
+    again = Store.open(tmp_path)  # released at close
+    await again.aclose()
