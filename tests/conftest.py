@@ -4,12 +4,43 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
+from pathlib import Path
 
 import pytest
 
 from tests.fakellm import ScriptedModelServer
 
 IN_CI = os.environ.get("CI") == "true"
+SOURCE_TREE = Path(__file__).resolve().parent.parent
+
+
+def _import_the_installed_package() -> None:
+    """Under MAILCOACH_TEST_INSTALLED=1 (CI), the suite tests the installed wheel.
+
+    pytest puts the checkout on sys.path (for ``tests``), where the source tree
+    would shadow the install. Import the package once without it: later
+    imports find it in sys.modules, and a module missing from the wheel fails.
+    """
+    if os.environ.get("MAILCOACH_TEST_INSTALLED") != "1":
+        return
+    kept = [p for p in sys.path if Path(p or ".").resolve() != SOURCE_TREE]
+    saved, sys.path[:] = sys.path[:], kept
+    try:
+        import mailcoach_robots
+        import mailcoach_server.defaults
+
+        import mailcoach_server
+    finally:
+        sys.path[:] = saved
+    for module in (mailcoach_server, mailcoach_robots, mailcoach_server.defaults):
+        origin = Path(module.__file__).resolve()
+        if SOURCE_TREE in origin.parents:
+            raise RuntimeError(f"{module.__name__} was imported from the checkout ({origin}), "
+                               "not from the installed package")
+
+
+_import_the_installed_package()
 
 
 def require_tool(name: str) -> str:

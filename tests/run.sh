@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Set up and run the whole test suite on a fresh machine:
 #   - the Debian programs the tests drive (swaks, msmtp, mbsync, neomutt, bwrap, tmux),
-#   - a virtualenv in .venv with mailcoach and its test extras,
+#   - a virtualenv (.venv, or $MAILCOACH_VENV) with mailcoach and its test extras: on CI
+#     (CI=true) a NON-editable install, as users get it, and the suite imports that install
+#     (MAILCOACH_TEST_INSTALLED=1, see tests/conftest.py), so a file missing from the wheel
+#     fails; on a developer's machine an editable one,
 #   - pytest (arguments are passed on). Exit code 5 (no tests collected) counts as success.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,14 +21,22 @@ if ((${#need[@]})); then
 fi
 
 python=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-    "$python" -m venv .venv
+venv=${MAILCOACH_VENV:-.venv}
+if [ ! -x "$venv/bin/python" ]; then
+    "$python" -m venv "$venv"
 fi
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test]'
+"$venv/bin/python" -m pip install -q --upgrade pip
+if [ "${CI:-}" = true ]; then
+    # What users install: a wheel built from this tree, replacing any earlier install.
+    "$venv/bin/python" -m pip install -q '.[test]'
+    "$venv/bin/python" -m pip install -q --no-deps --force-reinstall .
+    export MAILCOACH_TEST_INSTALLED=1
+else
+    "$venv/bin/python" -m pip install -q -e '.[test]'
+fi
 
 status=0
-.venv/bin/python -m pytest "$@" || status=$?
+"$venv/bin/python" -m pytest "$@" || status=$?
 if [ "$status" = 5 ]; then
     echo "pytest collected no tests"
     status=0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -11,8 +10,6 @@ from pathlib import Path
 import pexpect
 
 from tests.support import mbox_messages, wait_until
-
-ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def mailcoach(*args: str) -> list[str]:
@@ -26,8 +23,7 @@ def run(*args: str, cwd: Path, stdin: str = "", timeout: float = 60) -> subproce
 
 def spawn(*args: str, cwd: Path) -> pexpect.spawn:
     child = pexpect.spawn(sys.executable, ["-m", "mailcoach_server", *args], cwd=str(cwd),
-                          encoding="utf-8", timeout=30, dimensions=(40, 200),
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          encoding="utf-8", timeout=30, dimensions=(40, 200))
     return child
 
 
