@@ -8,7 +8,6 @@ or twice by mistake) skips what is already stored.
 from __future__ import annotations
 
 import hashlib
-import mailbox
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,11 +15,12 @@ from typing import TYPE_CHECKING
 from .errors import MailcoachError, SubmitError
 from .mailtext import parse_message
 from .postmaster import split_header_block
+from .store import mbox
 
 if TYPE_CHECKING:
     from .runtime.engine import Engine
 
-__all__ = ["QueueReport", "read_queue", "submit_queue"]
+__all__ = ["QueueReport", "read_queue", "submit_queue", "with_message_id"]
 
 
 @dataclass(slots=True)
@@ -37,18 +37,22 @@ class QueueReport:
 
 
 def read_queue(path: Path) -> list[bytes]:
-    """The messages of an mbox file, each with a Message-ID."""
+    """The messages of an mbox file, each with a Message-ID.
+
+    Raises:
+        MailcoachError: no such file, or not an mbox (``store.mbox.MboxError``).
+    """
     if not path.is_file():
         raise MailcoachError(f"{path}: no such queue file")
-    box = mailbox.mbox(path, create=False)
     try:
-        raws = [box.get_bytes(key) for key in box.iterkeys()]
-    finally:
-        box.close()
-    return [_with_message_id(raw) for raw in raws]
+        raws = mbox.read(path)
+    except mbox.MboxError as exc:
+        raise mbox.MboxError(f"queue {path} {exc}") from None
+    return [with_message_id(raw) for raw in raws]
 
 
-def _with_message_id(raw: bytes) -> bytes:
+def with_message_id(raw: bytes) -> bytes:
+    """``raw`` with a Message-ID: its own, or a stable one made from its bytes."""
     fields, _ = split_header_block(raw.replace(b"\r\n", b"\n"))
     if any(line.lower().startswith(b"message-id:") for line in fields):
         return raw

@@ -59,6 +59,7 @@ from .addresses import normalize_address, parse_address_list
 from .config import Config
 from .credentials import LOGIN_FILE
 from .postmaster import split_header_block
+from .store import mbox
 
 __all__ = ["main"]
 
@@ -97,8 +98,6 @@ Exit codes follow sysexits.h (64 usage, 65 data, 67 unknown user, 75 try again, 
 
 _HEADER_LINE = re.compile(rb"^[!-9;-~]+:")
 _DOT_LINE = re.compile(rb"^\.\r?$", re.MULTILINE)
-_MBOX_FROM = re.compile(rb"^From ", re.MULTILINE)
-_UNQUOTE = re.compile(rb"^>(>*From )", re.MULTILINE)
 _STATUS = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\b")
 _HEADERS = BytesHeaderParser(policy=compat32)
 
@@ -197,14 +196,7 @@ def _split_input(data: bytes, ignore_dots: bool) -> tuple[list[bytes], bool]:
         data = data[: dot.start()]
     if not data.startswith(b"From "):
         return ([data] if data.strip() else []), False
-    starts = [m.start() for m in _MBOX_FROM.finditer(data)]
-    messages = []
-    for start, end in zip(starts, [*starts[1:], len(data)], strict=True):
-        chunk = data[start:end].partition(b"\n")[2]  # drop the From_ line
-        if chunk.endswith(b"\n\n"):
-            chunk = chunk[:-1]  # the blank line before the next From_ is mbox's
-        messages.append(_UNQUOTE.sub(rb"\1", chunk))  # mboxrd, as the store writes
-    return messages, True
+    return mbox.parse(data), True  # the reader of the store, -m and queue files
 
 
 def _prepare(raw: bytes, opts: _Options, config: Config, queue: bool) -> _Outgoing:

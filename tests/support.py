@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import mailbox
 import os
 import re
 import signal
@@ -12,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from email import message_from_bytes
 from email.message import Message
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ import yaml
 
 from mailcoach_server.app import Server, running
 from mailcoach_server.config import Config, load_config
+from mailcoach_server.store import mbox
 
 __all__ = [
     "ServerProcess",
@@ -69,13 +70,10 @@ async def serve_in_process(config: Config, **kwargs: Any) -> AsyncIterator[Serve
 
 
 def mbox_messages(path: Path) -> list[Message]:
+    """The messages of an mbox file, read by the project's reader (none if it is missing)."""
     if not path.exists():
         return []
-    box = mailbox.mbox(path, create=False)
-    try:
-        return [box.get_message(key) for key in box.iterkeys()]
-    finally:
-        box.close()
+    return [message_from_bytes(raw) for raw in mbox.read(path)]
 
 
 async def wait_for(predicate: Callable[[], Any], timeout: float = 10.0,  # noqa: ASYNC109

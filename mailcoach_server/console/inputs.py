@@ -1,19 +1,20 @@
 """Checking the console's input files before anything is written.
 
 A memory is an mbox file (history) or a directory of ``<address>.mbox``
-files as a trace writes them; a queue is an mbox file whose every message
-has a ``To``. Problems are one-line ``ConsoleError``s.
+files as a trace writes them (ours or the original tool's: an empty file is
+an empty memory); a queue is an mbox file whose every message has a ``To``.
+Files are read by ``store.mbox``. Problems are one-line ``ConsoleError``s.
 """
 
 from __future__ import annotations
 
-import mailbox
 from pathlib import Path
 
 from ..addresses import parse_address_list
 from ..errors import MailcoachError
 from ..mailtext import read_message
-from ..queuefile import read_queue
+from ..queuefile import with_message_id
+from ..store import mbox
 
 __all__ = ["ConsoleError", "check_queue", "memory_files", "read_mbox"]
 
@@ -25,24 +26,16 @@ class ConsoleError(MailcoachError):
 def read_mbox(path: Path, what: str) -> list[bytes]:
     """The messages of an mbox file, or a ConsoleError saying why not."""
     try:
-        with open(path, "rb") as f:
-            first = f.readline()
+        return mbox.read(path)
     except OSError as exc:
         raise ConsoleError(f"{what} {path}: {exc.strerror}") from None
-    if not first.startswith(b"From "):
-        raise ConsoleError(f"{what} {path} is not an mbox file (its first line must start "
-                           "with 'From ')")
-    box = mailbox.mbox(path, create=False)
-    try:
-        return [box.get_bytes(key) for key in box.iterkeys()]
-    finally:
-        box.close()
+    except mbox.MboxError as exc:
+        raise ConsoleError(f"{what} {path} {exc}") from None
 
 
 def check_queue(path: Path) -> list[bytes]:
     """A queue's messages (with stable Message-IDs), each checked to have From and To."""
-    read_mbox(path, "queue")  # the mbox check and its error message
-    raws = read_queue(path)
+    raws = [with_message_id(raw) for raw in read_mbox(path, "queue")]
     for number, raw in enumerate(raws, start=1):
         message = read_message(raw)
         subject = str(message.get("Subject", "")) or "(no subject)"

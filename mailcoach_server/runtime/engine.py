@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import mailbox
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
@@ -25,6 +24,7 @@ from ..config import Config
 from ..errors import SubmitError
 from ..mailtext import read_message
 from ..postmaster import new_message_id, prepare
+from ..store import mbox
 from ..store.store import MessageMeta, Store, WritePlan
 from .context import ERROR_HEADER, turn_text
 from .llm import ChatModel, ChatTurn, LiteLLMModel, ModelPrice
@@ -275,15 +275,10 @@ def memory_plans(store: Store, address: str, path: Path | None,
     """
     plans: list[WritePlan] = []
     if path is not None:
-        box = mailbox.mbox(path, create=False)
-        try:
-            for key in box.iterkeys():
-                raw = box.get_bytes(key)
-                for old, new in rewrite:
-                    raw = raw.replace(old.encode(), new.encode())
-                plans.append(_copy_plan(store, raw, address))
-        finally:
-            box.close()
+        for raw in mbox.read(path):  # mboxrd un-quoted; the original's files verbatim
+            for old, new in rewrite:
+                raw = raw.replace(old.encode(), new.encode())
+            plans.append(_copy_plan(store, raw, address))
     if plans:
         plans[0].party_states[address] = ("agent", {"model": None, "expect": []})
     return plans
