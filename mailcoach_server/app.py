@@ -13,13 +13,14 @@ import logging
 import signal
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
 from . import __version__
 from .config import Config
 from .credentials import Credentials
+from .login_throttle import LoginThrottle
 from .runtime.engine import Engine
 from .runtime.llm import ChatModel, missing_key_variables
 from .spool import deliver_spool
@@ -38,6 +39,8 @@ class Server:
     credentials: Credentials
     smtp_address: tuple[str, int] | None = None
     imap_address: tuple[str, int] | None = None
+    #: failed logins, per client address, for SMTP and IMAP alike
+    login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
 
 
 @contextlib.asynccontextmanager
@@ -56,15 +59,18 @@ async def running(config: Config, *, model: ChatModel | None = None, smtp: bool 
         credentials = Credentials.load_or_create(config.data_dir, config.user)
         engine = Engine(config, store, model=model, user_is_agent=user_is_agent)
         await engine.start(shipped_memory=shipped_memory)
-        server = Server(config, store, engine, credentials)
+        throttle = LoginThrottle(delay=config.limits.login_delay,
+                                 max_delay=config.limits.login_delay_max)
+        server = Server(config, store, engine, credentials, login_throttle=throttle)
         if smtp:
-            from .smtp.handler import start_smtp
+            from .smtp.server import start_smtp
 
             listener = await start_smtp(
                 engine, credentials, host=config.smtp.host, port=config.smtp.port,
                 auth_required=config.smtp.auth_required,
                 allow_plaintext_auth=config.smtp.allow_plaintext_auth,
                 max_size=config.smtp.max_message_size, hostname=config.domain,
+                throttle=throttle,
             )
             listeners.append(listener)
             server.smtp_address = listener.sockets[0].getsockname()[:2]

@@ -65,6 +65,9 @@ class LimitsConfig:
     max_hops: int = 30
     max_auto_rounds: int = 50
     max_models_in_flight: int = 8
+    #: seconds before a wrong password (SMTP or IMAP) is answered, doubling per failure
+    login_delay: float = 1.0
+    login_delay_max: float = 8.0
 
 
 @dataclass(frozen=True, slots=True)

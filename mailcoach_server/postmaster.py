@@ -24,7 +24,8 @@ from .errors import SubmitError
 
 __all__ = [
     "HeaderView",
-    "Submission", "decoded_header", "new_message_id", "prepare", "split_header_block",
+    "Submission", "check_sender", "decoded_header", "new_message_id", "prepare",
+    "split_header_block",
 ]
 
 _HEADER_LINE = re.compile(rb"^[!-9;-~]+:")
@@ -148,8 +149,7 @@ def prepare(
     if bad or len(senders) != 1:
         raise SubmitError(553, "5.1.7", "the From header must hold exactly one address")
     sender = senders[0]
-    if not _in_domain(sender, domain):
-        raise SubmitError(553, "5.7.1", f"sender {sender} is not in the local domain {domain}")
+    check_sender(sender, domain=domain)
 
     to, bad_to = parse_address_list(message.get_all("To", []))
     cc, bad_cc = parse_address_list(message.get_all("Cc", []))
@@ -206,6 +206,16 @@ def prepare(
         references=references,
         auto=auto,
     )
+
+
+def check_sender(address: str, *, domain: str) -> None:
+    """Who may send: an address of the local domain (the From header, and SMTP MAIL FROM).
+
+    Raises:
+        SubmitError: 553 5.7.1, as Postfix refuses a sender it does not serve.
+    """
+    if not _in_domain(address, domain):
+        raise SubmitError(553, "5.7.1", f"sender {address} is not in the local domain {domain}")
 
 
 def decoded_header(value: str) -> str:

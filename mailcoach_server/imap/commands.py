@@ -147,10 +147,13 @@ async def _login(session: Session, tag: str, user: str, password: str) -> Tagged
     if session.conn.login_disabled:
         return Tagged.no(tag, "plaintext login needs TLS on this listener",
                          ResponseCode("PRIVACYREQUIRED"))
+    client = session.peer.rpartition(":")[0]  # "address:port", IPv6 too
     if not backend.credentials.check(user, password):
         log.warning("%s: failed login as %r from %s", session.id, user[:80], session.peer)
-        await asyncio.sleep(backend.login_delay)  # slows down guessing, per connection
+        # Slows down guessing per client address, across connections and SMTP.
+        await backend.login_throttle.failed(client)
         raise AuthenticationFailed("wrong user name or password")
+    await backend.login_throttle.succeeded(client)
     session.conn.authenticated(backend.credentials.user)
     log.info("%s: %s logged in from %s", session.id, backend.credentials.user, session.peer)
     return Tagged.ok(tag, "logged in", ResponseCode.capability(session.capabilities()))

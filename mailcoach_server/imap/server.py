@@ -152,7 +152,8 @@ async def _serve_client(backend: Backend, reader: asyncio.StreamReader,
 async def start_imap(server: Server) -> asyncio.Server:
     """Listen for IMAP clients on ``server.config.imap`` until the listener is closed."""
     config = server.config.imap
-    backend = Backend(server.store, config, server.credentials, tls=_tls_context(config))
+    backend = Backend(server.store, config, server.credentials, tls=_tls_context(config),
+                      throttle=server.login_throttle)
     writers: set[asyncio.StreamWriter] = set()
 
     async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -26,6 +26,7 @@ from typing import Protocol
 
 from ..config import ImapConfig
 from ..credentials import Credentials
+from ..login_throttle import LoginThrottle
 from ..store.store import Store, WritePlan
 from .connection import CAPABILITIES, Connection, State
 from .folders import Catalogue, Folder
@@ -79,10 +80,13 @@ class Backend:
     store: Store
     config: ImapConfig
     credentials: Credentials
-    #: seconds a failed login waits before NO (per connection)
+    #: the failed-login throttle shared with SMTP (``app.running`` makes one)
+    throttle: LoginThrottle | None = None
+    #: without a shared throttle: seconds before the first NO to a wrong password
     login_delay: float = 1.0
     #: for STARTTLS; None when no certificate is configured
     tls: ssl.SSLContext | None = None
+    login_throttle: LoginThrottle = field(init=False)
     catalogue: Catalogue = field(init=False)
     hub: Hub = field(init=False)
     cache: MessageCache = field(init=False)
@@ -91,6 +95,7 @@ class Backend:
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
+        self.login_throttle = self.throttle or LoginThrottle(delay=self.login_delay)
         self.catalogue = Catalogue(self.store)
         self.hub = Hub(self.store)
         self.cache = MessageCache(self.store.data_dir)

@@ -1,42 +1,65 @@
 """The SMTP front end: an aiosmtpd handler over ``Engine.submit``.
 
 aiosmtpd does the protocol (EHLO, AUTH PLAIN/LOGIN, SIZE, 8BITMIME,
-SMTPUTF8, pipelining); this module only answers its hooks. Recipients are
-checked at RCPT time, so a client learns about a refused address before it
-sends the data; the message is on disk before DATA is answered 250.
+SMTPUTF8, pipelining); this module only answers its hooks, as Postfix
+would: AUTH and the sender are checked at MAIL FROM, recipients at RCPT
+TO, so a client learns about a refusal before it sends the data; the
+message is on disk before DATA is answered 250. The listener itself is
+``smtp.server``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import warnings
-from typing import Any
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from ..addresses import normalize_address
-from ..credentials import Credentials
 from ..errors import StoreError, SubmitError
+from ..postmaster import check_sender, checked_recipient
 from ..runtime.engine import Engine
 
-__all__ = ["DeliveryHandler", "start_smtp"]
+__all__ = ["DeliveryHandler"]
 
 log = logging.getLogger("mailcoach.smtp")
+
+#: RFC 5321 §4.5.5: the null reverse-path of bounces and other notifications
+NULL_SENDER = "<>"
 
 
 class DeliveryHandler:
     """Accepts mail for local mailboxes and hands it to the engine."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, auth_required: bool = True) -> None:
         self.engine = engine
+        self.auth_required = auth_required
+
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, mail_options: list[str]) -> str:
+        if self.auth_required and not session.authenticated:
+            return "530 5.7.0 Authentication required"
+        # The null sender is accepted, as every MTA must (RFC 5321 §4.5.5); the
+        # From header is still checked after DATA.
+        if address != NULL_SENDER:
+            normalized = normalize_address(address)
+            if normalized is None:
+                return f"553 5.1.7 bad sender address: {address[:200]}"
+            try:
+                check_sender(normalized, domain=self.engine.config.domain)
+            except SubmitError as exc:
+                log.info("refused sender %s from %s: %s", normalized, _peer(session),
+                         exc.smtp_reply())
+                return exc.smtp_reply()
+            address = normalized
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 OK"
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
-        normalized = normalize_address(address)
-        if normalized is None:
-            return f"553 5.1.3 bad recipient address: {address}"
         try:
+            # The one address check of every way in: the postmaster's.
+            normalized = checked_recipient(address)
             self.engine.check_recipient(normalized)
         except SubmitError as exc:
             return exc.smtp_reply()
@@ -45,7 +68,7 @@ class DeliveryHandler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or b""
-        peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
+        peer = _peer(session)
         try:
             meta = await self.engine.submit(
                 raw, origin="smtp", envelope_rcpts=list(envelope.rcpt_tos),
@@ -60,44 +83,5 @@ class DeliveryHandler:
         return f"250 2.0.0 OK: queued as {meta.id}"
 
 
-def _authenticator(credentials: Credentials) -> Any:
-    def authenticate(server: SMTP, session: Session, envelope: Envelope, mechanism: str,
-                     auth_data: Any) -> AuthResult:
-        if not isinstance(auth_data, LoginPassword):
-            return AuthResult(success=False, handled=False)
-        login = auth_data.login.decode("utf-8", "replace")
-        password = auth_data.password.decode("utf-8", "replace")
-        if credentials.check(login, password):
-            return AuthResult(success=True, auth_data=login)
-        log.warning("failed SMTP login for %r from %s", login, session.peer)
-        return AuthResult(success=False, handled=False)
-    return authenticate
-
-
-async def start_smtp(engine: Engine, credentials: Credentials, *, host: str, port: int,
-                     auth_required: bool, max_size: int, hostname: str,
-                     allow_plaintext_auth: bool = False) -> asyncio.Server:
-    """Listen for SMTP in the running loop (not aiosmtpd's threaded Controller)."""
-    handler = DeliveryHandler(engine)
-    loopback = host in ("127.0.0.1", "::1", "localhost")
-    authenticator = _authenticator(credentials)
-
-    def factory() -> SMTP:
-        with warnings.catch_warnings():
-            # aiosmtpd warns about AUTH without TLS; on loopback that is the design.
-            warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS")
-            return SMTP(
-                handler,
-                hostname=hostname,
-                ident="mailcoach ESMTP",
-                data_size_limit=max_size,
-                enable_SMTPUTF8=True,  # the bare SMTP class defaults to False
-                decode_data=False,
-                authenticator=authenticator,
-                auth_required=auth_required,
-                # No TLS here: plaintext AUTH only on loopback, unless the config
-                # says the network is private (a container's published port).
-                auth_require_tls=not (loopback or allow_plaintext_auth),
-            )
-
-    return await asyncio.get_running_loop().create_server(factory, host, port)
+def _peer(session: Session) -> str:
+    return str(session.peer[0]) if isinstance(session.peer, tuple) else str(session.peer)
