@@ -108,7 +108,8 @@ def banner(server: Server) -> str:
         lines.append("  IMAP  not yet available")
     lines.append(f"  data  {config.data_dir.resolve()}  (trace, <address>.mbox, index.sqlite)")
     agents = ", ".join(a.address for a in config.agents) or "none configured"
-    robots = ", ".join(f"{r.address} ({r.kind})" for r in config.robots) or "none"
+    robots = ", ".join(f"{address} ({robot.summary})"
+                       for address, robot in server.engine.robots.items()) or "none"
     lines.append(f"  agents {agents}; new local addresses "
                  + ("become agents" if config.auto_create_agents else "are refused"))
     lines.append(f"  robots {robots}")

@@ -9,7 +9,10 @@ A small stdlib HTTP server, meant for a container or another machine::
 Commands run exactly as the local shell robot runs them
 (``mailcoach_robots.shell.run_command``): in ``--workdir``, output merged and
 cut, the process group killed at the time limit (the smaller of the
-request's ``timeout`` and ``--timeout``), optionally inside bubblewrap.
+request's ``timeout`` and ``--timeout``), with the allow-listed environment,
+inside bubblewrap when it works here (``--sandbox auto``, the default). As
+root without a sandbox the stub refuses to start unless
+``--allow-unsandboxed-root``.
 When ``MAILCOACH_STUB_TOKEN`` is set, ``/run`` needs
 ``Authorization: Bearer <token>`` and answers 401 otherwise; without a token
 the stub only listens on loopback. Each request runs in its own thread with
@@ -26,7 +29,6 @@ import ipaddress
 import json
 import logging
 import os
-import shutil
 import signal
 import socket
 import sys
@@ -35,13 +37,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Final
 
-from mailcoach_robots.shell import (
-    EXIT_NOT_STARTED,
-    bwrap_argv,
-    child_environment,
-    kill_group,
-    run_command,
-)
+from mailcoach_robots.sandbox import Sandbox
+from mailcoach_robots.shell import EXIT_NOT_STARTED, kill_group, run_command
+
+from .errors import ConfigError
 
 __all__ = ["main"]
 
@@ -64,7 +63,7 @@ class _StubServer(ThreadingHTTPServer):
         *,
         workdir: Path,
         timeout: float,
-        argv_prefix: list[str],
+        sandbox: Sandbox,
         token: str | None,
     ) -> None:
         if ":" in address[0]:
@@ -72,7 +71,7 @@ class _StubServer(ThreadingHTTPServer):
         super().__init__(address, _Handler)
         self.workdir = workdir
         self.command_timeout = timeout
-        self.argv_prefix = argv_prefix
+        self.sandbox = sandbox
         self.token = token
         # Process groups of running commands, shared by the request threads
         # (set.add/discard and tuple(set) are atomic under the GIL).
@@ -142,16 +141,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _run(self, command: str, stdin: str, timeout: float) -> dict[str, Any]:
         server = self.server
+        env = server.sandbox.environment(server.workdir)
+        argv_prefix, process_env = server.sandbox.launch(server.workdir, env)
         try:
-            server.workdir.mkdir(parents=True, exist_ok=True)
+            server.sandbox.prepare(server.workdir)
             result = asyncio.run(
                 run_command(
                     command,
                     stdin.encode("utf-8"),
                     cwd=server.workdir,
                     timeout=timeout,
-                    env=child_environment(),
-                    argv_prefix=server.argv_prefix,
+                    env=process_env,
+                    argv_prefix=argv_prefix,
                     process_groups=server.groups,
                 )
             )
@@ -188,7 +189,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=8642, help="port (0: any free port)")
     parser.add_argument("--workdir", default="./work", help="where commands run (created)")
     parser.add_argument("--timeout", type=float, default=60.0, help="longest run, in seconds")
-    parser.add_argument("--sandbox", choices=("none", "bwrap"), default="none")
+    parser.add_argument(
+        "--sandbox",
+        choices=("auto", "none", "bwrap"),
+        default="auto",
+        help="auto: bubblewrap when it works here (default)",
+    )
+    parser.add_argument(
+        "--allow-unsandboxed-root",
+        action="store_true",
+        help="run commands as root when there is no sandbox",
+    )
     return parser
 
 
@@ -203,18 +214,22 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"set {TOKEN_ENV} before listening on {args.host}: anyone could run commands")
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    argv_prefix: list[str] = []
-    if args.sandbox == "bwrap":
-        bwrap = shutil.which("bwrap")
-        if bwrap is None:
-            parser.error("--sandbox bwrap: bubblewrap is not installed (apt install bubblewrap)")
-        argv_prefix = bwrap_argv(workdir, bwrap=bwrap)
+    try:
+        sandbox = Sandbox.choose(
+            args.sandbox,
+            network=False,
+            allow_unsandboxed_root=args.allow_unsandboxed_root,
+            key=f"--sandbox {args.sandbox}",
+            switch="--allow-unsandboxed-root",
+        )
+    except ConfigError as exc:
+        parser.error(str(exc))
     try:
         server = _StubServer(
             (args.host, args.port),
             workdir=workdir,
             timeout=args.timeout,
-            argv_prefix=argv_prefix,
+            sandbox=sandbox,
             token=token,
         )
     except OSError as exc:
@@ -232,7 +247,10 @@ def main(argv: list[str] | None = None) -> int:
         # Inside the try: a signal may arrive as soon as its handler is set.
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous[signum] = signal.signal(signum, stop)
-        print(f"shell stub listening on http://{shown}:{port} (workdir {workdir})", flush=True)
+        print(
+            f"shell stub listening on http://{shown}:{port} (workdir {workdir}, {sandbox.mode})",
+            flush=True,
+        )
         server.serve_forever()
     except (_Stop, KeyboardInterrupt):
         pass

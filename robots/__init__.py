@@ -47,6 +47,11 @@ class Robot:
     def __init__(self, context: RobotContext) -> None:
         self.context = context
 
+    @property
+    def summary(self) -> str:
+        """What the banner shows after the address, e.g. ``shell, sandbox: bwrap``."""
+        return self.kind
+
     async def handle(self, message: EmailMessage) -> EmailMessage | None:
         raise NotImplementedError
 

@@ -33,6 +33,7 @@ from mailcoach_robots.shell import (
     command_of,
     error_reply,
     format_reply,
+    refusal,
     stdin_of,
 )
 
@@ -134,18 +135,19 @@ class RemoteShellRobot(Robot):
         )
 
     @property
+    def summary(self) -> str:
+        return f"{self.kind}, {self.url}"
+
+    @property
     def token(self) -> str | None:
         """The configured token, else the variable's value now (None: send no token)."""
         return self._token or os.environ.get(self.token_env) or None
 
     async def handle(self, message: EmailMessage) -> EmailMessage:
         command = command_of(message)
-        if not command:
-            return error_reply(
-                2,
-                "Nothing to run: put the command in the Subject "
-                "(the body, if any, becomes its stdin).\n",
-            )
+        refused = refusal(command)  # a line break in the Subject is refused here too
+        if refused is not None:
+            return refused
         stdin = stdin_of(message).decode("utf-8")
         try:
             result = await asyncio.to_thread(

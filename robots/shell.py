@@ -18,10 +18,15 @@ as a terminal shows them. Other conventions:
 - exit 128+n when the shell died of signal n;
 - background jobs (``sleep 30 &``) do not outlive the command: once the
   shell exits, output is read for a short grace and the group is killed;
-- the child's environment is the server's minus secrets (``*_API_KEY``,
-  ``*_TOKEN``, ``*_SECRET``, ``*_PASSWORD``, ``AWS_*``, ``MAILCOACH_*``);
-- ``sandbox: bwrap`` runs the command in bubblewrap: no network (unless
-  ``network: true``), read-only system, writable working directory only.
+- a Subject holding a line break or another control character (possible
+  through an RFC 2047 encoded word) is refused, not run: the command that
+  runs is always the one line a mail client and the log show;
+- the child's environment comes from an allow list (``sandbox.py``);
+- ``sandbox: auto`` (the default) runs the command in bubblewrap when it is
+  installed and works: no network (unless ``network: true``), read-only
+  system, writable working directory only, uid 65534 without capabilities.
+  Without a sandbox a server running as root refuses to start the robot
+  unless ``allow_unsandboxed_root: true``.
 
 ``run_command`` is the core, shared with the HTTP shell stub. This module
 does not send mail: the runtime addresses and threads the reply.
@@ -31,11 +36,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
-import shutil
 import signal
 import time
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.headerregistry import BaseHeader
@@ -45,20 +51,24 @@ from typing import Any, ClassVar, Final
 
 from mailcoach_robots import Robot, RobotContext
 from mailcoach_robots.output import HEAD_LINES, TAIL_LINES, OutputCollector
+from mailcoach_robots.sandbox import Sandbox
 
 from mailcoach_server.errors import ConfigError
 
 __all__ = [
-    "kill_group",
     "CommandResult",
     "ShellRobot",
-    "bwrap_argv",
-    "child_environment",
     "command_of",
+    "command_problem",
+    "error_reply",
     "format_reply",
+    "kill_group",
+    "refusal",
     "run_command",
     "stdin_of",
 ]
+
+log = logging.getLogger(__name__)
 
 #: exit code of a command killed at its time limit (as coreutils ``timeout``)
 EXIT_TIMEOUT: Final = 124
@@ -70,38 +80,11 @@ EXIT_GRACE: Final = 0.5
 _POLL: Final = 0.02
 #: bound on each wait for a killed process to go away
 _REAP_WAIT: Final = 5.0
-#: inside the bubblewrap sandbox the command runs as "nobody"
-SANDBOX_UID: Final = 65534
-SANDBOX_PATH: Final = "/usr/local/bin:/usr/bin:/bin"
-
-_SECRET_SUFFIXES: Final = ("_API_KEY", "_TOKEN", "_SECRET", "_PASSWORD")
-_SECRET_PREFIXES: Final = ("AWS_", "MAILCOACH_")
-# What a shell in the sandbox needs from /etc: names, DNS, the dynamic
-# linker's cache, Debian's alternatives symlinks (awk, editor, ...) and CA
-# certificates. Nothing else (no shadow, no ssh keys) is visible.
-_SANDBOX_ETC: Final = (
-    "alternatives",
-    "ca-certificates",
-    "group",
-    "host.conf",
-    "hostname",
-    "hosts",
-    "ld.so.cache",
-    "ld.so.conf",
-    "ld.so.conf.d",
-    "localtime",
-    "mime.types",
-    "nsswitch.conf",
-    "passwd",
-    "protocols",
-    "resolv.conf",
-    "services",
-    "ssl",
-    "timezone",
-)
-# Top-level directories that merged-/usr systems make symlinks into /usr.
-_SANDBOX_TOP: Final = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 _FOLDED: Final = re.compile(r"\r?\n(?=[ \t])")
+# Characters that make a command line look different from what the shell
+# runs: bidi overrides and isolates (CVE-2021-42574, "Trojan Source").
+_CONTROL_NAMES: Final = {"\n": "a line break", "\r": "a carriage return"}
+_BIDI_CONTROLS: Final = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,57 +102,6 @@ class CommandResult:
     output_text: str
     timed_out: bool
     seconds: float
-
-
-def child_environment(
-    base: Mapping[str, str] | None = None, extra: Mapping[str, str] | None = None
-) -> dict[str, str]:
-    """``base`` (default ``os.environ``) without secrets, plus ``extra``."""
-    env = {
-        name: value
-        for name, value in (os.environ if base is None else base).items()
-        if not name.upper().endswith(_SECRET_SUFFIXES)
-        and not name.upper().startswith(_SECRET_PREFIXES)
-    }
-    env.update(extra or {})
-    return env
-
-
-def bwrap_argv(
-    workdir: Path,
-    *,
-    network: bool = False,
-    env: Mapping[str, str] | None = None,
-    bwrap: str = "bwrap",
-) -> list[str]:
-    """The bubblewrap command line that runs a command confined to ``workdir``.
-
-    The sandbox has its own namespaces (no network unless ``network``), no
-    capabilities, an empty environment but PATH, HOME (= ``workdir``) and
-    ``env``, a read-only /usr with the merged-/usr symlinks recreated, a few
-    files of /etc, fresh /proc, /dev and /tmp, and ``workdir`` writable.
-    """
-    workdir = Path(workdir).resolve()
-    argv = [bwrap, "--die-with-parent", "--new-session", "--unshare-all"]
-    if network:
-        argv.append("--share-net")
-    argv += ["--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--cap-drop", "ALL"]
-    argv += ["--clearenv", "--setenv", "PATH", SANDBOX_PATH, "--setenv", "HOME", str(workdir)]
-    for name, value in (env or {}).items():
-        argv += ["--setenv", name, value]
-    argv += ["--ro-bind", "/usr", "/usr"]
-    for name in _SANDBOX_TOP:
-        path = Path("/", name)
-        if path.is_symlink():
-            argv += ["--symlink", os.readlink(path), str(path)]
-        elif path.is_dir():
-            argv += ["--ro-bind", str(path), str(path)]
-    for name in _SANDBOX_ETC:
-        argv += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
-    argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
-    # After --tmpfs /tmp, so that a working directory below /tmp shows through.
-    argv += ["--bind", str(workdir), str(workdir), "--chdir", str(workdir), "--"]
-    return argv
 
 
 def kill_group(pgid: int) -> None:
@@ -354,6 +286,39 @@ def command_of(message: Message) -> str:
     return _FOLDED.sub("", str(value)).strip()
 
 
+def command_problem(command: str) -> str | None:
+    """Why ``command`` is not run as it stands (None: it is fine).
+
+    A Subject is one line, but an RFC 2047 encoded word can carry a line
+    break (``=?utf-8?q?echo_a=0Aecho_b?=``): the shell would run two
+    commands where a mail client and the log show one. Control characters
+    (a tab excepted) and bidi overrides are refused for the same reason.
+    """
+    if not command:
+        return (
+            "Nothing to run: put the command in the Subject "
+            "(the body, if any, becomes its stdin)."
+        )
+    for char in command:
+        if char == "\t":
+            continue
+        if unicodedata.category(char) in ("Cc", "Zl", "Zp") or char in _BIDI_CONTROLS:
+            name = _CONTROL_NAMES.get(char) or unicodedata.name(char, "a control character")
+            return (
+                f"Not run: the Subject holds U+{ord(char):04X} ({name}), so the command "
+                f"would not be the line you see. The Subject as decoded: {command!r}\n"
+                "Put one command line in the Subject; for a script, send the Subject "
+                "'sh' with the script as the body."
+            )
+    return None
+
+
+def refusal(command: str) -> EmailMessage | None:
+    """The ``Exit Code: 2`` reply for a command that is not run, or None to run it."""
+    problem = command_problem(command)
+    return None if problem is None else error_reply(2, problem + "\n")
+
+
 def stdin_of(message: Message) -> bytes:
     """The command's stdin: the text/plain body as UTF-8 with LF line ends (b"" if none)."""
     part: Message | None
@@ -398,8 +363,13 @@ def _is_count(value: Any) -> bool:
 
 
 def _is_env(value: Any) -> bool:
+    def is_name(name: Any) -> bool:
+        return isinstance(name, str) and bool(name) and "=" not in name and "\0" not in name
+
+    if isinstance(value, list):
+        return all(is_name(name) for name in value)
     return isinstance(value, Mapping) and all(
-        isinstance(k, str) and k and "=" not in k and isinstance(v, str | int | float)
+        is_name(k) and (v is None or (isinstance(v, str | int | float) and "\0" not in str(v)))
         for k, v in value.items()
     )
 
@@ -409,59 +379,91 @@ class ShellRobot(Robot):
 
     kind: ClassVar[str] = "shell"
     options: ClassVar[frozenset[str]] = frozenset(
-        {"timeout", "workdir", "head_lines", "tail_lines", "sandbox", "shell", "network", "env"}
+        {
+            "timeout",
+            "workdir",
+            "head_lines",
+            "tail_lines",
+            "sandbox",
+            "shell",
+            "network",
+            "env",
+            "allow_unsandboxed_root",
+        }
     )
 
     def __init__(self, context: RobotContext) -> None:
         super().__init__(context)
+        key = f"robots.{context.address}"
         self.timeout: float = _option(context, "timeout", 60, _is_number, "seconds > 0")
         workdir = _option(context, "workdir", "work", lambda v: isinstance(v, str) and v, "a path")
         self.workdir = (Path(context.data_dir) / workdir).resolve()
+        data_dir = Path(context.data_dir).resolve()
+        if self.workdir == data_dir or self.workdir in data_dir.parents:
+            # It would show the login file, the trace and the index to every command.
+            raise ConfigError(
+                f"{key}.workdir: {self.workdir} holds the data directory; "
+                "use a directory of its own (default: work)"
+            )
         self.head_lines: int = _option(context, "head_lines", HEAD_LINES, _is_count, "a count")
         self.tail_lines: int = _option(context, "tail_lines", TAIL_LINES, _is_count, "a count")
-        self.sandbox: str = _option(
-            context, "sandbox", "none", lambda v: v in ("none", "bwrap"), "none or bwrap"
+        requested: str = _option(
+            context,
+            "sandbox",
+            "auto",
+            lambda v: v in ("auto", "none", "bwrap"),
+            "auto, bwrap or none",
         )
         self.shell: str = _option(
             context, "shell", "/bin/sh", lambda v: isinstance(v, str) and v, "a shell's path"
         )
         # Without a sandbox the command has the server's network; the option
         # only means something for bwrap.
-        self.network: bool = _option(
+        network: bool = _option(
             context, "network", False, lambda v: isinstance(v, bool), "true or false"
         )
-        env = _option(context, "env", {}, _is_env, "a mapping of variable names to values")
-        self.env: dict[str, str] = {str(k): str(v) for k, v in env.items()}
-        self._bwrap = shutil.which("bwrap") if self.sandbox == "bwrap" else None
-        if self.sandbox == "bwrap" and self._bwrap is None:
-            raise ConfigError(
-                f"robots.{context.address}.sandbox: bwrap (bubblewrap) is not installed; "
-                "install it (apt install bubblewrap) or use sandbox: none"
-            )
+        allow_root: bool = _option(
+            context, "allow_unsandboxed_root", False, lambda v: isinstance(v, bool), "true or false"
+        )
+        env = _option(
+            context, "env", {}, _is_env, "a list of variable names, or a mapping of names to values"
+        )
+        # A list (or a null value) passes the server's variable on; a value sets it.
+        if isinstance(env, list):
+            env = dict.fromkeys(env)
+        self.env_names: tuple[str, ...] = tuple(k for k, v in env.items() if v is None)
+        self.env: dict[str, str] = {str(k): str(v) for k, v in env.items() if v is not None}
+        self.sandbox = Sandbox.choose(
+            requested,
+            network=network,
+            allow_unsandboxed_root=allow_root,
+            key=f"{key}.sandbox",
+            switch=f"{key}.allow_unsandboxed_root: true",
+        )
         self._groups: set[int] = set()
 
-    def _argv_prefix(self) -> list[str]:
-        if self._bwrap is None:
-            return []
-        return bwrap_argv(self.workdir, network=self.network, env=self.env, bwrap=self._bwrap)
+    @property
+    def summary(self) -> str:
+        return f"{self.kind}, {self.sandbox.mode}"
 
     async def handle(self, message: EmailMessage) -> EmailMessage:
         command = command_of(message)
-        if not command:
-            return error_reply(
-                2,
-                "Nothing to run: put the command in the Subject "
-                "(the body, if any, becomes its stdin).\n",
-            )
+        refused = refusal(command)
+        if refused is not None:
+            log.warning("%s: not run: %r", self.context.address, command)
+            return refused
+        env = self.sandbox.environment(self.workdir, names=self.env_names, values=self.env)
+        argv_prefix, process_env = self.sandbox.launch(self.workdir, env)
+        log.info("%s runs %r (%s)", self.context.address, command, self.sandbox.mode)
         try:
-            await asyncio.to_thread(self.workdir.mkdir, parents=True, exist_ok=True)
+            await asyncio.to_thread(self.sandbox.prepare, self.workdir)
             result = await run_command(
                 command,
                 stdin_of(message),
                 cwd=self.workdir,
                 timeout=self.timeout,
-                env=child_environment(extra=self.env),
-                argv_prefix=self._argv_prefix(),
+                env=process_env,
+                argv_prefix=argv_prefix,
                 shell=self.shell,
                 head_lines=self.head_lines,
                 tail_lines=self.tail_lines,

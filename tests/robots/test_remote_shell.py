@@ -77,7 +77,7 @@ def start_stub(tmp_path: Path, token: str | None, *extra: str) -> Stub:
         _, err = process.communicate(timeout=10)  # closes the pipes
         pytest.fail(f"the stub did not start: {line!r} {err!r}")
     url = line.split()[4]
-    assert line.strip() == f"shell stub listening on {url} (workdir {workdir})"
+    assert line.strip().startswith(f"shell stub listening on {url} (workdir {workdir}, sandbox: ")
     return Stub(url=url, workdir=workdir, process=process)
 
 

@@ -1,4 +1,10 @@
-"""The shell robot: real /bin/sh processes in tmp_path, and the bubblewrap sandbox."""
+"""The shell robot: real /bin/sh processes in tmp_path, and the bubblewrap sandbox.
+
+The robot's default is ``sandbox: auto``, so most tests here run in bwrap
+where it is installed. Tests that look at the command's processes from
+outside (pids written by ``$$``) need the host's pid namespace and use
+``plain_robot``: no sandbox, root allowed.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +20,8 @@ from typing import Any
 
 import pytest
 from mailcoach_robots import RobotContext
-from mailcoach_robots.shell import ShellRobot, bwrap_argv, child_environment, stdin_of
+from mailcoach_robots.sandbox import SANDBOX_UID, allowed_environment, bwrap_argv
+from mailcoach_robots.shell import ShellRobot, command_of, stdin_of
 
 from mailcoach_server.errors import ConfigError
 from tests.robots import require_bwrap
@@ -24,6 +31,11 @@ __all__: list[str] = []
 
 def make_robot(tmp_path: Path, **options: Any) -> ShellRobot:
     return ShellRobot(RobotContext("shell@localdomain", tmp_path, options))
+
+
+def plain_robot(tmp_path: Path, **options: Any) -> ShellRobot:
+    """A robot without a sandbox (also when the tests run as root)."""
+    return make_robot(tmp_path, sandbox="none", allow_unsandboxed_root=True, **options)
 
 
 def request(subject: str, body: str | None = None) -> EmailMessage:
@@ -229,22 +241,18 @@ async def test_endless_line_is_cut(robot: ShellRobot) -> None:
 
 
 async def test_large_stdin_to_a_command_that_does_not_read_it(robot: ShellRobot) -> None:
-    started = time.monotonic()
     subject, body = await run(
         robot, "echo ignored", "x" * 70 + "\n" * 1 + ("y" * 79 + "\n") * 100000
     )
     assert (subject, body) == ("Exit Code: 0", "--- stdout ---\nignored\n")
-    assert time.monotonic() - started < 10
 
 
 # --- time limit and process groups ------------------------------------------
 
 
 async def test_timeout_kills_the_whole_group(tmp_path: Path) -> None:
-    robot = make_robot(tmp_path, timeout=1)
-    started = time.monotonic()
+    robot = plain_robot(tmp_path, timeout=1)
     subject, body = await run(robot, "echo $$ > pids; sleep 100 & echo $! >> pids; wait")
-    assert time.monotonic() - started < 10
     assert subject == "Exit Code: 124"
     assert "killed after 1.0 s (timeout)" in body
     pids = [int(p) for p in (tmp_path / "work" / "pids").read_text().split()]
@@ -262,10 +270,10 @@ async def test_timeout_kills_sleep_and_sleep(tmp_path: Path) -> None:
     assert await eventually(lambda: not processes_with(f"sleep\0{marker}"))
 
 
-async def test_background_job_does_not_hold_the_reply(tmp_path: Path, robot: ShellRobot) -> None:
-    started = time.monotonic()
-    subject, body = await run(robot, "sleep 30 & echo $! > bg; echo hi")
-    assert time.monotonic() - started < 5
+async def test_background_job_does_not_hold_the_reply(tmp_path: Path) -> None:
+    robot = plain_robot(tmp_path)
+    # run() gives up after 60 s: a job that held the reply would fail it.
+    subject, body = await run(robot, "sleep 100 & echo $! > bg; echo hi")
     assert (subject, body) == ("Exit Code: 0", "--- stdout ---\nhi\n")
     pid = int((tmp_path / "work" / "bg").read_text())
     assert await eventually(lambda: process_gone(pid)), "the background job outlived the command"
@@ -273,8 +281,8 @@ async def test_background_job_does_not_hold_the_reply(tmp_path: Path, robot: She
 
 async def test_escaped_session_still_cannot_hold_the_reply(tmp_path: Path) -> None:
     # setsid leaves the process group, so it is not killed; reading still stops.
-    robot = make_robot(tmp_path, timeout=2)
-    subject, body = await run(robot, "setsid sleep 30 & echo $! > escaped; echo hi")
+    robot = plain_robot(tmp_path, timeout=2)
+    subject, body = await run(robot, "setsid sleep 100 & echo $! > escaped; echo hi")
     pid = int((tmp_path / "work" / "escaped").read_text())
     try:
         assert subject == "Exit Code: 0"
@@ -292,7 +300,8 @@ async def test_aclose_kills_running_commands(robot: ShellRobot) -> None:
     assert reply["Subject"] == "Exit Code: 137"
 
 
-async def test_cancelled_run_kills_its_group(tmp_path: Path, robot: ShellRobot) -> None:
+async def test_cancelled_run_kills_its_group(tmp_path: Path) -> None:
+    robot = plain_robot(tmp_path)
     task = asyncio.create_task(robot.handle(request("echo $$ > pid; sleep 100")))
     pidfile = tmp_path / "work" / "pid"
     assert await eventually(lambda: pidfile.exists() and pidfile.read_text().strip() != "")
@@ -306,31 +315,38 @@ async def test_cancelled_run_kills_its_group(tmp_path: Path, robot: ShellRobot) 
 # --- environment ------------------------------------------------------------
 
 
-async def test_secrets_are_not_passed_on(
-    robot: ShellRobot, monkeypatch: pytest.MonkeyPatch
+async def test_environment_is_an_allow_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    secrets = {
+    kept = {"LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "TERM": "dumb", "TZ": "UTC",
+            "HOME": "/home/someone"}
+    dropped = {
         "OPENAI_API_KEY": "sk-test",
-        "GITHUB_TOKEN": "ghp",
-        "MY_SECRET": "s",
+        "GITHUB_PAT": "ghp",  # a secret no deny list would have caught
+        "MY_DB_PASS": "hunter2",
         "AWS_ACCESS_KEY_ID": "a",
         "MAILCOACH_STUB_TOKEN": "t",
+        "VISIBLE_SETTING": "yes",
     }
-    for name, value in secrets.items():
+    for name, value in {**kept, **dropped}.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setenv("VISIBLE_SETTING", "yes")
-    monkeypatch.setenv("HOME", "/home/someone")
-    subject, body = await run(robot, "env")
+    subject, body = await run(plain_robot(tmp_path), "env")
     assert subject == "Exit Code: 0"
-    names = {line.partition("=")[0] for line in body.splitlines()}
-    assert not names & set(secrets)
-    assert "VISIBLE_SETTING=yes" in body.splitlines()
-    assert "HOME=/home/someone" in body.splitlines()
+    lines = body.splitlines()
+    names = {line.partition("=")[0] for line in lines}
+    assert not names & set(dropped)
+    assert {f"{k}={v}" for k, v in kept.items()} <= set(lines)
+    assert f"PATH={os.environ['PATH']}" in lines
 
 
-def test_child_environment_filter() -> None:
-    base = {"PATH": "/bin", "X_API_KEY": "k", "aws_region": "r", "mailcoach_debug": "1"}
-    assert child_environment(base, {"EXTRA": "1"}) == {"PATH": "/bin", "EXTRA": "1"}
+def test_allowed_environment() -> None:
+    base = {"PATH": "/bin", "X_API_KEY": "k", "LC_TIME": "C", "DB_PASS": "p", "MINE": "m"}
+    assert allowed_environment(base, names=["MINE", "ABSENT"], values={"EXTRA": "1"}) == {
+        "PATH": "/bin",
+        "LC_TIME": "C",
+        "MINE": "m",
+        "EXTRA": "1",
+    }
 
 
 async def test_env_option(tmp_path: Path) -> None:
@@ -338,6 +354,20 @@ async def test_env_option(tmp_path: Path) -> None:
     assert await run(robot, 'echo "$GREETING $N"') == (
         "Exit Code: 0",
         "--- stdout ---\nhello there 3\n",
+    )
+
+
+@pytest.mark.parametrize("form", ["list", "null"])
+async def test_env_option_passes_named_variables_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, form: str
+) -> None:
+    monkeypatch.setenv("PROJECT_SETTING", "on")
+    monkeypatch.setenv("OTHER_SETTING", "off")
+    env: Any = ["PROJECT_SETTING"] if form == "list" else {"PROJECT_SETTING": None}
+    robot = make_robot(tmp_path, env=env)
+    assert await run(robot, 'echo "${PROJECT_SETTING-unset} ${OTHER_SETTING-unset}"') == (
+        "Exit Code: 0",
+        "--- stdout ---\non unset\n",
     )
 
 
@@ -350,7 +380,11 @@ async def test_env_option(tmp_path: Path) -> None:
         {"head_lines": -1},
         {"network": "yes"},
         {"env": ["A=1"]},
+        {"env": {"A": ["x"]}},
         {"workdir": ""},
+        {"workdir": "."},
+        {"workdir": ".."},
+        {"allow_unsandboxed_root": "yes"},
     ],
     ids=str,
 )
@@ -431,9 +465,7 @@ async def test_bwrap_timeout_kills_the_sandbox(tmp_path: Path) -> None:
     require_bwrap()
     robot = make_robot(tmp_path, sandbox="bwrap", timeout=1)
     marker = f"{os.getpid() % 1000}.{time.time_ns() % 10**6}"
-    started = time.monotonic()
     subject, body = await run(robot, f"sleep {marker} & sleep {marker}")
-    assert time.monotonic() - started < 10
     assert subject == "Exit Code: 124" and "killed after" in body
     assert await eventually(lambda: not processes_with(f"sleep\0{marker}"))
 
@@ -441,10 +473,8 @@ async def test_bwrap_timeout_kills_the_sandbox(tmp_path: Path) -> None:
 async def test_bwrap_background_job_dies_with_the_command(tmp_path: Path) -> None:
     require_bwrap()
     robot = make_robot(tmp_path, sandbox="bwrap")
-    marker = f"{os.getpid() % 1000}.{time.time_ns() % 10**6 + 1}"
-    started = time.monotonic()
+    marker = f"{100 + os.getpid() % 1000}.{time.time_ns() % 10**6 + 1}"  # > run()'s 60 s
     assert await run(robot, f"sleep {marker} & echo hi") == ("Exit Code: 0", "--- stdout ---\nhi\n")
-    assert time.monotonic() - started < 5
     assert await eventually(lambda: not processes_with(f"sleep\0{marker}"))
 
 
@@ -468,3 +498,88 @@ def test_bwrap_sandbox_without_bwrap_is_a_config_error(
     monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap here
     with pytest.raises(ConfigError, match="bubblewrap"):
         make_robot(tmp_path, sandbox="bwrap")
+
+
+def test_no_sandbox_as_root_needs_the_switch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap: auto falls back to none
+    if os.geteuid() == 0:
+        for options in ({}, {"sandbox": "none"}):
+            with pytest.raises(ConfigError, match=r"allow_unsandboxed_root: true") as info:
+                make_robot(tmp_path, **options)
+            assert "as root without a sandbox" in str(info.value)
+        robot = make_robot(tmp_path, allow_unsandboxed_root=True)
+    else:
+        robot = make_robot(tmp_path)
+    assert robot.summary.startswith("shell, sandbox: none (unsandboxed")
+    assert "bubblewrap is not installed" in robot.summary  # why auto found no sandbox
+    assert plain_robot(tmp_path).summary == "shell, sandbox: none (unsandboxed)"
+
+
+def test_summary_names_the_sandbox(tmp_path: Path) -> None:
+    require_bwrap()
+    assert make_robot(tmp_path).summary == "shell, sandbox: bwrap"
+    assert make_robot(tmp_path, network=True).summary == "shell, sandbox: bwrap, network"
+
+
+async def test_workdir_belongs_to_the_sandbox_user_as_root(tmp_path: Path) -> None:
+    require_bwrap()
+    robot = make_robot(tmp_path)
+    subject, body = await run(robot, "id -u; touch mine; cd / && ls $HOME")
+    assert (subject, body) == ("Exit Code: 0", f"--- stdout ---\n{SANDBOX_UID}\nmine\n")
+    owner = (tmp_path / "work" / "mine").stat().st_uid
+    # As root the command really is 65534 on the host; otherwise it is the caller.
+    assert owner == (SANDBOX_UID if os.geteuid() == 0 else os.geteuid())
+
+
+def test_bwrap_argv_for_root_drops_to_nobody_with_setpriv(tmp_path: Path) -> None:
+    argv = bwrap_argv(tmp_path / "w", env={"A": "1"}, setpriv="/usr/bin/setpriv")
+    assert "--unshare-all" not in argv and "--unshare-user" not in argv
+    assert {"--unshare-pid", "--unshare-net", "--unshare-ipc", "--clearenv"} <= set(argv)
+    tail = argv[argv.index("--") + 1 :]
+    assert tail == [
+        "/usr/bin/setpriv",
+        f"--reuid={SANDBOX_UID}",
+        f"--regid={SANDBOX_UID}",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+        "--no-new-privs",
+    ]
+    i = argv.index("A")
+    assert argv[i - 1 : i + 2] == ["--setenv", "A", "1"]
+    # Every parent of the work dir is made traversable for "nobody".
+    assert ["--perms", "0755", "--dir", str(tmp_path)] == argv[
+        argv.index(str(tmp_path)) - 3 : argv.index(str(tmp_path)) + 1
+    ]
+
+
+SUBJECTS_NOT_RUN = {
+    "encoded line feed": b"=?utf-8?q?echo_a=0Aecho_b?=",
+    "encoded carriage return": b"=?utf-8?q?echo_a=0Decho_b?=",
+    "base64 line feed": b"=?utf-8?b?" + __import__("base64").b64encode(b"true\nid") + b"?=",
+    "bidi override": "=?utf-8?q?echo_safe_=E2=80=AE;id?=".encode(),
+    "escape": b"=?utf-8?q?echo_=1B[2Ksafe?=",
+}
+
+
+@pytest.mark.parametrize("subject", SUBJECTS_NOT_RUN.values(), ids=SUBJECTS_NOT_RUN.keys())
+async def test_a_subject_that_would_hide_a_command_is_refused(
+    tmp_path: Path, subject: bytes
+) -> None:
+    raw = b"From: user@localdomain\r\nTo: shell@localdomain\r\nSubject: " + subject + b"\r\n\r\n"
+    message = BytesParser(policy=policy.default).parsebytes(raw)
+    assert isinstance(message, EmailMessage)
+    command = command_of(message)
+    robot = plain_robot(tmp_path)
+    reply = await robot.handle(message)
+    body = reply.get_content()
+    assert reply["Subject"] == "Exit Code: 2"
+    assert body.startswith("Not run: the Subject holds U+")
+    assert repr(command) in body  # shown exactly, escapes and all
+    assert not (tmp_path / "work").exists()  # nothing ran
+
+
+async def test_a_tab_in_the_subject_is_fine(robot: ShellRobot) -> None:
+    assert await run(robot, "printf '%s|%s\\n' a\tb") == ("Exit Code: 0", "--- stdout ---\na|b\n")
