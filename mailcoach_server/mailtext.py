@@ -3,17 +3,34 @@
 ``text_of(message)`` returns the plain-text body: the text/plain part when
 there is one, else HTML turned into text (stdlib ``html.parser``), and a
 line naming each attachment. Nothing here decides what a message means.
+
+MIME nesting is bounded twice: ``mime_depth`` measures it without parsing
+(the postmaster refuses absurd nesting, as Postfix's ``mime_nesting_limit``
+does), and what is parsed for a model or a robot keeps ``MAX_READ_DEPTH``
+levels; deeper parts become a note. The stdlib parser recurses once per
+level, so a message stored before these limits still parses (headers and a
+note) instead of raising ``RecursionError``.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from email import policy
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from html.parser import HTMLParser
 
-__all__ = ["html_to_text", "parse_message", "read_message", "text_of"]
+__all__ = [
+    "MAX_READ_DEPTH", "TOO_DEEP", "html_to_text", "mime_depth", "parse_message",
+    "read_message", "text_of",
+]
+
+log = logging.getLogger(__name__)
+
+#: Levels of MIME nesting a model or robot sees; deeper parts become ``TOO_DEEP``.
+MAX_READ_DEPTH = 50
+TOO_DEEP = "(nested too deep: the parts below this level are not shown)"
 
 _PARSER = BytesParser(policy=policy.default)
 # compat32 keeps header values as plain strings: reading a To header of a
@@ -22,14 +39,135 @@ _FAST_PARSER = BytesParser(policy=policy.compat32)
 
 
 def parse_message(raw: bytes) -> EmailMessage:
-    message = _PARSER.parsebytes(raw)
+    """The full ``EmailMessage`` API (robots), with nesting cut at ``MAX_READ_DEPTH``."""
+    message = _parse(_PARSER, raw)
     assert isinstance(message, EmailMessage)
     return message
 
 
 def read_message(raw: bytes) -> Message:
     """A message for reading only (headers as raw strings; see ``decoded_header``)."""
-    return _FAST_PARSER.parsebytes(raw)
+    return _parse(_FAST_PARSER, raw)
+
+
+def _parse(parser: BytesParser, raw: bytes) -> Message:
+    try:
+        message = parser.parsebytes(raw)
+    except RecursionError:
+        # Nested deeper than the interpreter's stack: keep the headers, say so.
+        log.warning("a message nested too deep to parse; reading its headers only")
+        head, sep, _ = raw.replace(b"\r\n", b"\n").partition(b"\n\n")
+        message = parser.parsebytes(head + b"\n\n" if sep else head, headersonly=True)
+        for name in ("Content-Type", "Content-Transfer-Encoding"):
+            del message[name]
+        message["Content-Type"] = "text/plain; charset=utf-8"
+        message.set_payload(TOO_DEEP + "\n")
+        return message
+    _cut_deep_parts(message, parser)
+    return message
+
+
+def _cut_deep_parts(message: Message, parser: BytesParser) -> None:
+    """Replace parts nested past ``MAX_READ_DEPTH`` by a note (iterative: no recursion)."""
+    stack: list[tuple[Message, int]] = [(message, 1)]
+    while stack:
+        part, depth = stack.pop()
+        payload = part.get_payload()
+        if not isinstance(payload, list):
+            continue
+        if depth >= MAX_READ_DEPTH:
+            note = parser.parsebytes(
+                b"Content-Type: text/plain; charset=utf-8\n\n" + TOO_DEEP.encode() + b"\n")
+            part.set_payload([note])
+            continue
+        stack.extend((child, depth + 1) for child in payload if isinstance(child, Message))
+
+
+# -- measuring nesting without parsing (the postmaster's check) ---------------
+
+_CONTENT_TYPE = re.compile(rb"^content-type:[ \t]*((?:[^\n]|\n[ \t])*)", re.I | re.M)
+_BOUNDARY = re.compile(rb'boundary\*?=[ \t]*(?:"([^"]*)"|([^;\s]+))', re.I)
+_DASH_LINE = re.compile(rb"^--[^\n]*", re.M)
+_NESTING = re.compile(rb"^content-type:[ \t]*(?:multipart|message)/", re.I | re.M)
+
+
+def _kind(header: bytes, digest: bool) -> tuple[str, bytes]:
+    """("multipart", boundary), ("message", b"") or ("leaf", b"") of one header block."""
+    match = _CONTENT_TYPE.search(header)
+    if match is None:
+        return ("message", b"") if digest else ("leaf", b"")
+    value = match.group(1).lower()
+    if value.startswith(b"multipart/"):
+        boundary = _BOUNDARY.search(match.group(1))
+        if boundary is None:
+            return "leaf", b""
+        return "multipart", (boundary.group(1) or boundary.group(2) or b"").strip()
+    if value.startswith(b"message/") and not value.startswith(b"message/delivery-status"):
+        return "message", b""
+    return "leaf", b""
+
+
+def mime_depth(header: bytes, body: bytes, limit: int) -> int:
+    """How deep the MIME entities of a message nest (1 = no parts); stops past ``limit``.
+
+    A line scan that follows what the stdlib parser does (any open
+    multipart's boundary ends the inner parts; ``message/*`` nests a whole
+    message; parts of a ``multipart/digest`` default to ``message/rfc822``),
+    so it is cheap for big attachments and never recurses.
+
+    Args:
+        header: the message's header block (LF line ends); body: the rest.
+    """
+    if not _NESTING.search(header) and not _NESTING.search(body):
+        return 1
+    deepest = 1
+    stack: list[tuple[bytes, int, bool]] = []  # (delimiter, level, is digest)
+    kind, boundary = _kind(header, False)
+    digest = b"multipart/digest" in header.lower() and kind == "multipart"
+    level, pos = 1, 0
+    while deepest <= limit:
+        if kind == "message":  # the body is a message: its header block starts here
+            level += 1
+            deepest = max(deepest, level)
+            end = body.find(b"\n\n", pos)
+            block = body[pos:] if end < 0 else body[pos:end + 1]
+            pos = len(body) if end < 0 else end + 2
+            kind, boundary = _kind(block, False)
+            digest = kind == "multipart" and b"multipart/digest" in block.lower()
+            continue
+        if kind == "multipart" and boundary:
+            stack.append((b"--" + boundary, level, digest))
+        found = None
+        for line in _DASH_LINE.finditer(body, pos):
+            text = line.group(0).rstrip(b" \t\r")
+            for index in range(len(stack) - 1, -1, -1):
+                delimiter = stack[index][0]
+                if text == delimiter or text == delimiter + b"--":
+                    found = (line, index, text != delimiter)
+                    break
+            if found:
+                break
+        if found is None:
+            break
+        line, index, closing = found
+        del stack[index + 1:]
+        pos = line.end() + 1
+        if closing:
+            stack.pop()
+            kind = "leaf"
+            continue
+        _, parent_level, in_digest = stack[-1]
+        level = parent_level + 1
+        deepest = max(deepest, level)
+        if body[pos:pos + 1] == b"\n":
+            block, pos = b"", pos + 1
+        else:
+            end = body.find(b"\n\n", pos)
+            block = body[pos:] if end < 0 else body[pos:end + 1]
+            pos = len(body) if end < 0 else end + 2
+        kind, boundary = _kind(block, in_digest)
+        digest = kind == "multipart" and b"multipart/digest" in block.lower()
+    return deepest
 
 
 def _decoded(part: Message) -> str:

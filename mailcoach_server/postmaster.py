@@ -19,14 +19,18 @@ from dataclasses import dataclass
 from email.header import decode_header, make_header
 from email.utils import format_datetime, formatdate, localtime
 
-from .addresses import normalize_address, parse_address_list
+from .addresses import address_problem, normalize_address, parse_address_list
 from .errors import SubmitError
+from .mailtext import mime_depth
 
 __all__ = [
-    "HeaderView",
-    "Submission", "check_sender", "decoded_header", "new_message_id", "prepare",
-    "split_header_block",
+    "MAX_MIME_DEPTH", "HeaderView",
+    "Submission", "check_sender", "checked_recipient", "decoded_header", "new_message_id",
+    "prepare", "split_header_block",
 ]
+
+#: MIME entities nested deeper than this are refused (Postfix's mime_nesting_limit).
+MAX_MIME_DEPTH = 100
 
 _HEADER_LINE = re.compile(rb"^[!-9;-~]+:")
 
@@ -119,6 +123,7 @@ def prepare(
     origin: str,
     received_from: str = "localhost",
     envelope_rcpts: list[str] | None = None,
+    max_mime_depth: int = MAX_MIME_DEPTH,
 ) -> Submission:
     """Check ``raw`` and stamp it.
 
@@ -143,10 +148,16 @@ def prepare(
     hops = sum(1 for line in fields if _field_name(line) == b"received")
     if hops >= max_hops:
         raise SubmitError(554, "5.4.6", f"too many hops ({hops} Received headers): a mail loop?")
+    if mime_depth(b"".join(fields), body, max_mime_depth) > max_mime_depth:
+        raise SubmitError(554, "5.6.0", "message content rejected: MIME nesting exceeds "
+                          f"the safety limit of {max_mime_depth} levels")
     message = HeaderView(fields)
 
     senders, bad = parse_address_list(message.get_all("From", []))
-    if bad or len(senders) != 1:
+    if bad:
+        raise SubmitError(553, "5.1.7", f"bad sender address {_shown(bad[0])}: "
+                          f"{address_problem(bad[0])}")
+    if len(senders) != 1:
         raise SubmitError(553, "5.1.7", "the From header must hold exactly one address")
     sender = senders[0]
     check_sender(sender, domain=domain)
@@ -157,13 +168,12 @@ def prepare(
     if envelope_rcpts is not None:
         rcpts = []
         for rcpt in envelope_rcpts:
-            address = normalize_address(rcpt)
-            if address is None:
-                raise SubmitError(553, "5.1.3", f"bad recipient address: {rcpt}")
-            rcpts.append(address)
+            rcpts.append(checked_recipient(rcpt))
     else:
         if bad_to or bad_cc or bad_bcc:
-            raise SubmitError(553, "5.1.3", f"bad address: {(bad_to + bad_cc + bad_bcc)[0]}")
+            first = (bad_to + bad_cc + bad_bcc)[0]
+            raise SubmitError(553, "5.1.3",
+                              f"bad address {_shown(first)}: {address_problem(first)}")
         rcpts = list(dict.fromkeys(to + cc + bcc))
     if not rcpts:
         raise SubmitError(554, "5.5.1", "no recipients")
@@ -208,6 +218,19 @@ def prepare(
     )
 
 
+def checked_recipient(raw: str) -> str:
+    """A recipient as given (SMTP RCPT TO, a command line): normalised, or refused.
+
+    Raises:
+        SubmitError: 553 5.1.3 (bad destination address syntax, RFC 3463), with why.
+    """
+    address = normalize_address(raw)
+    if address is None:
+        raise SubmitError(553, "5.1.3", f"bad recipient address {_shown(raw)}: "
+                          f"{address_problem(raw)}")
+    return address
+
+
 def check_sender(address: str, *, domain: str) -> None:
     """Who may send: an address of the local domain (the From header, and SMTP MAIL FROM).
 
@@ -226,6 +249,13 @@ def decoded_header(value: str) -> str:
         return " ".join(str(make_header(decode_header(value))).split())
     except (ValueError, LookupError):  # a broken encoded word: keep it as it came
         return value
+
+
+def _shown(raw: str, limit: int = 80) -> str:
+    """An untrusted address as it may appear in a reply: one ASCII line, not too long."""
+    text = raw.encode("ascii", "backslashreplace").decode("ascii")
+    text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+    return repr(text[:limit] + ("..." if len(text) > limit else ""))
 
 
 def _in_domain(address: str, domain: str) -> bool:

@@ -3,15 +3,20 @@
 Messages live in ``trace`` (byte offsets here); this index adds each
 party's memory order, pending deliveries (the "processed up to" state),
 party state (model, expectations), IMAP folders with UIDs and flags, and
-costs. WAL mode, one writer.
+costs. WAL mode, one writer. The file is created 0600 before SQLite opens
+it; SQLite gives its ``-wal`` and ``-shm`` files the database file's mode.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
-__all__ = ["SCHEMA_VERSION", "connect"]
+__all__ = ["INDEX_FILES", "SCHEMA_VERSION", "connect"]
+
+#: The index and the files SQLite keeps beside it (WAL mode).
+INDEX_FILES = ("index.sqlite", "index.sqlite-wal", "index.sqlite-shm")
 
 SCHEMA_VERSION = 1
 
@@ -72,6 +77,7 @@ CREATE TABLE IF NOT EXISTS folder_messages (
 
 
 def connect(path: Path) -> sqlite3.Connection:
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))  # private from the start
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     # FULL: the WAL is fsynced at each commit, so "accepted" survives power loss too.

@@ -18,6 +18,13 @@ bytes the index can always rebuild. A party file that comes back shorter
 than the index says (power loss) is rewritten at open; rewrites for
 X-Rollback go through a temp file, fsync and rename.
 
+A group that cannot be written (disk full, an I/O error) fails alone: its
+waiters and the plans queued behind it (made against its state) get a
+``StoreError``, the bytes it appended are cut back, the in-memory state of
+its parties is read again from the index, and the writer serves the next
+group. Party file paths come from ``files.party_path`` (an encoding of the
+address, checked); the directory is 0700 and its files 0600.
+
 Not here: deciding what a message means (postmaster/router) or IMAP.
 """
 
@@ -39,7 +46,8 @@ from typing import Any
 
 from ..errors import StoreError
 from . import mbox
-from .schema import connect
+from .files import open_append, open_new, party_path, private_dir, truncate_to
+from .schema import INDEX_FILES, connect
 
 __all__ = [
     "FILES", "Delivery", "MessageMeta", "Store", "StoredMessage", "WritePlan", "party_file_name",
@@ -54,7 +62,8 @@ FILES = ("trace", "imap", "copies")
 
 
 def party_file_name(address: str) -> str:
-    return f"{address}.mbox"
+    """``swe1@localdomain.mbox``; unusual addresses are percent-encoded (``a%2Fb@d.mbox``)."""
+    return party_path(Path("."), address).name
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +145,11 @@ class Store:
         self._queue: list[tuple[WritePlan, asyncio.Future[StoredMessage]]] = []
         self._writer: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Event | None = None
-        self._broken: BaseException | None = None
+        self._lost_ids = 0  # ids of plans whose write failed: never reused
+        # writer thread: party -> bytes of its file as last committed; parties whose
+        # file a failed group rewrote, to write again from the index
+        self._party_sizes: dict[str, int] = {}
+        self._dirty_parties: set[str] = set()
         self._closed = False
         self._files: dict[str, int] = {}  # file name -> size committed (trace and imap)
         self.parties: dict[str, _Party] = {}
@@ -157,7 +170,7 @@ class Store:
     @classmethod
     def open(cls, data_dir: Path) -> Store:
         try:
-            data_dir.mkdir(parents=True, exist_ok=True)
+            private_dir(data_dir, [*FILES, *INDEX_FILES, "lock"])
             probe = data_dir / ".write-test"
             probe.write_bytes(b"")
             probe.unlink()
@@ -178,7 +191,9 @@ class Store:
 
     def _recover(self) -> None:
         db = self._db
-        self._next_id = (db.execute("SELECT MAX(id) FROM messages").fetchone()[0] or 0) + 1
+        top, count = db.execute("SELECT MAX(id), COUNT(*) FROM messages").fetchone()
+        self._next_id = (top or 0) + 1
+        self._lost_ids = (top or 0) - count  # ids of groups that failed to write
         self._next_delivery = (db.execute("SELECT MAX(id) FROM deliveries").fetchone()[0] or 0) + 1
         for name in FILES:
             row = db.execute(
@@ -194,7 +209,12 @@ class Store:
                 "SELECT message FROM memory WHERE party=? ORDER BY pos", (address,)
             )]
             self.parties[address] = _Party(kind, json.loads(state), memory, size)
-            path = self.data_dir / party_file_name(address)
+            self._party_sizes[address] = size
+            try:
+                path = party_path(self.data_dir, address)
+            except StoreError as exc:  # indexed by an older version; its mail stays readable
+                log.error("%s", exc)
+                continue
             actual = path.stat().st_size if path.exists() else 0
             if actual > size:
                 self._cut_file(path, size)
@@ -253,10 +273,11 @@ class Store:
         Everything before the first ``await`` runs at once, so plans made
         one after the other on the event loop are written in that order.
         """
-        if self._broken is not None:
-            raise StoreError(f"the store stopped after a write error: {self._broken}")
         if self._closed:
             raise StoreError("the store is closed")
+        for plan in plans:  # before anything changes: a refused plan changes nothing
+            for address in (*plan.party_states, *plan.memory_appends, *plan.memory_rewrites):
+                party_path(self.data_dir, address)
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[StoredMessage]] = []
         for plan in plans:
@@ -301,14 +322,17 @@ class Store:
                 results = await asyncio.get_running_loop().run_in_executor(
                     self._executor, self._write_batch, plans
                 )
-            except Exception as exc:  # disk full, I/O error: fail every waiter, stop writing
-                log.exception("store write failed")
-                self._broken = exc
-                for _, future in batch + self._queue:
+            except Exception as exc:  # disk full, I/O error: this group fails, the writer goes on
+                # Plans queued meanwhile were made against the failed ones' state: they fail too.
+                failed, self._queue = batch + self._queue, []
+                log.error("store write failed (%s); %d message(s) not accepted", exc, len(failed))
+                if not isinstance(exc, OSError | sqlite3.Error):
+                    log.exception("store write failed")
+                self._forget([plan for plan, _ in failed])
+                for _, future in failed:
                     if not future.done():
                         future.set_exception(StoreError(f"cannot write the store: {exc}"))
-                self._queue = []
-                return
+                continue
             for plan in plans:
                 self._pending_meta.pop(plan.meta.id, None)
                 self._pending_raw.pop(plan.meta.id, None)
@@ -321,8 +345,55 @@ class Store:
                 except Exception:
                     log.exception("store listener failed")
 
+    def _forget(self, plans: Sequence[WritePlan]) -> None:
+        """Loop thread, after a failed group: drop its plans from the in-memory state."""
+        touched: set[str] = set()
+        for plan in plans:
+            self._pending_meta.pop(plan.meta.id, None)
+            self._pending_raw.pop(plan.meta.id, None)
+            touched.update(plan.party_states, plan.memory_appends, plan.memory_rewrites)
+        self._lost_ids += len(plans)
+        with self._read_lock:
+            for address in touched:
+                row = self._read.execute("SELECT kind, state, mbox_size FROM parties "
+                                         "WHERE address=?", (address,)).fetchone()
+                if row is None:
+                    self.parties.pop(address, None)
+                    continue
+                memory = [m for (m,) in self._read.execute(
+                    "SELECT message FROM memory WHERE party=? ORDER BY pos", (address,))]
+                self.parties[address] = _Party(row[0], json.loads(row[1]), memory, row[2])
+
     def _write_batch(self, plans: Sequence[WritePlan]) -> list[StoredMessage]:
-        """Writer thread: files first (fsync), then one SQLite transaction."""
+        """Writer thread: write a group; on any failure undo its appends and re-raise."""
+        appended: set[str] = set()
+        parties: set[str] = set()
+        try:
+            return self._write_group(plans, appended, parties)
+        except BaseException:
+            self._uidnext.clear()  # the transaction that advanced them was rolled back
+            for name in appended:
+                try:
+                    truncate_to(self.data_dir / name, self._files[name])
+                except OSError as exc:  # the next group finds the tail and cuts it first
+                    log.warning("cannot cut %s back yet: %s", name, exc.strerror)
+            for party in parties:
+                path = party_path(self.data_dir, party)
+                path.with_name(path.name + ".tmp").unlink(missing_ok=True)
+                if party in self._dirty_parties:
+                    continue
+                try:
+                    truncate_to(path, self._party_sizes.get(party, 0))
+                except FileNotFoundError:
+                    pass
+                except OSError:
+                    self._dirty_parties.add(party)
+            raise
+
+    def _write_group(self, plans: Sequence[WritePlan], appended: set[str],
+                     parties: set[str]) -> list[StoredMessage]:
+        """Files first (fsync), then one SQLite transaction; ``appended``/``parties`` say
+        what was touched, for ``_write_batch`` to undo."""
         results: list[StoredMessage] = []
         entries: dict[str, list[tuple[WritePlan, bytes, int]]] = {}
         framed: dict[int, bytes] = {}
@@ -331,9 +402,16 @@ class Store:
             entries.setdefault(plan.file, []).append((plan, entry, head))
             framed[plan.meta.id] = entry
         offsets: dict[int, tuple[int, int]] = {}
+        sizes: dict[str, int] = {}
         for name, items in entries.items():
             start = self._files[name]
-            with open(self.data_dir / name, "ab") as f:
+            appended.add(name)
+            with open_append(self.data_dir / name) as f:
+                if f.tell() != start:  # a failed group's tail that could not be cut then
+                    if f.tell() < start:
+                        raise StoreError(f"{name} is shorter than the index says")
+                    f.truncate(start)
+                    f.seek(0, os.SEEK_END)
                 position = start
                 for plan, entry, head in items:
                     offsets[plan.meta.id] = (position + head, len(entry) - head - 1)
@@ -343,13 +421,19 @@ class Store:
                 os.fsync(f.fileno())
             if start == 0:
                 _fsync_dir(self.data_dir)
-            self._files[name] = position
+            sizes[name] = position
 
         # Party files: rewrites (atomic replace) then appends, each file fsynced once.
         party_sizes: dict[str, int] = {}
         appends: dict[str, list[bytes]] = {}
+        for party in list(self._dirty_parties):  # rewritten by a failed group: from the index
+            parties.add(party)
+            party_sizes[party] = self._rewrite_party_file(party)
         for plan in plans:
+            parties.update(plan.memory_appends)
             for party in plan.memory_rewrites:
+                parties.add(party)
+                self._dirty_parties.add(party)  # until committed, it may not match the index
                 self._flush_appends(appends, party_sizes)
                 party_sizes[party] = self._rewrite_party_file(party, pending=plan)
             for party in plan.memory_appends:
@@ -406,8 +490,12 @@ class Store:
                 db.execute("UPDATE parties SET mbox_size=? WHERE address=?", (size, party))
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
+                db.execute("ROLLBACK")
             raise
+        self._files.update(sizes)
+        self._party_sizes.update(party_sizes)
+        self._dirty_parties.clear()
         return results
 
     def _file_in_folder(self, folder: str, message: int, flags: str) -> int:
@@ -449,10 +537,14 @@ class Store:
 
     def _flush_appends(self, appends: dict[str, list[bytes]], sizes: dict[str, int]) -> None:
         for party, chunks in appends.items():
-            path = self.data_dir / party_file_name(party)
+            path = party_path(self.data_dir, party)
             new = party not in self._party_files and not path.exists()
             self._party_files.add(party)
-            with open(path, "ab") as f:
+            with open_append(path) as f:
+                expected = sizes.get(party, self._party_sizes.get(party, 0))
+                if f.tell() > expected:  # a failed group's tail that could not be cut then
+                    f.truncate(expected)
+                    f.seek(0, os.SEEK_END)
                 f.write(b"".join(chunks))
                 sizes[party] = f.tell()
             if new:
@@ -467,9 +559,9 @@ class Store:
             memory = [m for (m,) in self._db.execute(
                 "SELECT message FROM memory WHERE party=? ORDER BY pos", (party,)
             )]
-        path = self.data_dir / party_file_name(party)
+        path = party_path(self.data_dir, party)
         tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
+        with open_new(tmp) as f:
             for number in memory:
                 # A message of this same group is not indexed yet: read() finds it
                 # among the planned ones (popped only after the commit).
@@ -482,6 +574,61 @@ class Store:
         os.replace(tmp, path)
         _fsync_dir(self.data_dir)
         return size
+
+    # -- IMAP flags: one delta, applied in the writer ---------------------------
+
+    async def change_flags(
+        self, folder: str, uids: Sequence[int], mode: str, flags: Sequence[str],
+    ) -> tuple[dict[int, tuple[str, ...]], dict[int, tuple[str, ...]]]:
+        """``mode`` ("add", "remove" or "replace") ``flags`` on ``uids`` of ``folder``.
+
+        The stored flags are read and written in one transaction of the writer
+        thread, so two sessions' changes to one message compose (one adds
+        \\Answered, the other removes \\Seen: both happen). Flags compare
+        case-insensitively; UIDs no longer in the folder are left out.
+
+        Returns:
+            (flags, changed): every found UID's flags after the change, and the
+            subset that actually changed.
+        """
+        if mode not in ("add", "remove", "replace"):
+            raise ValueError(f"unknown flag change {mode!r}")
+        wanted = list(dict.fromkeys(flags))
+        lowered = {f.lower() for f in wanted}
+
+        def apply(base: tuple[str, ...]) -> tuple[str, ...]:
+            if mode == "replace":
+                return tuple(wanted)
+            if mode == "remove":
+                return tuple(f for f in base if f.lower() not in lowered)
+            have = {f.lower() for f in base}
+            return base + tuple(f for f in wanted if f.lower() not in have)
+
+        def run() -> tuple[dict[int, tuple[str, ...]], dict[int, tuple[str, ...]]]:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = db.execute(
+                    "SELECT uid, flags FROM folder_messages WHERE folder = ? "
+                    "AND uid IN (SELECT value FROM json_each(?))",
+                    (folder, json.dumps(list(uids)))).fetchall()
+                after: dict[int, tuple[str, ...]] = {}
+                changed: dict[int, tuple[str, ...]] = {}
+                for uid, text in rows:
+                    base = tuple(text.split())
+                    new = after[uid] = apply(base)
+                    if new != base:
+                        changed[uid] = new
+                db.executemany(
+                    "UPDATE folder_messages SET flags = ? WHERE folder = ? AND uid = ?",
+                    [(" ".join(new), folder, uid) for uid, new in changed.items()])
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return after, changed
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, run)
 
     # -- reading (event loop thread) --------------------------------------------
 
@@ -562,7 +709,7 @@ class Store:
         return float(row[0])
 
     def message_count(self) -> int:
-        return self._next_id - 1
+        return self._next_id - 1 - self._lost_ids
 
     def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Read-only SQL for the IMAP view and tests."""
@@ -619,7 +766,7 @@ def _new_uidvalidity() -> int:
 
 def _lock_data_dir(data_dir: Path) -> int:
     """One process per data directory: a second would "recover" the first's writes."""
-    fd = os.open(data_dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(data_dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
