@@ -249,6 +249,7 @@ class Sandbox:
         if requested in ("auto", "bwrap"):
             bwrap = shutil.which("bwrap")
             setpriv = _setpriv() if root else None
+            problem: str | None
             if bwrap is None:
                 problem = "bubblewrap is not installed (apt install bubblewrap)"
             elif root and setpriv is None:

@@ -296,8 +296,7 @@ def command_problem(command: str) -> str | None:
     """
     if not command:
         return (
-            "Nothing to run: put the command in the Subject "
-            "(the body, if any, becomes its stdin)."
+            "Nothing to run: put the command in the Subject (the body, if any, becomes its stdin)."
         )
     for char in command:
         if char == "\t":

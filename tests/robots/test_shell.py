@@ -559,7 +559,7 @@ SUBJECTS_NOT_RUN = {
     "encoded line feed": b"=?utf-8?q?echo_a=0Aecho_b?=",
     "encoded carriage return": b"=?utf-8?q?echo_a=0Decho_b?=",
     "base64 line feed": b"=?utf-8?b?" + __import__("base64").b64encode(b"true\nid") + b"?=",
-    "bidi override": "=?utf-8?q?echo_safe_=E2=80=AE;id?=".encode(),
+    "bidi override": b"=?utf-8?q?echo_safe_=E2=80=AE;id?=",
     "escape": b"=?utf-8?q?echo_=1B[2Ksafe?=",
 }
 
