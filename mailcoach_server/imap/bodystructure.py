@@ -3,14 +3,13 @@
 Pure functions of a :class:`~mailcoach_server.imap.mime.MimePart`.
 Header values go out raw (unfolded, encoded words left for the client to
 decode), as the RFC asks. Addresses are split with the stdlib's
-``email.utils.getaddresses``; group syntax is flattened into its members
-(no ``(NIL NIL "group" NIL)`` markers), which every client accepts.
+``email.utils.getaddresses``, inside the group markers RFC 3501 asks for
+(``(NIL NIL "group" NIL)`` ... ``(NIL NIL NIL NIL)``; see :mod:`.addresslist`).
 """
 
 from __future__ import annotations
 
-from email.utils import getaddresses
-
+from .addresslist import Group, GroupEnd, parse_address_items
 from .mime import MimePart, parse_params
 from .wire import format_list, format_string
 
@@ -30,21 +29,22 @@ def _addresses(part: MimePart, name: str) -> list[bytes]:
     value = part.header(name)
     if value is None:
         return []
-    text = value.decode("ascii", "surrogateescape")
     out = []
-    for display, address in getaddresses([text]):
-        if not address and not display:
-            continue
-        mailbox, at, host = address.rpartition("@")
-        if not at:
-            mailbox, host = address, ""
-        out.append(format_list([
-            _nstring(display.encode("ascii", "surrogateescape") or None),
-            b"NIL",
-            format_string(mailbox.encode("ascii", "surrogateescape")),
-            format_string(host.encode("ascii", "surrogateescape")),
-        ]))
+    for item in parse_address_items(value.decode("ascii", "surrogateescape")):
+        if isinstance(item, Group):  # RFC 3501 §7.4.2: group syntax as NIL-host markers
+            out.append(b"(NIL NIL " + format_string(_raw(item.name)) + b" NIL)")
+        elif isinstance(item, GroupEnd):
+            out.append(b"(NIL NIL NIL NIL)")
+        else:
+            out.append(format_list([
+                _nstring(_raw(item.name) if item.name else None), b"NIL",
+                format_string(_raw(item.mailbox)), format_string(_raw(item.host)),
+            ]))
     return out
+
+
+def _raw(text: str) -> bytes:
+    return text.encode("ascii", "surrogateescape")
 
 
 def envelope(part: MimePart) -> bytes:

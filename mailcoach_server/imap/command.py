@@ -216,15 +216,22 @@ class AuthenticateCommand(Command):
 
 @dataclass(frozen=True, slots=True)
 class MailboxCommand(Command):
-    """SELECT EXAMINE CREATE DELETE SUBSCRIBE UNSUBSCRIBE: one decoded mailbox name."""
+    """SELECT EXAMINE CREATE DELETE SUBSCRIBE UNSUBSCRIBE: one decoded mailbox name.
+
+    ``undecodable``: the name is not valid modified UTF-7 and is kept as sent; it
+    names no mailbox (SELECT: NO), and CREATE refuses it.
+    """
 
     mailbox: str
+    undecodable: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class RenameCommand(Command):
     mailbox: str
     new_name: str
+    #: ``new_name`` is not valid modified UTF-7 (kept as sent; RENAME refuses it)
+    undecodable: bool = False
 
 
 @dataclass(frozen=True, slots=True)

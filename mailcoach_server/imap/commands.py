@@ -31,12 +31,13 @@ from .command import (
     RenameCommand,
     StatusCommand,
 )
-from .connection import IdleDone, SaslResponse
+from .connection import IdleDone, SaslResponse, State
 from .folders import Folder
 from .listing import list_folders
 from .message_commands import MESSAGE_COMMANDS
 from .responses import (
     AuthenticationFailed,
+    Cannot,
     Capability,
     Continuation,
     Enabled,
@@ -98,7 +99,8 @@ async def dispatch(session: Session, event: Command | SaslResponse | IdleDone) -
     if tagged is None:  # IDLE: the tagged response comes with DONE
         return
     uid = getattr(event, "uid", False)
-    session.poll(expunge=uid or name not in _NO_EXPUNGE)
+    if session.conn.state is not State.LOGOUT:  # after BYE only the tagged OK (RFC 3501 §7.1.5)
+        session.poll(expunge=uid or name not in _NO_EXPUNGE)
     session.send(session.conn.send(tagged))
 
 
@@ -192,7 +194,8 @@ async def do_select(session: Session, command: MailboxCommand) -> Tagged:
     mailbox = SelectedMailbox(catalogue, folder, rows, read_only=read_only)
     session.select(mailbox)
     uidnext = max(folder.uidnext, mailbox.last_uid + 1)
-    out = [bytes(mailbox.flags_response()), bytes(Exists(mailbox.exists)), bytes(Recent(0))]
+    out = [bytes(mailbox.flags_response()), bytes(Exists(mailbox.exists)),
+           bytes(Recent(len(mailbox.recent)))]
     unseen = mailbox.first_unseen()
     if unseen is not None:
         out.append(bytes(Untagged.ok(f"message {unseen} is first unseen",
@@ -208,6 +211,8 @@ async def do_select(session: Session, command: MailboxCommand) -> Tagged:
 
 
 async def do_create(session: Session, command: MailboxCommand) -> Tagged:
+    if command.undecodable:
+        raise Cannot("the mailbox name is not valid modified UTF-7 (RFC 3501 §5.1.3)")
     await session.backend.catalogue.create(command.mailbox)
     return Tagged.ok(command.tag, "CREATE completed")
 
@@ -219,6 +224,8 @@ async def do_delete(session: Session, command: MailboxCommand) -> Tagged:
 
 
 async def do_rename(session: Session, command: RenameCommand) -> Tagged:
+    if command.undecodable:
+        raise Cannot("the new name is not valid modified UTF-7 (RFC 3501 §5.1.3)")
     gone = await session.backend.catalogue.rename(command.mailbox, command.new_name)
     session.backend.hub.gone(gone)
     return Tagged.ok(command.tag, "RENAME completed")
@@ -247,7 +254,8 @@ async def do_status(session: Session, command: StatusCommand) -> Tagged:
         rows = session.backend.store.query(
             "SELECT COALESCE(MAX(uid), 0) FROM folder_messages WHERE folder = ?", (folder.name,))
         uidnext = max(uidnext, rows[0][0] + 1)
-    values = {"MESSAGES": messages, "RECENT": 0, "UIDNEXT": uidnext,
+    values = {"MESSAGES": messages, "RECENT": catalogue.unclaimed_recent(folder),
+              "UIDNEXT": uidnext,
               "UIDVALIDITY": folder.uidvalidity, "UNSEEN": unseen}
     session.send(bytes(Status(folder.name, tuple((i, values[i]) for i in command.items))))
     return Tagged.ok(command.tag, "STATUS completed")

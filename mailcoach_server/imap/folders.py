@@ -9,6 +9,18 @@ leaves a memory (X-Rollback) is simply gone (expunged). Their UIDVALIDITY
 and UIDNEXT high-water mark live in a ``folders`` row created the first time
 the folder is opened, so they survive restarts.
 
+Folder names are limited as Dovecot limits them, so that no tree a client
+can build makes LIST (or CREATE itself) slow: at most
+:data:`MAX_FOLDER_DEPTH` levels, :data:`MAX_FOLDER_NAME` bytes (UTF-8) in
+all, and :data:`MAX_FOLDERS` folders of the user's own; past them CREATE and
+RENAME answer ``NO [LIMIT]``.
+
+\\Recent (RFC 3501 §2.3.2) is the catalogue's too: per folder, the highest
+UID some session has already been told about. A session that selects the
+folder read-write (or hears of new mail) claims what is above it; the
+mark lives as long as the server process (at start, what is there is not
+recent).
+
 Not here: LIST (``listing``), change notices (``hub``), sequence numbers and
 what a session was told (``selected``), IMAP command semantics (``commands``).
 """
@@ -18,11 +30,22 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from ..store.store import Store
-from .responses import Cannot, MailboxExists, MailboxNotFound, NoPermission
+from .responses import Cannot, LimitExceeded, MailboxExists, MailboxNotFound, NoPermission
 
-__all__ = ["AGENTS", "DELIMITER", "PROTECTED", "Catalogue", "Folder", "Row", "flags_text"]
+__all__ = [
+    "AGENTS", "DELIMITER", "MAX_FOLDERS", "MAX_FOLDER_DEPTH", "MAX_FOLDER_NAME", "PROTECTED",
+    "Catalogue", "Folder", "Row", "flags_text",
+]
+
+#: Levels of a folder name (``a/b/c`` has 3); Dovecot's default is 16 as well.
+MAX_FOLDER_DEPTH: Final = 16
+#: Bytes of a whole folder name, UTF-8 (Dovecot: 255 per level; ours is for the whole path).
+MAX_FOLDER_NAME: Final = 255
+#: Folders of the user's own (Agents/ views are not counted).
+MAX_FOLDERS: Final = 2000
 
 AGENTS = "Agents"
 DELIMITER = "/"
@@ -90,6 +113,11 @@ class Catalogue:
         #: uidvalidity of folders deleted or renamed away in this process, so a new
         #: folder of the same name never reuses it (it is seconds since the epoch)
         self._retired: dict[str, int] = {}
+        #: (folder, uidvalidity) -> highest UID a session has been told is new;
+        #: what is in a folder when the server starts is not recent
+        self._recent_mark: dict[tuple[str, int], int] = {
+            (name, validity): uidnext - 1 for name, validity, uidnext in store.query(
+                "SELECT name, uidvalidity, uidnext FROM folders")}
 
     # -- lookup ------------------------------------------------------------------------
 
@@ -161,6 +189,28 @@ class Catalogue:
             "FROM folder_messages WHERE folder = ?", (folder.name,))[0]
         return count, 0 if folder.read_only else unseen
 
+    def claim_recent(self, folder: Folder, uids: Sequence[int], *, claim: bool) -> set[int]:
+        """Which of ``uids`` (ascending) no session has been told about yet; with ``claim``,
+        this session is now the one (they are recent for it alone)."""
+        if folder.read_only or not uids:  # Trace and memories are archives: nothing is new
+            return set()
+        key = (folder.name, folder.uidvalidity)
+        mark = self._recent_mark.get(key, 0)
+        fresh = {uid for uid in uids if uid > mark}
+        if claim and uids[-1] > mark:
+            self._recent_mark[key] = uids[-1]
+        return fresh
+
+    def unclaimed_recent(self, folder: Folder) -> int:
+        """STATUS RECENT: messages no session has been told about yet."""
+        if folder.read_only:
+            return 0
+        mark = self._recent_mark.get((folder.name, folder.uidvalidity), 0)
+        (count,) = self.store.query(
+            "SELECT COUNT(*) FROM folder_messages WHERE folder = ? AND uid > ?",
+            (folder.name, mark))[0]
+        return int(count)
+
     def current_flags(self, folder: Folder, uids: Sequence[int]) -> dict[int, tuple[str, ...]]:
         """The stored flags of those of ``uids`` still in the folder."""
         rows = self.store.query(
@@ -221,7 +271,11 @@ class Catalogue:
     def _check_new_name(self, name: str) -> None:
         parts = name.split(DELIMITER)
         if not name or any(not p for p in parts) or any(c in name for c in "*%\r\n\0"):
-            raise Cannot(f"invalid mailbox name {name!r}")
+            raise Cannot(f"invalid mailbox name {name[:80]!r}")
+        if len(parts) > MAX_FOLDER_DEPTH:
+            raise LimitExceeded(f"a folder name has at most {MAX_FOLDER_DEPTH} levels")
+        if len(name.encode("utf-8", "surrogatepass")) > MAX_FOLDER_NAME:
+            raise LimitExceeded(f"a folder name has at most {MAX_FOLDER_NAME} bytes")
         if parts[0] == AGENTS:
             raise NoPermission(f"{AGENTS}/ shows the parties' memories; it takes no folders")
         if self._row(name) is not None:
@@ -232,10 +286,16 @@ class Catalogue:
         name = _inbox_folded(name.rstrip(DELIMITER))
         self._check_new_name(name)
         parts = name.split(DELIMITER)
-        for depth in range(1, len(parts) + 1):
-            path = DELIMITER.join(parts[:depth])
-            if path != "INBOX" and self._row(path) is None:
-                await self._make(path)
+        missing = [path for path in (DELIMITER.join(parts[:depth])
+                                     for depth in range(1, len(parts) + 1))
+                   if path != "INBOX" and self._row(path) is None]
+        (count,) = self.store.query(
+            "SELECT COUNT(*) FROM folders WHERE name != ? AND substr(name, 1, ?) != ?",
+            (AGENTS, len(AGENTS) + 1, AGENTS + DELIMITER))[0]
+        if count + len(missing) > MAX_FOLDERS:
+            raise LimitExceeded(f"at most {MAX_FOLDERS} folders")
+        for path in missing:
+            await self._make(path)
 
     async def _make(self, name: str) -> None:
         self.store.ensure_folder(name)

@@ -32,14 +32,69 @@ class _Entry:
     special: str = ""
 
 
-def _pattern(text: str) -> re.Pattern[str]:
+class _Pattern:
+    """A LIST pattern (RFC 3501 §6.3.8): ``*`` matches anything, ``%`` anything but ``/``.
+
+    Matching is linear in the name whatever the pattern: a pattern with one
+    wildcard is a regular expression (no backtracking to speak of), others run
+    as a bit-parallel automaton (shift-and), so ``*a*a*a*b`` cannot make
+    LIST crawl the way backtracking would.
+    """
+
+    def __init__(self, text: str, *, ignore_case: bool = False) -> None:
+        self._fold = ignore_case
+        text = text.lower() if ignore_case else text
+        tokens: list[str] = []
+        for ch in text:  # runs of wildcards are one ("*%" is "*", "%%" is "%")
+            if ch in "*%" and tokens and tokens[-1] in "*%":
+                tokens[-1] = "*" if "*" in (ch, tokens[-1]) else "%"
+            else:
+                tokens.append(ch)
+        self._regex: re.Pattern[str] | None = None
+        if sum(t in "*%" for t in tokens) <= 1:
+            self._regex = re.compile("".join(
+                ".*" if t == "*" else "[^/]*" if t == "%" else re.escape(t) for t in tokens),
+                re.DOTALL)
+        self._size = len(tokens)
+        self._literal: dict[str, int] = {}
+        self._star = self._percent = 0
+        for i, t in enumerate(tokens):
+            if t == "*":
+                self._star |= 1 << i
+            elif t == "%":
+                self._percent |= 1 << i
+            else:
+                self._literal[t] = self._literal.get(t, 0) | 1 << i
+
+    def fullmatch(self, name: str) -> bool:
+        if self._fold:
+            name = name.lower()
+        if self._regex is not None:
+            return self._regex.fullmatch(name) is not None
+        wild = self._star | self._percent
+        states = 1 | (1 & wild) << 1  # bit i: the first i tokens matched
+        literal, star = self._literal, self._star
+        for ch in name:
+            stay = star if ch == DELIMITER else wild
+            states = ((states & literal.get(ch, 0)) << 1) | (states & stay)
+            if not states:
+                return False
+            states |= (states & wild) << 1  # a wildcard may also match nothing
+        return bool(states >> self._size & 1)
+
+
+def _superiors(name: str) -> list[str]:
+    """``a/b/c`` → ``["a", "a/b"]``: one slice per level, no joins (linear in the name)."""
     out = []
-    for ch in text:
-        out.append(".*" if ch == "*" else "[^/]*" if ch == "%" else re.escape(ch))
-    return re.compile("".join(out), re.DOTALL)
+    at = name.find(DELIMITER)
+    while at >= 0:
+        out.append(name[:at])
+        at = name.find(DELIMITER, at + 1)
+    return out
 
 
 def _entries(store: Store) -> dict[str, _Entry]:
+    """Every listable name; linear in the number of folders times their depth."""
     entries: dict[str, _Entry] = {}
     virtual_subscribed = {}
     for name, special, subscribed in store.query(
@@ -49,9 +104,7 @@ def _entries(store: Store) -> dict[str, _Entry]:
             continue
         entries[name] = _Entry(name, [], bool(subscribed), special)
     for name in list(entries):  # superiors that are only implied
-        parts = name.split(DELIMITER)
-        for depth in range(1, len(parts)):
-            path = DELIMITER.join(parts[:depth])
+        for path in _superiors(name):
             if path not in entries:
                 entries[path] = _Entry(path, ["\\Noselect"], False)
     parties = sorted(p for p in store.parties if DELIMITER not in p)
@@ -60,10 +113,20 @@ def _entries(store: Store) -> dict[str, _Entry]:
     for party in parties:
         name = f"{AGENTS}{DELIMITER}{party}"
         entries[name] = _Entry(name, [], virtual_subscribed.get(name, True))
+    parents = {name.rpartition(DELIMITER)[0] for name in entries}
     for name, entry in entries.items():
-        has = any(other.startswith(name + DELIMITER) for other in entries)
-        entry.attributes.append("\\HasChildren" if has else "\\HasNoChildren")
+        entry.attributes.append("\\HasChildren" if name in parents else "\\HasNoChildren")
     return entries
+
+
+def _lsub_parents(entries: dict[str, _Entry], matchers: Sequence[_Pattern]) -> set[str]:
+    """RFC 3501 §6.3.9: an unsubscribed name stands (\\Noselect) for a subscribed
+    descendant the pattern does not reach (``%`` and ``foo/bar`` give ``foo``)."""
+    out: set[str] = set()
+    for name, entry in entries.items():
+        if entry.subscribed and not any(m.fullmatch(name) for m in matchers):
+            out.update(p for p in _superiors(name) if not entries[p].subscribed)
+    return out
 
 
 def list_folders(store: Store, reference: str, patterns: Sequence[str], *, lsub: bool = False,
@@ -76,9 +139,10 @@ def list_folders(store: Store, reference: str, patterns: Sequence[str], *, lsub:
     only_subscribed = lsub or "SUBSCRIBED" in selection
     only_special = "SPECIAL-USE" in selection
     show_subscribed = not lsub and ("SUBSCRIBED" in selection or "SUBSCRIBED" in return_options)
-    matchers = [_pattern(reference + p) for p in patterns]
-    inbox_matchers = [re.compile(m.pattern, re.DOTALL | re.IGNORECASE) for m in matchers]
+    matchers = [_Pattern(reference + p) for p in patterns]
+    inbox_matchers = [_Pattern(reference + p, ignore_case=True) for p in patterns]
     entries = _entries(store)
+    stand_ins = _lsub_parents(entries, matchers) if lsub else set()
     items = []
     for name in sorted(entries, key=lambda n: (n != "INBOX", n)):
         entry = entries[name]
@@ -86,12 +150,21 @@ def list_folders(store: Store, reference: str, patterns: Sequence[str], *, lsub:
         inbox = name == "INBOX" or name.startswith("INBOX" + DELIMITER)
         if not any(m.fullmatch(name) for m in (inbox_matchers if inbox else matchers)):
             continue
+        if lsub:  # RFC 3501 LSUB: \\Noselect at most, no child attributes (as Dovecot)
+            if entry.subscribed:
+                attributes = [a for a in entry.attributes if a == "\\Noselect"]
+            elif name in stand_ins:
+                attributes = ["\\Noselect"]
+            else:
+                continue
+            items.append(ListItem(name, DELIMITER, tuple(attributes), command))
+            continue
         if (only_subscribed and not entry.subscribed) or (only_special and not entry.special):
             continue
         attributes = list(entry.attributes)
         if show_subscribed and entry.subscribed:
             attributes.append("\\Subscribed")
-        if entry.special and not lsub:
+        if entry.special:
             attributes.append(entry.special)
         items.append(ListItem(name, DELIMITER, tuple(attributes), command))
     return items

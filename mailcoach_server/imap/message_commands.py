@@ -15,6 +15,7 @@ filed it) answers with the existing UID instead of storing a second copy.
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import time
 from collections.abc import Iterable, Sequence
@@ -106,41 +107,25 @@ def _clean(flags: Iterable[str]) -> tuple[str, ...]:
     return tuple(out.values())
 
 
-def _changed(base: tuple[str, ...], mode: StoreMode, wanted: tuple[str, ...]) -> tuple[str, ...]:
-    if mode is StoreMode.REPLACE:
-        return wanted
-    lowered = {f.lower() for f in wanted}
-    if mode is StoreMode.ADD:
-        have = {f.lower() for f in base}
-        return base + tuple(f for f in wanted if f.lower() not in have)
-    return tuple(f for f in base if f.lower() not in lowered)
+_STORE_MODES = {StoreMode.ADD: "add", StoreMode.REMOVE: "remove", StoreMode.REPLACE: "replace"}
 
 
 async def _store_flags(session: Session, mailbox: SelectedMailbox, rows: Sequence[Row],
-                       change: Any) -> dict[int, tuple[str, ...]]:
-    """Apply ``change(flags) -> flags`` to ``rows`` in the index; returns every row's flags.
+                       mode: StoreMode, flags: tuple[str, ...]) -> dict[int, tuple[str, ...]]:
+    """Apply a flag delta to ``rows``; returns every row's stored flags afterwards.
 
-    Reads the stored flags under the folder's lock, so two sessions adding
-    different flags to one message both win. Tells the other sessions.
+    The delta is one store operation (read and write in one writer
+    transaction), so concurrent STOREs from several sessions compose.
+    Tells the other sessions what changed.
     """
     backend = session.backend
-    async with backend.lock(mailbox.name):
-        current = backend.catalogue.current_flags(mailbox.folder, [r.uid for r in rows])
-        result: dict[int, tuple[str, ...]] = {}
-        writes: dict[int, tuple[str, ...]] = {}
-        for row in rows:
-            base = current.get(row.uid)
-            if base is None:  # expunged by another session: the client keeps its last flags
-                result[row.uid] = row.flags
-                continue
-            new = change(base)
-            result[row.uid] = new
-            if new != base:
-                writes[row.uid] = new
-        await backend.catalogue.write_flags(mailbox.folder, writes)
+    after, changed = await backend.store.change_flags(
+        mailbox.name, [row.uid for row in rows], _STORE_MODES[mode], flags)
+    # Expunged by another session meanwhile: the client keeps its last flags.
+    result = {row.uid: after.get(row.uid, row.flags) for row in rows}
     if mailbox.set_flags(result):
         session.send(bytes(mailbox.flags_response()), bytes(mailbox.permanent_flags()))
-    backend.hub.flags_changed(mailbox.name, writes, origin=mailbox)
+    backend.hub.flags_changed(mailbox.name, changed, origin=mailbox)
     return result
 
 
@@ -155,8 +140,7 @@ async def do_fetch(session: Session, command: FetchCommand) -> Tagged:
     if sets_seen(attributes) and not mailbox.read_only:
         unseen = [row for _, row in targets if "\\Seen" not in row.flags]
         if unseen:
-            await _store_flags(session, mailbox, unseen,
-                               lambda flags: _changed(flags, StoreMode.ADD, ("\\Seen",)))
+            await _store_flags(session, mailbox, unseen, StoreMode.ADD, ("\\Seen",))
             marked = {row.uid for row in unseen}
     with_flags = attributes
     if marked and not any(a.name == "FLAGS" for a in attributes):
@@ -170,7 +154,7 @@ async def do_fetch(session: Session, command: FetchCommand) -> Tagged:
         for (seq, row), view in zip(batch, views, strict=True):
             items = fetch_items(
                 view, with_flags if row.uid in marked else attributes, uid=row.uid,
-                flags=row.flags, internaldate=_internaldate(row))
+                flags=mailbox.flags_of(row), internaldate=_internaldate(row))
             out.append(b"* %d FETCH (%s)\r\n" % (seq, b" ".join(n + b" " + v for n, v in items)))
         session.send(b"".join(out))
         await session.out.drain()
@@ -187,11 +171,12 @@ async def do_store(session: Session, command: StoreCommand) -> Tagged:
     targets = _targets(mailbox, command.sequence_set, command.uid)
     wanted = _clean(command.flags)
     result = await _store_flags(session, mailbox, [row for _, row in targets],
-                                lambda flags: _changed(flags, command.mode, wanted))
+                                command.mode, wanted)
     if not command.silent:
         out = []
         for seq, row in targets:
-            items = b"FLAGS " + flag_items(result[row.uid])
+            shown = (*result[row.uid], "\\Recent") if row.uid in mailbox.recent else result[row.uid]
+            items = b"FLAGS " + flag_items(shown)
             if command.uid:
                 items = b"UID %d " % row.uid + items
             out.append(b"* %d FETCH (%s)\r\n" % (seq, items))
@@ -226,12 +211,16 @@ async def do_search(session: Session, command: SearchCommand) -> Tagged:
     views = (session.backend.cache.views([row for _, row in rows]) if content
              else [_EMPTY] * len(rows))
     top_uid = mailbox.uids[-1] if mailbox.uids else 0
-    hits = [
-        (seq, row) for (seq, row), view in zip(rows, views, strict=True)
-        if matches(command.key, SearchMessage(
-            view.raw, seq=seq, uid=row.uid, flags=row.flags,
-            internaldate=_internaldate(row)), max_seq=mailbox.exists, max_uid=top_uid)
-    ]
+    hits = []
+    for start in range(0, len(rows), _BATCH):
+        for (seq, row), view in zip(rows[start : start + _BATCH],
+                                    views[start : start + _BATCH], strict=True):
+            if matches(command.key, SearchMessage(
+                    view.raw, seq=seq, uid=row.uid, flags=mailbox.flags_of(row),
+                    internaldate=_internaldate(row)), max_seq=mailbox.exists, max_uid=top_uid):
+                hits.append((seq, row))
+        if content:
+            await asyncio.sleep(0)  # a long search lets the other clients in between batches
     numbers = tuple(row.uid if command.uid else seq for seq, row in hits)
     session.send(bytes(Search(numbers)))
     return Tagged.ok(command.tag, "SEARCH completed")
@@ -297,8 +286,6 @@ async def do_copy(session: Session, command: CopyCommand) -> Tagged:
     if move and mailbox.read_only:
         raise ReadOnly("the mailbox is read-only: messages can be copied, not moved")
     dest = await _destination(session, command.mailbox)
-    if move and dest.name == mailbox.name:
-        raise Cannot("the messages are in that mailbox already")
     targets = [row for _, row in _targets(mailbox, command.sequence_set, command.uid)]
     if not targets:
         return Tagged.ok(command.tag, f"{command.name} completed: nothing to do")

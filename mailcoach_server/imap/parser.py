@@ -179,13 +179,24 @@ def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
-def _mailbox_name(raw: bytes, *, pattern: bool = False) -> str:
+def _decoded_name(raw: bytes, *, pattern: bool = False) -> tuple[str, bool]:
+    """``(name, decodable)``: a name that is not modified UTF-7 (``&'+,-``) is kept as
+    sent, since it is still a legal astring: it names no mailbox, so the command
+    gets NO, not BAD (as in Dovecot)."""
     try:
-        name = decode_mailbox_name(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise Fault("invalid mailbox name") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Fault("invalid mailbox name: not UTF-8") from None
+    try:
+        name, decodable = decode_mailbox_name(text), True
+    except ValueError:
+        name, decodable = text, False
     # RFC 3501 §5.1: INBOX is case-insensitive (patterns keep their case).
-    return "INBOX" if not pattern and name.upper() == "INBOX" else name
+    return ("INBOX" if not pattern and name.upper() == "INBOX" else name), decodable
+
+
+def _mailbox_name(raw: bytes, *, pattern: bool = False) -> str:
+    return _decoded_name(raw, pattern=pattern)[0]
 
 
 def _mailbox(cur: Cursor) -> str:
@@ -230,14 +241,16 @@ def _authenticate(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
 
 def _one_mailbox(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
     cur.sp()
-    return MailboxCommand(tag, name, _mailbox(cur))
+    mailbox, decodable = _decoded_name(cur.astring())
+    return MailboxCommand(tag, name, mailbox, not decodable)
 
 
 def _rename(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
     cur.sp()
     old = _mailbox(cur)
     cur.sp()
-    return RenameCommand(tag, name, old, _mailbox(cur))
+    new, decodable = _decoded_name(cur.astring())
+    return RenameCommand(tag, name, old, new, not decodable)
 
 
 def _list(cur: Cursor, tag: str, name: str, uid: bool) -> Command:

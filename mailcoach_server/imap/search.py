@@ -28,6 +28,7 @@ from email.policy import compat32
 from email.utils import parsedate_to_datetime
 from functools import cached_property
 
+from .addresslist import Mailbox, parse_address_items
 from .command import SearchKey
 from .mime import normalize_crlf, split_fields
 from .sequence import SequenceSet
@@ -106,6 +107,17 @@ class SearchMessage:
         key = name.lower()
         return [v for n, v in self.headers if n == key]
 
+    def addresses(self, name: str) -> list[str]:
+        """``mailbox@host`` and display names of an address header, comments left out."""
+        out = []
+        for value in self.header_values(name):
+            for item in parse_address_items(value):
+                if isinstance(item, Mailbox):
+                    out.append(item.address)
+                    if item.name:
+                        out.append(item.name)
+        return out
+
     @cached_property
     def body_text(self) -> str:
         """The decoded text parts (or the raw body when the message has none)."""
@@ -173,7 +185,11 @@ def matches(key: SearchKey, message: SearchMessage, *, max_seq: int, max_uid: in
         return day == arg if name.endswith("ON") else day >= arg
     if name in _ADDRESS_KEYS:
         assert isinstance(arg, str)
-        return any(_contains(v, arg) for v in message.header_values(_ADDRESS_KEYS[name]))
+        field = _ADDRESS_KEYS[name]
+        if any(_contains(v, arg) for v in message.header_values(field)):
+            return True
+        # The addresses as they are meant: <a (comment)@ (comment) b> is a@b.
+        return field != "subject" and any(_contains(v, arg) for v in message.addresses(field))
     if name == "HEADER":
         assert isinstance(arg, tuple)
         field, needle = arg

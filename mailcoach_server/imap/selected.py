@@ -22,7 +22,7 @@ import bisect
 from collections.abc import Iterable, Sequence
 
 from .folders import Catalogue, Folder, Row
-from .responses import Exists, Expunge, FetchResponse, Flags, ResponseCode, Untagged
+from .responses import Exists, Expunge, FetchResponse, Flags, Recent, ResponseCode, Untagged
 from .sequence import SequenceSet
 from .wire import format_list
 
@@ -48,6 +48,9 @@ class SelectedMailbox:
         self.rows = {row.uid: row for row in rows}
         self.last_uid = self.uids[-1] if self.uids else 0
         self.keywords = self._keywords(rows)
+        #: UIDs this session is the first to see (RFC 3501 §2.3.2 \Recent); an EXAMINE
+        #: sees them too but leaves them recent for the next SELECT
+        self.recent = catalogue.claim_recent(folder, self.uids, claim=not read_only)
         #: set when there is news to report; IDLE waits on it
         self.changed = asyncio.Event()
         self._appended = False
@@ -68,6 +71,10 @@ class SelectedMailbox:
         return self.folder.name
 
     # -- what SELECT says --------------------------------------------------------------
+
+    def flags_of(self, row: Row) -> tuple[str, ...]:
+        """What FETCH FLAGS says: the stored flags, and \\Recent for this session."""
+        return (*row.flags, "\\Recent") if row.uid in self.recent else row.flags
 
     def flags_response(self) -> Flags:
         return Flags((*SYSTEM_FLAGS, *sorted(self.keywords)))
@@ -105,10 +112,16 @@ class SelectedMailbox:
 
     # -- changes made by this session ------------------------------------------------------
 
-    def set_flags(self, changes: dict[int, tuple[str, ...]]) -> bool:
-        """Record flags this session stored; True when a new keyword appeared."""
+    def set_flags(self, changes: dict[int, tuple[str, ...]], *, own: bool = False) -> bool:
+        """Record flags; True when a new keyword appeared (say FLAGS before any FETCH).
+
+        ``own``: this session just stored them, so they are newer than any notice
+        still pending for those UIDs (the store's writer applies changes in order).
+        """
         new_keyword = False
         for uid, flags in changes.items():
+            if own:
+                self._flags.pop(uid, None)
             row = self.rows.get(uid)
             if row is not None:
                 row.flags = flags
@@ -130,6 +143,7 @@ class SelectedMailbox:
         self.uids = [uid for uid in self.uids if uid not in gone]
         for uid in gone:
             del self.rows[uid]
+        self.recent -= gone
         return [bytes(Expunge(seq)) for seq in reversed(seqs)]
 
     # -- news from the hub (Watcher) ----------------------------------------------------
@@ -176,8 +190,9 @@ class SelectedMailbox:
             self._flags.clear()
             if self.set_flags(changes):
                 out.append(bytes(self.flags_response()))
-            for uid, flags in sorted(changes.items()):
-                items = ((b"UID", b"%d" % uid), (b"FLAGS", flag_items(flags)))
+            for uid in sorted(changes):
+                shown = flag_items(self.flags_of(self.rows[uid]))
+                items = ((b"UID", b"%d" % uid), (b"FLAGS", shown))
                 out.append(bytes(FetchResponse(self.seq_of(uid), items)))
         if self._rescan or (self._expunged and not expunge):
             self.changed.set()  # still owed once expunges may be said
@@ -191,10 +206,12 @@ class SelectedMailbox:
             self.uids.append(row.uid)
             self.rows[row.uid] = row
         self.last_uid = rows[-1].uid
+        self.recent |= self.catalogue.claim_recent(
+            self.folder, [row.uid for row in rows], claim=not self.read_only)
         out = []
         if self._new_keywords(rows):
             out.append(bytes(self.flags_response()))
-        out.append(bytes(Exists(self.exists)))
+        out += [bytes(Exists(self.exists)), bytes(Recent(len(self.recent)))]
         return out
 
     def _new_keywords(self, rows: Iterable[Row]) -> bool:

@@ -195,7 +195,19 @@ def test_envelope_eight_bit_and_reply_to() -> None:
     assert envelope == (
         b'(NIL NIL (({6}\r\n\xc3\x89mile NIL "e" "x.org"))'
         b' (({6}\r\n\xc3\x89mile NIL "e" "x.org")) ((NIL NIL "list" "x.org"))'
-        b' NIL NIL NIL "<p@x>" NIL)'
+        b' NIL ((NIL NIL "undisclosed-recipients" NIL) (NIL NIL NIL NIL)) NIL "<p@x>" NIL)'
+    )
+
+
+def test_envelope_keeps_groups_and_drops_comments() -> None:
+    # RFC 3501 §7.4.2: a group is opened by (NIL NIL "name" NIL), closed by (NIL NIL NIL NIL).
+    raw = (b"From: <a (comment)@ (comment) b>\r\n"
+           b'To: Team: x@y, "C D" <c@d>;, e@f\r\n\r\nhi\r\n')
+    envelope = fetch(raw, b"ENVELOPE")[b"ENVELOPE"]
+    assert envelope == (
+        b'(NIL NIL ((NIL NIL "a" "b")) ((NIL NIL "a" "b")) ((NIL NIL "a" "b"))'
+        b' ((NIL NIL "Team" NIL) (NIL NIL "x" "y") ("C D" NIL "c" "d") (NIL NIL NIL NIL)'
+        b' (NIL NIL "e" "f")) NIL NIL NIL NIL)'
     )
 
 

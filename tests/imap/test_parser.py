@@ -258,7 +258,7 @@ def test_search_charset_and_uid() -> None:
         (b"a SEARCH " + b"(" * 100 + b"ALL" + b")" * 100 + b"\r\n", "nested"),
         (b"a SEARCH " + b"NOT " * 100 + b"ALL\r\n", "nested"),
         (b"a STATUS INBOX (BOGUS)\r\n", "STATUS item"),
-        (b"a SELECT &Jjo\r\n", "mailbox name"),
+        (b"a SELECT caf\xe9\r\n", "not UTF-8"),
         (b'a LOGIN "unterminated\r\n', "quoted"),
         (b"a STORE 1 FLAGS (\\Seen\r\n", "expected )"),
         (b"a STORE 1 XFLAGS (\\Seen)\r\n", "FLAGS"),
@@ -367,3 +367,14 @@ def test_sasl_response() -> None:
     assert parse_sasl_response(b"\r\n") == (b"", 2)
     assert isinstance(parse_sasl_response(b"AGpv"), Incomplete)
     assert isinstance(parse_sasl_response(b"not base64!\r\n"), BadCommand)
+
+
+@pytest.mark.parametrize("line, name", [
+    (b"a SELECT &Jjo\r\n", "&Jjo"),
+    (b"a CREATE \"!#$&'+,-.0123456789:;<=>?@^_`|[}\"\r\n", "!#$&'+,-.0123456789:;<=>?@^_`|[}"),
+], ids=["unterminated shift", "every atom char"])
+def test_a_name_that_is_not_modified_utf7_is_kept_as_sent(line, name):
+    command, _ = parse_command(line, max_literal=1000)
+    assert (command.mailbox, command.undecodable) == (name, True)
+    valid, _ = parse_command(b"a SELECT R&-D\r\n", max_literal=1000)
+    assert (valid.mailbox, valid.undecodable) == ("R&D", False)

@@ -103,3 +103,13 @@ def test_utc_vs_local_date() -> None:
     moment = datetime(1994, 2, 6, 7, 30, tzinfo=UTC)  # the same instant as ARRIVED
     msg = SearchMessage(MULTIPART, seq=1, uid=1, flags=(), internaldate=moment)
     assert search(b"ON 6-Feb-1994", msg) and not search(b"ON 5-Feb-1994", msg)
+
+
+@pytest.mark.parametrize(("criteria", "expected"), [
+    (b"FROM a@b", True), (b"FROM comment", True), (b"FROM x@y", False),
+    (b"TO c@d", True), (b"TO Team", True), (b"TO e@f", True), (b"TO a@b", False),
+], ids=lambda v: v.decode() if isinstance(v, bytes) else str(v))
+def test_address_keys_see_through_comments_and_groups(criteria: bytes, expected: bool) -> None:
+    raw = (b"From: <a (comment)@ (comment) b>\r\n"
+           b'To: Team: "C D" <c (x) @ d>;, e@f\r\n\r\nhi\r\n')
+    assert search(criteria, message(raw)) is expected

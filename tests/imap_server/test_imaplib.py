@@ -157,8 +157,9 @@ def test_select_examine_status_report_what_mbsync_needs(threaded):
     assert code(client, "UNSEEN") == b"2"
     assert b"\\*" in code(client, "PERMANENTFLAGS")
     assert code(client, "READ-WRITE") == b""  # the tagged OK carried [READ-WRITE]
-    assert client.untagged_responses.get("RECENT") == [b"0"]
+    assert client.untagged_responses.get("RECENT") == [b"3"]  # this session is the first
     typ, data = client.select("INBOX", readonly=True)
+    assert client.untagged_responses.get("RECENT") == [b"0"]  # ... and the only one
     assert typ == "OK" and code(client, "READ-ONLY") == b""
     status = ok(client.status("INBOX", "(MESSAGES RECENT UIDNEXT UIDVALIDITY UNSEEN)"))
     assert status == [f'"INBOX" (MESSAGES 3 RECENT 0 UIDNEXT 4 UIDVALIDITY {validity} '
@@ -186,7 +187,7 @@ def test_append_with_flags_and_date_and_fetch_every_item(threaded):
     ok(client.select("INBOX"))
     assert b"$Important" in client.untagged_responses["FLAGS"][0]
     got = fetch_map(ok(client.fetch("1", "(UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE)")))[1]
-    assert got.startswith(b"1 (UID 1 FLAGS (\\Flagged $Important) INTERNALDATE ")
+    assert got.startswith(b"1 (UID 1 FLAGS (\\Flagged $Important \\Recent) INTERNALDATE ")
     assert time.mktime(imaplib.Internaldate2tuple(got)) == 1707135255  # 13:14:15 +0100
     assert b"RFC822.SIZE %d" % len(SAMPLE) in got
     assert (b'ENVELOPE ("Mon, 01 Jan 2024 10:00:00 +0000" "=?utf-8?q?caf=C3=A9?= report" '
@@ -225,9 +226,9 @@ def test_body_fetch_sets_seen_but_peek_does_not(threaded):
     ok(client.append("INBOX", None, None, message("one")))
     ok(client.select("INBOX"))
     ok(client.fetch("1", "(BODY.PEEK[])"))
-    assert fetch_map(ok(client.fetch("1", "(FLAGS)")))[1] == b"1 (FLAGS ())"
+    assert fetch_map(ok(client.fetch("1", "(FLAGS)")))[1] == b"1 (FLAGS (\\Recent))"
     got = ok(client.uid("FETCH", "1", "(BODY[HEADER])"))
-    assert got[-1] == b" FLAGS (\\Seen))"  # the flag change comes with the data
+    assert got[-1] == b" FLAGS (\\Seen \\Recent))"  # the flag change comes with the data
     assert got[0][0].startswith(b"1 (UID 1 BODY[HEADER] {")
     other = threaded.imap()
     ok(other.select("INBOX", readonly=True))
@@ -243,16 +244,18 @@ def test_store_modes_silent_and_keywords(threaded):
     for n in range(3):
         ok(client.append("INBOX", None, None, message(f"s{n}")))
     ok(client.select("INBOX"))
+    # \Recent is this session's (it selected first): shown, never stored or removed
     assert ok(client.store("1:2", "+FLAGS", r"(\Seen \Flagged)")) == [
-        b"1 (FLAGS (\\Seen \\Flagged))", b"2 (FLAGS (\\Seen \\Flagged))"]
-    assert ok(client.store("2", "-FLAGS", r"(\FLAGGED)")) == [b"2 (FLAGS (\\Seen))"]
-    assert ok(client.store("3", "FLAGS", r"(\Answered \Recent)")) == [b"3 (FLAGS (\\Answered))"]
+        b"1 (FLAGS (\\Seen \\Flagged \\Recent))", b"2 (FLAGS (\\Seen \\Flagged \\Recent))"]
+    assert ok(client.store("2", "-FLAGS", r"(\FLAGGED)")) == [b"2 (FLAGS (\\Seen \\Recent))"]
+    assert ok(client.store("3", "FLAGS", r"(\Answered \Recent)")) == [
+        b"3 (FLAGS (\\Answered \\Recent))"]
     assert ok(client.store("1:*", "+FLAGS.SILENT", r"(\Draft)")) == [None]
-    assert ok(client.uid("STORE", "3", "FLAGS", "(Old)")) == [b"3 (UID 3 FLAGS (Old))"]
+    assert ok(client.uid("STORE", "3", "FLAGS", "(Old)")) == [b"3 (UID 3 FLAGS (Old \\Recent))"]
     assert b"Old" in client.untagged_responses.pop("FLAGS")[-1]  # a new keyword is announced
     assert fetch_map(ok(client.fetch("1:3", "(FLAGS)"))) == {
-        1: b"1 (FLAGS (\\Seen \\Flagged \\Draft))", 2: b"2 (FLAGS (\\Seen \\Draft))",
-        3: b"3 (FLAGS (Old))"}
+        1: b"1 (FLAGS (\\Seen \\Flagged \\Draft \\Recent))",
+        2: b"2 (FLAGS (\\Seen \\Draft \\Recent))", 3: b"3 (FLAGS (Old \\Recent))"}
     with pytest.raises(imaplib.IMAP4.error, match="BAD"):
         client.store("9", "+FLAGS", r"(\Seen)")
     with pytest.raises(imaplib.IMAP4.error, match="BAD"):
@@ -295,7 +298,9 @@ def test_search_keys_and_charsets(threaded):
     assert search("UID", "1,3") == b"1 3"
     assert search("(SEEN SUBJECT report)") == b"1"
     assert search("UNSEEN", uid=True) == b"2 3"
-    assert search("NEW") == b""
+    assert search("NEW") == b"2 3"  # recent (this session selected first) and unseen
+    assert search("RECENT") == b"1 2 3"
+    assert search("OLD") == b""
     # CHARSET with a literal, as clients send non-ASCII
     client.literal = "café".encode()
     typ, data = client.search("UTF-8", "BODY")
@@ -319,8 +324,6 @@ def test_copy_move_expunge_close_and_uidplus(threaded):
     typ, data = client.copy("1", "Nowhere")
     assert typ == "NO" and b"[TRYCREATE]" in data[0]
     typ, data = client.copy("1", "Trace")
-    assert typ == "NO" and b"[CANNOT]" in data[0]
-    typ, data = client.uid("MOVE", "4", "INBOX")
     assert typ == "NO" and b"[CANNOT]" in data[0]
     ok(client.uid("MOVE", "4", "Archive"))
     assert client.untagged_responses.pop("EXPUNGE") == [b"4"]

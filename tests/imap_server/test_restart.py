@@ -28,7 +28,9 @@ def picture(client: imaplib.IMAP4) -> dict:
         validity = client.untagged_responses["UIDVALIDITY"][-1]
         uidnext = client.untagged_responses["UIDNEXT"][-1]
         typ, data = client.fetch("1:*", "(UID FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
-        rows = [(item[0].split(b" BODY")[0], item[1]) for item in data if isinstance(item, tuple)]
+        # \Recent is a session's, not the folder's: a restart starts it afresh
+        rows = [(item[0].split(b" BODY")[0].replace(b" \\Recent", b""), item[1])
+                for item in data if isinstance(item, tuple)]
         out[folder] = (validity, uidnext, rows)
     return out
 
