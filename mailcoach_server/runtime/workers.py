@@ -7,17 +7,25 @@ answered or still pending, never both.
 
 Model and robot mistakes become mail (an error reply); a bug in here is
 logged with a traceback and also answered, so no delivery loops forever.
+No single message stops a worker: a message that cannot be read or parsed,
+or any exception while acting on it, gets an error reply and the worker
+goes on. A reply the store cannot take now (disk full) is kept and
+submitted again with backoff, never re-made (a shell command is not run
+twice, a model not paid twice). A reply the postmaster refuses still
+reaches a human, with a note saying why.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
+from collections.abc import Awaitable, Callable
 from email.message import EmailMessage, Message
 from typing import TYPE_CHECKING
 
 from ..errors import ModelError, StoreError, SubmitError
-from ..mailtext import parse_message, read_message
+from ..mailtext import parse_message, read_message, text_of
 from ..postmaster import decoded_header
 from ..store.store import Delivery, MessageMeta
 from .context import (
@@ -32,9 +40,12 @@ from .context import (
 if TYPE_CHECKING:
     from .engine import Engine
 
-__all__ = ["AgentWorker", "RobotWorker", "Worker"]
+__all__ = ["AgentWorker", "RobotWorker", "Worker", "refused_reply"]
 
 log = logging.getLogger("mailcoach.worker")
+
+#: Seconds between tries of a write the store refused (disk full), doubling to the cap.
+_RETRY_FIRST, _RETRY_MAX = 0.05, 30.0
 
 
 class Worker:
@@ -80,12 +91,7 @@ class Worker:
                 self.busy = True
                 continue
             for delivery in deliveries:
-                try:
-                    await self._handle(delivery)
-                except StoreError:
-                    log.exception("%s: the store failed; this worker stops", self.address)
-                    self.busy = False
-                    return
+                await self._handle(delivery)
 
     def cancel_current(self) -> bool:
         """Cancel the message being acted on (Ctrl+C in the console); True if there was one."""
@@ -96,8 +102,22 @@ class Worker:
         return True
 
     async def _handle(self, delivery: Delivery) -> None:
-        raw, meta = self.store.read(delivery.message)
-        message = self.parse(raw)
+        try:
+            raw, meta = self.store.read(delivery.message)
+        except (StoreError, OSError) as exc:  # indexed but unreadable: nothing to answer
+            log.error("%s: cannot read message %d (%s); delivery %d dropped", self.address,
+                      delivery.message, exc, delivery.id)
+            await self._mark_done(delivery)
+            return
+        try:
+            message = self.parse(raw)
+        except Exception as exc:  # what the parser cannot read is answered, not retried
+            log.exception("%s cannot parse message %d", self.address, delivery.message)
+            message = read_message(raw.partition(b"\n\n")[0] + b"\n\n")
+            await self._error_reply(delivery, meta, message,
+                                    problem=f"the message cannot be read: {exc}",
+                                    hint="send it again as plain text")
+            return
         self._acting = asyncio.create_task(self.act(delivery, meta, message))
         try:
             await self._acting
@@ -106,19 +126,53 @@ class Worker:
                 self._acting.cancel()
                 raise
             self._user_cancelled = False
-            await self.engine.error_reply(
-                author=self.address, meta=meta, message=message, completes=delivery.id,
-                problem="cancelled by the user", hint="send the message again to retry",
-            )
-        except StoreError:
-            raise
+            await self._error_reply(delivery, meta, message, problem="cancelled by the user",
+                                    hint="send the message again to retry")
         except Exception as exc:  # a bug: say so in the log and to the user, go on
             log.exception("%s failed on message %d", self.address, delivery.message)
-            await self.engine.error_reply(
-                author=self.address, meta=meta, message=message, completes=delivery.id,
-                problem=f"internal error: {type(exc).__name__}: {exc}",
+            await self._error_reply(
+                delivery, meta, message, problem=f"internal error: {type(exc).__name__}: {exc}",
                 hint="this is a bug in mailcoach; the server log has the details",
             )
+
+    async def _error_reply(self, delivery: Delivery, meta: MessageMeta, message: Message, *,
+                           problem: str, hint: str, cost: float = 0.0) -> None:
+        """Answer with an error; if even that is refused, mark the delivery done and go on."""
+        async def send() -> None:
+            await self.engine.error_reply(author=self.address, meta=meta, message=message,
+                                          completes=delivery.id, cost=cost, problem=problem,
+                                          hint=hint)
+        try:
+            await self._until_stored(send)
+        except Exception:
+            log.exception("%s: the error reply to message %d failed; delivery %d dropped",
+                          self.address, delivery.message, delivery.id)
+            await self._mark_done(delivery)
+
+    async def _mark_done(self, delivery: Delivery) -> None:
+        async def mark() -> None:
+            await self.store.execute("UPDATE deliveries SET done=1 WHERE id=?", (delivery.id,))
+        await self._until_stored(mark)
+
+    async def _until_stored(self, write: Callable[[], Awaitable[None]]) -> None:
+        """Run ``write`` until the store takes it (disk full passes); other errors raise."""
+        delay = _RETRY_FIRST
+        while True:
+            try:
+                await write()
+                return
+            except (StoreError, OSError) as exc:
+                if self.store.closed:
+                    raise
+                log.warning("%s: the store refused a write (%s); again in %.2f s",
+                            self.address, exc, delay)
+            except sqlite3.Error as exc:
+                if self.store.closed:
+                    raise
+                log.warning("%s: the index refused a write (%s); again in %.2f s",
+                            self.address, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _RETRY_MAX)
 
     def parse(self, raw: bytes) -> Message:
         return read_message(raw)
@@ -128,15 +182,27 @@ class Worker:
 
     async def submit_reply(self, reply: EmailMessage, *, delivery: Delivery, meta: MessageMeta,
                            message: Message, origin: str, cost: float = 0.0) -> None:
+        raw = reply.as_bytes()  # made once: a retry sends these same bytes
+
+        async def send(data: bytes) -> None:
+            await self.engine.submit(data, origin=origin, completes=delivery.id, cost=cost)
         try:
-            await self.engine.submit(reply.as_bytes(), origin=origin, completes=delivery.id,
-                                     cost=cost)
+            await self._until_stored(lambda: send(raw))
         except SubmitError as exc:
-            await self.engine.error_reply(
-                author=self.address, meta=meta, message=message, completes=delivery.id,
-                cost=cost, problem=f"its reply was refused: {exc.smtp_reply()}",
-                hint="mail can only go to addresses in the local domain",
-            )
+            # The reply is not lost: a human gets it as written, with why it was refused.
+            to = (meta.sender if self.engine.router.kind_of(meta.sender) == "user"
+                  else self.engine.config.user)
+            log.warning("%s: reply refused (%s); it goes to %s", self.address,
+                        exc.smtp_reply(), to)
+            redirected = refused_reply(reply, to=to, problem=exc.smtp_reply())
+            try:
+                await self._until_stored(lambda: send(redirected.as_bytes()))
+            except SubmitError:
+                await self._error_reply(
+                    delivery, meta, message, cost=cost,
+                    problem=f"its reply was refused: {exc.smtp_reply()}",
+                    hint="mail can only go to addresses in the local domain",
+                )
 
 
 class AgentWorker(Worker):
@@ -169,7 +235,8 @@ class AgentWorker(Worker):
             return
         reply = message_from_model(completion.text, agent=self.address,
                                    default_to=meta.sender, default_subject=meta.subject)
-        reply_headers(reply, author=self.address, incoming=message, default_to=meta.sender)
+        reply_headers(reply, author=self.address, incoming=message, default_to=meta.sender,
+                      answers=engine.reply_answers(reply, meta))
         reply["M-Model"] = completion.model
         reply["M-Tokens-Input"] = str(completion.tokens_input)
         reply["M-Tokens-Output"] = str(completion.tokens_output)
@@ -200,13 +267,32 @@ class RobotWorker(Worker):
         robot = self.engine.robots[self.address]
         reply = await robot.handle(message)
         if reply is None:
-            await self.store.execute("UPDATE deliveries SET done=1 WHERE id=?", (delivery.id,))
+            await self._mark_done(delivery)
             return
         if reply["Subject"] is None:
             reply["Subject"] = re_subject(meta.subject)
         reply_headers(reply, author=self.address, incoming=message, default_to=meta.sender)
         await self.submit_reply(reply, delivery=delivery, meta=meta, message=message,
                                 origin="robot")
+
+
+def refused_reply(reply: EmailMessage, *, to: str, problem: str) -> EmailMessage:
+    """``reply`` as written, readdressed to ``to`` with a note on why it was refused."""
+    shown = ", ".join(f"{name}: {reply[name]}" for name in ("To", "Cc", "Bcc") if reply[name])
+    body = reply.get_content() if not reply.is_multipart() else text_of(reply)
+    note = EmailMessage()
+    note["From"] = str(reply["From"])
+    note["To"] = to
+    note["Subject"] = str(reply["Subject"] or "")
+    note[ERROR_HEADER] = f"reply refused: {problem}"[:200]
+    for name, value in reply.items():  # what the model call cost stays on record
+        if name.lower().startswith("m-"):
+            note[name] = value
+    note.set_content(
+        f"This reply could not be sent as written ({shown}): {problem}\n"
+        "Here it is, so nothing is lost.\n\n" + str(body)
+    )
+    return note
 
 
 def error_message(*, author: str, to: str, message: Message, problem: str,
