@@ -5,6 +5,10 @@ its own messages as ``assistant``); ``message_from_model`` reads what the
 model wrote back as an RFC 5322 message, forgiving the usual slips (code
 fences, no headers at all). ``reply_headers`` threads any reply to the
 message it answers. No I/O here.
+
+A message reads as the original tool showed it (From, To, Subject,
+Content-Type without parameters, X-Pop-Shell, a blank line, the body), plus
+Cc, and with the body of a multipart message as text.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import re
 from collections.abc import Iterable, Sequence
 from email.message import EmailMessage, Message
 
-from ..addresses import parse_address_list
+from ..addresses import address_problem, parse_address_list
 from ..mailtext import text_of
 from ..postmaster import decoded_header
 from .llm import ChatTurn
@@ -24,6 +28,7 @@ __all__ = [
     "primer",
     "re_subject",
     "reply_headers",
+    "starts_with_original_primer",
     "thread_to_turns",
     "turn_text",
 ]
@@ -31,7 +36,13 @@ __all__ = [
 #: Marks a reply the runtime wrote about a failure; kept out of model context.
 ERROR_HEADER = "X-Mailcoach-Error"
 
-_SHOWN_HEADERS = ("From", "To", "Cc", "Subject")
+# The original's format_message_for_AI shows From, To, Subject, Content-Type and
+# X-Pop-Shell; agents learn X-Pop-Shell from their memory, so it stays visible.
+_SHOWN_HEADERS = ("From", "To", "Cc", "Subject", "Content-Type", "X-Pop-Shell")
+#: Subjects of the original tool's primer (make_primer): system → agent, agent → system.
+_ORIGINAL_PRIMER = ("welcome to the system!", "re: welcome to the system")
+#: References kept in a reply (the root, the answered message and the latest ones)
+_MAX_REFERENCES = 40
 _FENCE = re.compile(r"^\s*```[\w-]*\n(.*?)\n```\s*$", re.DOTALL)
 _MODEL_HEADER = re.compile(r"^([A-Za-z][A-Za-z0-9-]*):[ \t]*(.*)$")
 # Headers a model may set; everything else (Message-ID, Date, threading) is ours.
@@ -52,7 +63,8 @@ def primer(agent: str, *, domain: str, user: str, robots: Sequence[tuple[str, st
         ])
     lines = [
         f"You are {agent}, an AI agent with a mailbox on a mail server for the domain {domain}.",
-        "Each message you received or sent is shown with its From, To, Cc and Subject headers.",
+        "Each message you received or sent is shown with its From, To, Cc, Subject and "
+        "Content-Type headers.",
         "You act by writing exactly one email: the headers To: (and Cc: if needed) and "
         "Subject:, then a blank line, then the body. Only addresses @" + domain + " exist.",
         f"The human user is {user}. Mail to any other local address reaches an agent like you.",
@@ -76,9 +88,34 @@ def turn_text(message: Message) -> str | None:
     """How a message reads in a model's context; None for the runtime's error notes."""
     if message[ERROR_HEADER] is not None:
         return None
-    shown = [f"{name}: {decoded_header(str(message[name]))}"
-             for name in _SHOWN_HEADERS if message[name] is not None]
+    shown = []
+    for name in _SHOWN_HEADERS:
+        if message[name] is None:
+            continue
+        value = decoded_header(str(message[name]))
+        if name == "Content-Type":
+            value = value.split(";")[0].strip()  # the type only, as the original showed it
+        shown.append(f"{name}: {value}")
     return "\n".join(shown) + "\n\n" + text_of(message).strip("\n") + "\n"
+
+
+def starts_with_original_primer(first: Sequence[tuple[str, str]], agent: str) -> bool:
+    """Whether a memory begins with the original tool's two primer messages.
+
+    Every memory the original wrote does (its ``<address>.mbox`` files);
+    ours never do (the system turn stands for them).
+
+    Args:
+        first: (sender, subject) of the memory's first two messages.
+        agent: whose memory it is.
+    """
+    if len(first) < 2:
+        return False
+    (welcome_from, welcome), (ready_from, ready) = first[0], first[1]
+    return (welcome_from.partition("@")[0] == "system"
+            and " ".join(welcome.split()).lower() == _ORIGINAL_PRIMER[0]
+            and ready_from == agent
+            and " ".join(ready.split()).lower() == _ORIGINAL_PRIMER[1])
 
 
 def thread_to_turns(
@@ -137,12 +174,12 @@ def message_from_model(text: str, *, agent: str, default_to: str,
     reply = EmailMessage()
     reply["From"] = agent
     given = {name.lower(): value for name, value in headers}
-    to, _ = parse_address_list([given.get("to", "")])
+    to, refused = parse_address_list([given.get("to", "")])
     reply["To"] = ", ".join(to) if to else default_to
-    cc, _ = parse_address_list([given.get("cc", "")])
+    cc, bad_cc = parse_address_list([given.get("cc", "")])
     if cc:
         reply["Cc"] = ", ".join(cc)
-    bcc, _ = parse_address_list([given.get("bcc", "")])
+    bcc, bad_bcc = parse_address_list([given.get("bcc", "")])
     if bcc:
         reply["Bcc"] = ", ".join(bcc)
     reply["Subject"] = given.get("subject") or re_subject(default_subject)
@@ -151,13 +188,23 @@ def message_from_model(text: str, *, agent: str, default_to: str,
             reply[name] = value
         elif name.lower() not in _MODEL_MAY_SET and name.lower() != "from":
             continue
-    reply.set_content(body)
+    # Refused recipients (model output is untrusted): the reply still goes, saying so.
+    notes = [f"[mailcoach: not sent to {a[:80]!r}: {address_problem(a)}]"
+             for a in (*refused, *bad_cc, *bad_bcc)]
+    reply.set_content("\n".join(notes) + "\n\n" + body if notes else body)
     return reply
 
 
 def reply_headers(reply: EmailMessage, *, author: str, incoming: Message,
-                  default_to: str) -> EmailMessage:
-    """Force ``From``, default ``To`` and ``Subject``, thread to ``incoming``."""
+                  default_to: str, answers: str | None = None) -> EmailMessage:
+    """Force ``From``, default ``To`` and ``Subject``, thread to ``incoming``.
+
+    Args:
+        answers: the Message-ID the reply answers, when it is not ``incoming``'s:
+            a reply to the user answers the user's last message, not the shell
+            output the user never saw. ``In-Reply-To`` names it; ``References``
+            still hold the whole chain through ``incoming``.
+    """
     for name in ("From", "Message-ID", "Date", "In-Reply-To", "References"):
         del reply[name]
     reply["From"] = author
@@ -168,6 +215,17 @@ def reply_headers(reply: EmailMessage, *, author: str, incoming: Message,
     parent = str(incoming.get("Message-ID", "")).strip()
     if parent:
         references = str(incoming.get("References", "")).split()
-        reply["In-Reply-To"] = parent
-        reply["References"] = " ".join([*references[-20:], parent])
+        chain = [*references, parent]
+        # RFC 5322 §3.6.4 lets a long chain be cut; keep its root and its tail, and
+        # the answered message wherever it is, so every client still finds both.
+        if len(chain) > _MAX_REFERENCES:
+            kept = {0, *range(len(chain) - _MAX_REFERENCES + 2, len(chain))}
+            if answers in chain:
+                kept.add(chain.index(answers))
+            chain = [ref for index, ref in enumerate(chain) if index in kept]
+        reply["In-Reply-To"] = answers or parent
+        reply["References"] = " ".join(chain)
+    elif answers:
+        reply["In-Reply-To"] = answers
+        reply["References"] = answers
     return reply

@@ -26,7 +26,7 @@ from ..mailtext import read_message
 from ..postmaster import new_message_id, prepare
 from ..store import mbox
 from ..store.store import MessageMeta, Store, WritePlan
-from .context import ERROR_HEADER, turn_text
+from .context import ERROR_HEADER, reply_headers, turn_text
 from .llm import ChatModel, ChatTurn, LiteLLMModel, ModelPrice
 from .plugins import load_robot
 from .router import FOLDERS, Router
@@ -170,6 +170,22 @@ class Engine:
             self._turns.popitem(last=False)
         return cached
 
+    def reply_answers(self, reply: Message, meta: MessageMeta) -> str | None:
+        """What a reply to ``meta`` threads under, if not ``meta`` itself.
+
+        A reply that goes to the user answers the user's question, the last
+        message of the user in the chain that led to ``meta``; the shell
+        output or agent mail in between never reached the user's mailbox.
+        """
+        user = self.config.user
+        if meta.sender == user:
+            return None
+        recipients, _ = parse_address_list(reply.get_all("To", []) + reply.get_all("Cc", []))
+        if user not in recipients:
+            return None
+        question = self.router.users_question(meta)
+        return question.message_id if question is not None and question.message_id else None
+
     def check_recipient(self, address: str) -> None:
         """For SMTP RCPT TO: raise the SubmitError a recipient would get."""
         self.router.check_recipient(address)
@@ -181,6 +197,8 @@ class Engine:
         log.warning("%s could not answer %s: %s", author, meta.message_id, problem)
         reply = error_message(author=author, to=to, message=message, problem=problem,
                               hint=hint)
+        reply_headers(reply, author=author, incoming=message, default_to=to,
+                      answers=self.reply_answers(reply, meta))
         await self.submit(reply.as_bytes(), origin="agent", completes=completes, cost=cost)
 
     # -- budgets -------------------------------------------------------------

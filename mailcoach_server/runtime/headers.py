@@ -1,24 +1,40 @@
 """The original tool's control headers, as a pure function over agent state.
 
     X-Hint-Model: M     the agent uses model M from now on (empty: the default)
-    X-Rollback: N       keep memory messages 0..N, drop the rest, then store this one
+    X-Rollback: N       keep context positions 0..N, drop the rest, then store this one
     X-Pop-Shell         drop the trailing exchange with the shell robot(s)
     X-Expect: a, b      do not answer until mail from each of a and b arrived
     X-Drop              apply the headers above, do not store this message
+                        (a recipient it is To still answers, from its memory)
 
-They act on every agent the message reaches (To or Cc), before the message
-is added to its memory, as in the original tool.
+They act on every agent the message reaches, its sender included (To, Cc,
+From), before the message is added to its memory, as in the original tool:
+that is how an agent trims its own memory with ``X-Pop-Shell``.
+
+X-Rollback counts positions in the original's context: its two primer
+messages are positions 0 and 1, the agent's memory follows from 2. Our
+memories do not store that primer (the system turn stands for it), so
+message k of ``<address>.mbox`` (numbered from 1, as in the IMAP folder
+``Agents/<address>``) is position k + 1, and ``X-Rollback: N`` keeps
+messages 1..N-1. A memory written by the original tool begins with the
+primer itself; there message k is position k - 1 and ``X-Rollback: N``
+keeps messages 1..N+1: the same messages the original keeps.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..addresses import parse_address_list
 
-__all__ = ["AgentState", "HeaderEffect", "apply_control_headers"]
+__all__ = ["PRIMER_POSITIONS", "AgentState", "HeaderEffect", "apply_control_headers",
+           "rollback_keeps"]
+
+#: how many context positions the original's primer takes (system → agent, agent → system)
+PRIMER_POSITIONS = 2
 
 
 class Headers(Protocol):
@@ -56,14 +72,29 @@ class HeaderEffect:
     warnings: tuple[str, ...] = ()
 
 
+def rollback_keeps(position: int, *, primer_stored: bool) -> int:
+    """How many memory messages ``X-Rollback: position`` keeps (the original's
+    ``context[:position + 1]``, over primer + memory).
+
+    Args:
+        position: N, at least 0.
+        primer_stored: the memory begins with the original's two primer
+            messages (it was written by the original tool).
+    """
+    kept_positions = position + 1
+    return kept_positions if primer_stored else max(kept_positions - PRIMER_POSITIONS, 0)
+
+
 def apply_control_headers(
     headers: Headers,
     sender: str,
     state: AgentState,
     memory: Sequence[int],
     touches_shell: Callable[[int], bool],
+    *,
+    primer_stored: bool = False,
 ) -> HeaderEffect:
-    """What one incoming message does to one agent.
+    """What one message does to one agent (a recipient or its sender).
 
     Args:
         headers: the message (only headers are read).
@@ -71,6 +102,8 @@ def apply_control_headers(
         state: the agent's state before it (not modified).
         memory: message ids in the agent's memory, oldest first.
         touches_shell: whether a message in memory is from or to a shell robot.
+        primer_stored: ``memory`` begins with the original tool's two primer
+            messages, which then count as positions 0 and 1 of X-Rollback.
     """
     new = AgentState(state.model, [a for a in state.expect if a != sender])
     warnings: list[str] = []
@@ -81,12 +114,12 @@ def apply_control_headers(
         new.model = hint or None
     if "X-Rollback" in headers:
         raw = str(headers["X-Rollback"]).strip()
-        try:
-            keep = int(raw)
-        except ValueError:
-            warnings.append(f"X-Rollback: {raw!r} is not a number; ignored")
+        # ASCII digits only: int() would also take "-1" (the original's slice then
+        # counts from the end), "1_0" and other scripts' digits.
+        if re.fullmatch(r"[0-9]{1,9}", raw):
+            kept = list(memory[: rollback_keeps(int(raw), primer_stored=primer_stored)])
         else:
-            kept = list(memory[: max(keep + 1, 0)])
+            warnings.append(f"X-Rollback: {raw!r} is not a position (0, 1, 2, ...); ignored")
     if "X-Pop-Shell" in headers:
         kept = list(memory if kept is None else kept)
         while kept and touches_shell(kept[-1]):

@@ -2,9 +2,10 @@
 
 To → the party acts on it · Cc and Bcc → remember only · the sender
 remembers its own message. Agents apply the control headers (X-Rollback,
-X-Expect, ...) before the message joins their memory. A party seen for the
-first time is registered here; a new agent ``a.swe1@d`` starts with a copy
-of ``swe1@d``'s memory, addresses rewritten.
+X-Expect, ...) before the message joins their memory, an agent sending it
+included; X-Drop keeps it out of memory but a To recipient still answers.
+A party seen for the first time is registered here; a new agent
+``a.swe1@d`` starts with a copy of ``swe1@d``'s memory, addresses rewritten.
 
 Planning is synchronous and reads the store's in-memory state, so plans
 made one after the other on the event loop never race.
@@ -21,7 +22,7 @@ from ..config import Config
 from ..errors import SubmitError
 from ..postmaster import Submission, new_message_id, prepare
 from ..store.store import MessageMeta, Store, WritePlan
-from .context import ERROR_HEADER
+from .context import ERROR_HEADER, starts_with_original_primer
 from .headers import AgentState, apply_control_headers
 
 __all__ = ["FOLDERS", "Router"]
@@ -31,6 +32,9 @@ log = logging.getLogger("mailcoach.router")
 #: IMAP folders the router files mail in, with their SPECIAL-USE attribute.
 FOLDERS = {"INBOX": "", "Sent": "\\Sent", "Drafts": "\\Drafts", "Trash": "\\Trash",
            "Trace": "\\All"}
+
+#: how far back ``users_question`` follows In-Reply-To
+_MAX_ANCESTORS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,15 +121,19 @@ class Router:
 
     def _thread_of(self, sub: Submission) -> _Thread:
         parent = self.store.find_by_message_id(sub.in_reply_to) if sub.in_reply_to else None
-        if parent is None:
-            for reference in reversed(sub.references):
-                parent = self.store.find_by_message_id(reference)
-                if parent is not None:
-                    break
+        latest = None
+        for reference in reversed(sub.references):
+            latest = self.store.find_by_message_id(reference)
+            if latest is not None:
+                break
+        parent = parent or latest
         if parent is None:
             thread = sub.references[0] if sub.references else sub.message_id
             return _Thread(thread, 1 if sub.auto else 0)
-        return _Thread(parent.thread, parent.auto_round + 1 if sub.auto else 0)
+        # A reply to the user answers the user's question (In-Reply-To) but follows
+        # the last message of the chain (References): count rounds from the later.
+        rounds = max(parent.auto_round, latest.auto_round if latest else 0)
+        return _Thread(parent.thread, rounds + 1 if sub.auto else 0)
 
     def plan(self, sub: Submission, *, completes: int | None = None, cost: float = 0.0,
              thread: _Thread | None = None, act: bool = True) -> list[WritePlan]:
@@ -181,7 +189,9 @@ class Router:
                   plans: list[WritePlan], *, act: bool) -> None:
         kind = self._kind_planned(address, main, plans)
         acts = act and address in sub.to and address != sub.sender
-        if kind != "agent" or address == sub.sender:
+        # An agent's own message acts on its memory too (the original's Agent.add
+        # runs for the sender): X-Pop-Shell on what it sends trims its context.
+        if kind != "agent":
             main.memory_appends.append(address)
             if acts and kind == "robot":
                 main.deliveries.append((address, None))
@@ -193,8 +203,10 @@ class Router:
                       next(p.party_states[address][1] for p in (*plans, main)
                            if address in p.party_states))
         state = AgentState.from_json(state_json)
+        primer_stored = ("X-Rollback" in sub.message
+                         and self._primer_stored(address, memory, plans))
         effect = apply_control_headers(sub.message, sub.sender, state, memory,
-                                       self._touches_robot)
+                                       self._touches_robot, primer_stored=primer_stored)
         for warning in effect.warnings:
             log.warning("%s: %s", address, warning)
         if effect.state != state or party is None:
@@ -203,11 +215,43 @@ class Router:
             main.memory_rewrites[address] = effect.memory
         if effect.store:
             main.memory_appends.append(address)
-        if acts and effect.store and not effect.state.expect:
+        # X-Drop still answers, from the memory the headers left (the original's
+        # "X-Rollback: N" + "X-Drop": undo and regenerate).
+        if acts and not effect.state.expect:
             spec = self.config.agent_spec(address)
             model = (effect.state.model or spec.model or self.config.agent_defaults.model
                      or self.config.models.default)
             main.deliveries.append((address, model))
+
+    def users_question(self, meta: MessageMeta) -> MessageMeta | None:
+        """The user's message that ``meta`` follows from: itself, or its nearest
+        ancestor by In-Reply-To sent by the user (None if the chain has none).
+
+        A reply to the user threads under it: the shell's output and the
+        agents' mail in between are not in the user's mailbox.
+        """
+        current: MessageMeta | None = meta
+        seen: set[str] = set()
+        for _ in range(_MAX_ANCESTORS):  # a chain of mail is finite, but its headers are not ours
+            if current is None:
+                return None
+            if current.sender == self.config.user:
+                return current
+            parent = current.in_reply_to
+            if not parent or parent in seen:
+                return None
+            seen.add(parent)
+            current = self.store.find_by_message_id(parent)
+        return None
+
+    def _primer_stored(self, address: str, memory: list[int], plans: list[WritePlan]) -> bool:
+        """Whether ``address``'s memory begins with the original tool's primer."""
+        planned = {p.meta.id: p.meta for p in plans}
+        first = [planned.get(n) for n in memory[:2]]
+        if any(m is None for m in first):
+            first = self.store.metas(memory[:2])
+        return starts_with_original_primer(
+            [(m.sender, m.subject) for m in first if m is not None], address)
 
     def _touches_robot(self, number: int) -> bool:
         metas = self.store.metas([number])
