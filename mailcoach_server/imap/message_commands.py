@@ -123,7 +123,7 @@ async def _store_flags(session: Session, mailbox: SelectedMailbox, rows: Sequenc
         mailbox.name, [row.uid for row in rows], _STORE_MODES[mode], flags)
     # Expunged by another session meanwhile: the client keeps its last flags.
     result = {row.uid: after.get(row.uid, row.flags) for row in rows}
-    if mailbox.set_flags(result):
+    if mailbox.set_flags(result, own=True):
         session.send(bytes(mailbox.flags_response()), bytes(mailbox.permanent_flags()))
     backend.hub.flags_changed(mailbox.name, changed, origin=mailbox)
     return result
