@@ -39,6 +39,8 @@ def config_data(data_dir: Path, model: str | None = None, **extra: Any) -> dict[
         "smtp": {"port": 0},
         "imap": {"port": 0},
         "models": {"retries": 1, "backoff": 0.01, "timeout": 10},
+        # Wrong passwords in tests are answered quickly; the throttle's own tests set theirs.
+        "limits": {"login_delay": 0.05, "login_delay_max": 0.2},
         "prices": {},
     }
     if model:

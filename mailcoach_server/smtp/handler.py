@@ -14,7 +14,7 @@ import logging
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from ..addresses import normalize_address
+from ..addresses import address_problem, normalize_address
 from ..errors import StoreError, SubmitError
 from ..postmaster import check_sender, checked_recipient
 from ..runtime.engine import Engine
@@ -43,7 +43,8 @@ class DeliveryHandler:
         if address != NULL_SENDER:
             normalized = normalize_address(address)
             if normalized is None:
-                return f"553 5.1.7 bad sender address: {address[:200]}"
+                problem = address_problem(address) or "not an address"
+                return f"553 5.1.7 bad sender address: {problem}"
             try:
                 check_sender(normalized, domain=self.engine.config.domain)
             except SubmitError as exc:

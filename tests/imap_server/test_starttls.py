@@ -16,6 +16,7 @@ from mailcoach_server.credentials import Credentials
 from mailcoach_server.imap.commands import greeting
 from mailcoach_server.imap.server import start_imap
 from mailcoach_server.imap.session import Backend, Session
+from mailcoach_server.login_throttle import LoginThrottle
 from mailcoach_server.store.store import Store
 from tests.conftest import require_tool
 
@@ -40,7 +41,7 @@ async def tls_server(tmp_path, certificate):
     imap = SimpleNamespace(**{**asdict(ImapConfig()), "port": 0, "tls_cert": str(cert),
                               "tls_key": str(key)})
     server = SimpleNamespace(config=SimpleNamespace(imap=imap), store=store,
-                             credentials=credentials)
+                             credentials=credentials, login_throttle=LoginThrottle(delay=0))
     listener = await start_imap(server)
     try:
         yield listener.sockets[0].getsockname()[:2], credentials, cert
