@@ -2,10 +2,11 @@
 
 After a wrong password from an address, that address's answers are spaced
 out: the failure is answered after ``delay`` seconds, the next one after
-twice that, up to ``max_delay``. Answers are queued per address, so a client
-that opens many connections at once still learns one result per delay; a
-right password waits only for answers already queued, then clears the
-address. An address with no failure for ``forget_after`` seconds starts over.
+twice that, up to ``max_delay``. Answers are queued per address (a client
+with several connections at once waits its turn), but no answer waits more
+than ``max_delay``: a login never hangs. A right password waits for answers
+already queued, then clears the address. An address with no failure for
+``forget_after`` seconds starts over.
 
 Waiting is ``asyncio.sleep``: other clients and the event loop go on. IPv6
 clients are grouped by /64, the block one host usually has.
@@ -85,7 +86,8 @@ class LoginThrottle:
         entry = self.state(client)
         failures = entry.failures + 1 if entry else 1
         delay = min(self.delay * 2 ** (failures - 1), self.max_delay) if self.delay > 0 else 0.0
-        answer_at = max(now, entry.answer_at if entry else now) + delay
+        queued = max(now, entry.answer_at if entry else now) + delay
+        answer_at = min(queued, now + self.max_delay)
         self._clients[_key(client)] = ClientState(failures, delay, answer_at)
         if len(self._clients) > _PRUNE_AT:
             self._prune(now)
