@@ -18,7 +18,8 @@ import pytest
 
 from mailcoach_server.login_throttle import LoginThrottle
 from tests.conftest import require_tool
-from tests.support import make_config, serve_in_process, wait_for
+from tests.sendmail import run_sendmail, sendmail_config
+from tests.support import ServerProcess, make_config, mbox_messages, serve_in_process, wait_for
 
 NOTE = b"From: user@localdomain\r\nTo: user@localdomain\r\nSubject: a note\r\n\r\nhello\r\n"
 # Another loopback address: a second client as the server sees it (Linux routes 127/8 here).
@@ -115,6 +116,17 @@ def test_swaks_sees_the_refusal_before_data(tmp_path):
     assert "<** 553 5.7.1 sender evil@example.com is not in the local domain" in result.stdout
     assert "DATA" not in result.stdout.split("<** 553", 1)[1]  # it stopped there
     assert result.returncode == 23  # swaks: error after MAIL FROM
+
+
+def test_sendmail_with_a_foreign_envelope_sender_is_a_data_error(tmp_path):
+    config = sendmail_config(tmp_path)
+    with ServerProcess(config):
+        result = run_sendmail(config, "-f", "evil@example.com", "user",
+                              stdin=b"From: user@localdomain\nSubject: x\n\nx\n")
+    assert result.returncode == 65  # EX_DATAERR, as for a refused From header
+    assert "sender <evil@example.com> refused: 553 5.7.1" in result.stderr
+    assert [m["Subject"] for m in mbox_messages(tmp_path / "data" / "trace")
+            if m["Subject"] == "x"] == []
 
 
 async def test_a_normal_session_logs_no_warning_and_warns_nothing(tmp_path, caplog):
