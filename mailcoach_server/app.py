@@ -22,11 +22,11 @@ from .config import Config
 from .credentials import Credentials
 from .login_throttle import LoginThrottle
 from .runtime.engine import Engine
-from .runtime.llm import ChatModel, missing_key_variables
+from .runtime.llm import ChatModel, ModelPrice, find_price, missing_key_variables
 from .spool import deliver_spool
 from .store.store import Store
 
-__all__ = ["Server", "running", "serve"]
+__all__ = ["Server", "banner", "price_note", "running", "serve"]
 
 log = logging.getLogger("mailcoach")
 
@@ -119,10 +119,32 @@ def banner(server: Server) -> str:
             provider = model.split("/", 1)[0]
             lines.append(f"  {variable} is not set: agents on {provider}/… will answer "
                          "with an error")
+    note = price_note(config)
+    if note:
+        lines.append(note)
     if config.budget is not None:
         lines.append(f"  budget ${config.budget:.2f} for all agents")
+    if config.budget_tokens is not None:
+        lines.append(f"  budget {config.budget_tokens} tokens for all agents")
     lines.append("ready (Ctrl+C or SIGTERM stops)")
     return "\n".join(lines)
+
+
+def price_note(config: Config) -> str | None:
+    """One banner line when configured models have no known price, or None."""
+    prices = {name: ModelPrice(i, o) for name, (i, o) in config.prices.items()}
+    models = {config.models.default, config.agent_defaults.model,
+              *(a.model for a in config.agents)}
+    unpriced = sorted(m for m in models if m and find_price(m, prices) is None)
+    if not unpriced:
+        return None
+    names = ", ".join(unpriced)
+    if config.default_price is None:
+        return (f"  no price for {names}: it costs 0, so only budget_tokens stops it "
+                "(set prices: or default_price: in the config)")
+    per_input, per_output = config.default_price
+    return (f"  no price for {names}: priced at the default ${per_input:g} in, "
+            f"${per_output:g} out per million tokens (prices:, default_price: in the config)")
 
 
 async def _serve(config: Config, out: TextIO, queue: Path | None) -> int:

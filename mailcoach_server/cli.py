@@ -38,6 +38,8 @@ def serve_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", metavar="SPEC",
                         help="default model, provider/model[@api_base]")
     parser.add_argument("--budget", type=float, metavar="USD", help="spending cap for all agents")
+    parser.add_argument("--budget-tokens", type=int, metavar="N",
+                        help="cap on input + output tokens for all agents")
     parser.add_argument("--no-auth", action="store_true",
                         help="accept SMTP without AUTH (only sensible on a private network)")
     parser.add_argument("--queue", metavar="MBOX", help="submit the messages of an mbox file "
@@ -61,6 +63,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         "imap.port": args.imap_port,
         "models.default": args.model,
         "budget": args.budget,
+        "budget_tokens": args.budget_tokens,
         "smtp.auth_required": False if args.no_auth else None,
     }
     return load_config(args.config, **overrides)

@@ -11,6 +11,7 @@ This module does not read the environment or touch the data directory.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -19,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from .addresses import normalize_address
+from .addresses import address_file_name, address_problem, normalize_address
 from .errors import ConfigError
 
 __all__ = [
@@ -77,6 +78,8 @@ class ModelsConfig:
     retries: int = 3
     backoff: float = 1.0
     choices: tuple[str, ...] = ()
+    #: model name pattern -> {alternate_roles, system_role}: strict chat templates
+    chat_templates: Mapping[str, Mapping[str, bool]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +87,8 @@ class AgentSpec:
     address: str
     model: str | None = None
     budget: float | None = None
+    #: input + output tokens this agent may spend; None = no limit
+    budget_tokens: int | None = None
     system: str | None = None
 
 
@@ -105,7 +110,11 @@ class Config:
     models: ModelsConfig = ModelsConfig()
     #: model spec -> (input, output) USD per million tokens
     prices: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    #: (input, output) USD per million tokens for a model nobody priced; None = it costs 0
+    default_price: tuple[float, float] | None = (0.15, 0.60)
     budget: float | None = None
+    #: input + output tokens all agents together may spend; None = no limit
+    budget_tokens: int | None = None
     auto_create_agents: bool = True
     agent_defaults: AgentSpec = AgentSpec(address="")
     agents: tuple[AgentSpec, ...] = ()
@@ -156,15 +165,21 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
             raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
         user, lines = _read_yaml(text, source)
         base = _merge(base, user)
+    builder = _Builder(source, lines)
     for dotted, value in overrides.items():
         if value is None:
             continue
         node = base
         *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
+        for depth, key in enumerate(parents):
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):  # e.g. `smtp: 5` in the file, --smtp-port given
+                path = ".".join(parents[: depth + 1])
+                raise builder.fail(path, f"expected a mapping, got {child!r}")
+            node = child
         node[leaf] = value
-    return _Builder(source, lines).build(base)
+        builder.flags.add(dotted)
+    return builder.build(base)
 
 
 def _read_yaml(text: str, source: str) -> tuple[dict[str, Any], dict[str, int]]:
@@ -209,16 +224,22 @@ class _Builder:
     def __init__(self, source: str, lines: dict[str, int]) -> None:
         self.source = source
         self.lines = lines
+        #: dotted keys set from command-line flags, for messages
+        self.flags: set[str] = set()
 
     def fail(self, key: str, problem: str) -> ConfigError:
+        if key in self.flags:
+            return ConfigError(f"command line: {key}: {problem}")
         line = self.lines.get(key)
         where = f" line {line}," if line else ""
         return ConfigError(f"{self.source}:{where} key '{key}': {problem}")
 
-    def section(self, data: Mapping[str, Any], key: str) -> dict[str, Any]:
-        value = data.get(key) or {}
+    def section(self, data: Mapping[str, Any], key: str, prefix: str = "") -> dict[str, Any]:
+        value = data.get(key)
+        if value is None:
+            return {}
         if not isinstance(value, Mapping):
-            raise self.fail(key, f"expected a mapping, got {value!r}")
+            raise self.fail(prefix + key, f"expected a mapping, got {value!r}")
         return dict(value)
 
     def value(self, key: str, value: Any, kind: type | tuple[type, ...]) -> Any:
@@ -229,8 +250,16 @@ class _Builder:
             raise self.fail(key, f"expected {_kind_name(kinds)}, got {value!r}")
         if not isinstance(value, kinds):
             raise self.fail(key, f"expected {_kind_name(kinds)}, got {value!r}")
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
-            raise self.fail(key, f"must not be negative, got {value!r}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise self.fail(key, f"expected a finite number, got {value!r}")
+            low, high = _RANGES.get(key, (0, None))
+            if value < low or (high is not None and value > high):
+                wanted = f"be {low}..{high}" if high is not None else (
+                    "not be negative" if low == 0 else f"be at least {low}")
+                raise self.fail(key, f"must {wanted}, got {value!r}")
+        if isinstance(value, str) and key in _NOT_EMPTY and not value.strip():
+            raise self.fail(key, "must not be empty")
         return value
 
     def dataclass_from(self, cls: type, data: Mapping[str, Any], prefix: str) -> Any:
@@ -260,10 +289,16 @@ class _Builder:
         if not domain or "@" in domain or " " in domain:
             raise self.fail("domain", f"not a domain name: {domain!r}")
         user = self.address("user", data.get("user", f"user@{domain}"), domain)
-        budget = data.get("budget")
-        if budget is not None:
-            budget = self.value("budget", budget, float)
-        models = self.dataclass_from(ModelsConfig, self.section(data, "models"), "models.")
+        budget = self.optional("budget", data.get("budget"), float)
+        budget_tokens = self.optional("budget_tokens", data.get("budget_tokens"), int)
+        models_section = self.section(data, "models")
+        templates = self.chat_templates(self.section(models_section, "chat_templates",
+                                                     "models."))
+        models_section.pop("chat_templates", None)
+        models = dataclasses.replace(
+            self.dataclass_from(ModelsConfig, models_section, "models."),
+            chat_templates=templates,
+        )
         if not models.default.strip():
             raise self.fail("models.default", "must name a model")
         agents_section = self.section(data, "agents")
@@ -278,7 +313,7 @@ class _Builder:
         agents = tuple(
             self.agent(f"agents.parties.{addr}",
                        self.address(f"agents.parties.{addr}", addr, domain), spec or {})
-            for addr, spec in self.section(agents_section, "parties").items()
+            for addr, spec in self.section(agents_section, "parties", "agents.").items()
             if spec is not False  # `false` removes a party that the defaults declare
         )
         robots = tuple(
@@ -300,7 +335,9 @@ class _Builder:
             limits=self.dataclass_from(LimitsConfig, self.section(data, "limits"), "limits."),
             models=models,
             prices=self.prices(self.section(data, "prices")),
+            default_price=self.default_price(data.get("default_price", (0.15, 0.60))),
             budget=budget,
+            budget_tokens=budget_tokens,
             auto_create_agents=auto_create,
             agent_defaults=defaults,
             agents=agents,
@@ -313,26 +350,36 @@ class _Builder:
             raise self.fail(key, f"expected an address, got {raw!r}")
         address = normalize_address(raw)
         if address is None:
-            raise self.fail(key, f"not a mail address: {raw!r}")
+            problem = address_problem(raw) or "not an address"
+            raise self.fail(key, f"{raw!r} is not a mail address: {problem}")
         if address.rpartition("@")[2] != domain:
             raise self.fail(key, f"{address} is not in the local domain {domain}")
+        # A configured party is a mailbox people type: a plain name, its file name as is.
+        if address_file_name(address) != address + ".mbox":
+            raise self.fail(key, f"{raw!r} is not a plain mailbox name: use letters, digits "
+                            "and . _ + - before the @ (e.g. swe1@" + domain + ")")
         return address
 
     def agent(self, key: str, address: str, spec: Any) -> AgentSpec:
         if not isinstance(spec, Mapping):
             raise self.fail(key, f"expected a mapping (model, budget, system), got {spec!r}")
+        known = ("budget", "budget_tokens", "model", "system")
         for name in spec:
-            if name not in ("model", "budget", "system"):
-                raise self.fail(f"{key}.{name}", "unknown key (known: budget, model, system)")
-        model = spec.get("model")
-        budget = spec.get("budget")
-        system = spec.get("system")
+            if name not in known:
+                raise self.fail(f"{key}.{name}", f"unknown key (known: {', '.join(known)})")
+        model = self.optional(f"{key}.model", spec.get("model"), str)
+        if model is not None and not model.strip():
+            raise self.fail(f"{key}.model", "must name a model (or null for models.default)")
         return AgentSpec(
             address=address,
-            model=None if model is None else self.value(f"{key}.model", model, str),
-            budget=None if budget is None else self.value(f"{key}.budget", budget, float),
-            system=None if system is None else self.value(f"{key}.system", system, str),
+            model=model,
+            budget=self.optional(f"{key}.budget", spec.get("budget"), float),
+            budget_tokens=self.optional(f"{key}.budget_tokens", spec.get("budget_tokens"), int),
+            system=self.optional(f"{key}.system", spec.get("system"), str),
         )
+
+    def optional(self, key: str, value: Any, kind: type) -> Any:
+        return None if value is None else self.value(key, value, kind)
 
     def robot(self, key: str, address: str, spec: Any) -> RobotSpec:
         if not isinstance(spec, Mapping) or "kind" not in spec:
@@ -340,6 +387,37 @@ class _Builder:
         options = dict(spec)
         kind = self.value(f"{key}.kind", options.pop("kind"), str)
         return RobotSpec(address=address, kind=kind, options=options)
+
+    def default_price(self, spec: Any) -> tuple[float, float] | None:
+        if spec is None:
+            return None
+        if isinstance(spec, tuple):  # the built-in default
+            return spec
+        if not isinstance(spec, Mapping) or set(spec) - {"input", "output"}:
+            raise self.fail("default_price", "expected {input: USD per million tokens, "
+                            "output: ...} or null (unpriced models cost 0)")
+        return (self.value("default_price.input", spec.get("input", 0.0), float),
+                self.value("default_price.output", spec.get("output", 0.0), float))
+
+    def chat_templates(self, data: Mapping[str, Any]) -> dict[str, dict[str, bool]]:
+        templates: dict[str, dict[str, bool]] = {}
+        for pattern, spec in data.items():
+            key = f"models.chat_templates.{pattern}"
+            if spec is None or spec is False:  # null or false removes a shipped pattern
+                continue
+            if not isinstance(pattern, str) or not pattern.strip():
+                raise self.fail(key, "a pattern must be a model name, * and ? allowed")
+            if not isinstance(spec, Mapping):
+                raise self.fail(key, "expected {alternate_roles: true or false, "
+                                "system_role: true or false}")
+            settings: dict[str, bool] = {}
+            for name, value in spec.items():
+                if name not in ("alternate_roles", "system_role"):
+                    raise self.fail(f"{key}.{name}",
+                                    "unknown key (known: alternate_roles, system_role)")
+                settings[name] = self.value(f"{key}.{name}", value, bool)
+            templates[pattern] = settings
+        return templates
 
     def prices(self, data: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
         prices: dict[str, tuple[float, float]] = {}
@@ -352,6 +430,22 @@ class _Builder:
                 self.value(f"{key}.output", spec.get("output", 0.0), float),
             )
         return prices
+
+
+# (lowest, highest or None) of numbers whose range is not just "not negative".
+_RANGES: dict[str, tuple[float, float | None]] = {
+    "smtp.port": (0, 65535),  # 0 = any free port
+    "imap.port": (0, 65535),
+    "smtp.max_message_size": (1, None),
+    "imap.max_literal": (1, None),
+    "imap.max_line": (1, None),
+    "imap.bad_command_limit": (1, None),
+    "imap.idle_timeout": (1, None),
+    "limits.max_hops": (1, None),
+    "limits.max_models_in_flight": (1, None),
+    "models.timeout": (0.001, None),
+}
+_NOT_EMPTY = frozenset({"smtp.host", "imap.host", "data_dir"})
 
 
 def _kind_name(kinds: tuple[type, ...]) -> str:

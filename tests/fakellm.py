@@ -5,6 +5,13 @@ It answers ``POST /v1/chat/completions`` with replies queued by the test
 drives the real litellm client over real HTTP without reaching any provider.
 It is not a model: no streaming, no tools, no embeddings.
 
+A strict mode plays the chat templates of vLLM-served Gemma, Mistral and Llama 2:
+``alternate_roles = True`` answers 400 "Conversation roles must alternate
+user/assistant/user/assistant/..." unless the turns after an optional system turn
+go user, assistant, user, ...; ``system_role = False`` answers 400 "System role
+not supported" to any system turn. A rejected request keeps the scripted reply
+queued, as a real server generates nothing.
+
     with ScriptedModelServer() as server:
         server.enqueue("To: user@localdomain\\n\\nhello")
         await model.complete(turns, model=server.spec())
@@ -113,6 +120,10 @@ class ScriptedModelServer:
         delay: seconds each request sleeps before answering (in its own thread).
         requests: parsed JSON bodies of every chat request received, in order.
         max_concurrent: the most requests that were being answered at one time.
+        usage: (prompt, completion) tokens reported for the responder's replies.
+        alternate_roles: strict template: reject turns that do not alternate.
+        system_role: False = strict template: reject a system turn.
+        rejected: the requests the strict template refused, in order (also in requests).
     """
 
     def __init__(self) -> None:
@@ -120,6 +131,10 @@ class ScriptedModelServer:
         self.delay: float = 0.0
         self.requests: list[dict[str, Any]] = []
         self.max_concurrent = 0
+        self.usage: tuple[int, int] = (10, 5)
+        self.alternate_roles = False
+        self.system_role = True
+        self.rejected: list[dict[str, Any]] = []
         self._in_flight = 0
         self._queue: deque[_Reply | _Error] = deque()
         self._cond = threading.Condition()
@@ -209,7 +224,26 @@ class ScriptedModelServer:
             else:
                 self._connections.discard(conn)
 
+    def _template_error(self, body: dict[str, Any]) -> str | None:
+        """What a strict Jinja chat template would raise for these messages, or None."""
+        roles = [str(m.get("role")) for m in body.get("messages") or [] if isinstance(m, dict)]
+        if not self.system_role and "system" in roles:
+            return "System role not supported"
+        if self.alternate_roles:
+            rest = roles[1:] if roles[:1] == ["system"] else roles
+            for index, role in enumerate(rest):
+                if role != ("user" if index % 2 == 0 else "assistant"):
+                    return "Conversation roles must alternate user/assistant/user/assistant/..."
+        return None
+
     def _answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        refusal = self._template_error(body)
+        if refusal is not None:
+            with self._cond:
+                self.requests.append(body)
+                self.rejected.append(body)
+                self._cond.notify_all()
+            return 400, _error_body(400, refusal)
         with self._cond:
             self.requests.append(body)
             self._in_flight += 1
@@ -222,7 +256,7 @@ class ScriptedModelServer:
             if item is None:
                 if self.responder is None:
                     return 500, _error_body(500, "no scripted reply")
-                item = _Reply(self.responder(body), 10, 5)
+                item = _Reply(self.responder(body), *self.usage)
             if isinstance(item, _Error):
                 return item.status, _error_body(item.status, item.message)
             return 200, _completion(body, item)

@@ -3,6 +3,7 @@
     mailcoach                                  chat with swe1@localdomain
     mailcoach -q queue.mbox [--budget X] [-c]  run a queue file, then (with -c) chat
     mailcoach -m queue.mbox --auto --budget X  a model plays the user until the budget
+                                               (or --budget-tokens N)
 
 Everything is checked before the trace directory is created, so a mistake
 leaves nothing half-written.
@@ -47,8 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-c", "--chat", action="store_true", help="chat after the queue")
     parser.add_argument("--budget", type=float, metavar="USD",
                         help="no model call starts once the total cost reaches this")
+    parser.add_argument("--budget-tokens", type=int, metavar="N",
+                        help="no model call starts once input + output tokens reach this")
     parser.add_argument("--auto", action="store_true",
-                        help="auto pilot: a model plays the user too (needs --budget)")
+                        help="auto pilot: a model plays the user too (needs --budget or "
+                        "--budget-tokens)")
     parser.add_argument("--debug", action="store_true",
                         help="show each model call before it happens and wait for Enter")
     parser.add_argument("--serve", action="store_true",
@@ -66,9 +70,9 @@ def shipped_memory_dir() -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.auto and args.budget is None:
-        print("mailcoach: --auto needs --budget (e.g. --budget 0.05): a model playing the user "
-              "never stops by itself", file=sys.stderr)
+    if args.auto and args.budget is None and args.budget_tokens is None:
+        print("mailcoach: --auto needs --budget (e.g. --budget 0.05) or --budget-tokens: a "
+              "model playing the user never stops by itself", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from ..errors import MailcoachError
@@ -112,6 +116,7 @@ def _run(args: argparse.Namespace) -> int:
         raise ConsoleError(f"trace {trace} exists and is not a directory")
 
     overrides = {"data_dir": str(trace), "user": args.user, "budget": args.budget,
+                 "budget_tokens": args.budget_tokens,
                  "models.default": args.model, "smtp.port": args.smtp_port,
                  "imap.port": args.imap_port}
     config = load_config(args.config, **overrides)
@@ -133,6 +138,11 @@ def _run(args: argparse.Namespace) -> int:
         if history:
             session.load_history(history[:-1] if args.auto and not queue else history)
         print(f"trace: {trace.resolve()}", file=out)
+        from ..app import price_note
+
+        note = price_note(config)
+        if note:
+            print(note.strip(), file=out)
         if session.server and session.server.smtp_address:
             host, port = session.server.smtp_address
             imap = session.server.imap_address
@@ -173,8 +183,14 @@ def _run(args: argparse.Namespace) -> int:
 def _finish(session: Session, blocked: list[str]) -> int:
     spent = session.spent()
     if blocked:
-        print(f"budget reached: ${spent:.6f} spent of ${session.config.budget}; "
-              f"mail waiting for {', '.join(blocked)}. The run ends.", file=session.out)
+        tokens = session.config.budget_tokens
+        of = "; ".join(
+            ([f"${spent:.6f} spent of ${session.config.budget}"]
+             if session.config.budget is not None else [f"${spent:.6f} spent"])
+            + ([f"{session.engine.tokens.spent()} tokens of {tokens}"]
+               if tokens is not None else []))
+        print(f"budget reached: {of}; mail waiting for {', '.join(blocked)}. The run ends.",
+              file=session.out)
     else:
         print(f"done: ${spent:.6f} spent", file=session.out)
     return 0

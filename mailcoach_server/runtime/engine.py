@@ -26,6 +26,7 @@ from ..mailtext import read_message
 from ..postmaster import new_message_id, prepare
 from ..store import mbox
 from ..store.store import MessageMeta, Store, WritePlan
+from .budgets import TokenTally
 from .context import ERROR_HEADER, reply_headers, turn_text
 from .llm import ChatModel, ChatTurn, LiteLLMModel, ModelPrice
 from .plugins import load_robot
@@ -50,6 +51,8 @@ class Engine:
         self.router.user_is_agent = user_is_agent
         self.model: ChatModel = model or LiteLLMModel(
             prices={name: ModelPrice(i, o) for name, (i, o) in config.prices.items()},
+            default_price=ModelPrice(*config.default_price) if config.default_price else None,
+            templates=config.models.chat_templates,
             timeout=config.models.timeout,
             retries=config.models.retries,
             backoff=config.models.backoff,
@@ -60,6 +63,8 @@ class Engine:
         }
         self.workers: dict[str, Worker] = {}
         self.budget = config.budget
+        self.budget_tokens = config.budget_tokens
+        self.tokens = TokenTally(store)
         self._budget_event = asyncio.Event()
         self._budget_noted: set[str] = set()
         self._activity = asyncio.Event()
@@ -209,12 +214,22 @@ class Engine:
             spent = self.store.spent()
             if spent >= self.budget:
                 return f"the budget of ${self.budget:.4f} is spent (${spent:.4f})"
+        if self.budget_tokens is not None:
+            used = self.tokens.spent()
+            if used >= self.budget_tokens:
+                return f"the budget of {self.budget_tokens} tokens is spent ({used} tokens)"
         spec = self.config.agent_spec(agent)
-        limit = spec.budget if spec.budget is not None else self.config.agent_defaults.budget
+        defaults = self.config.agent_defaults
+        limit = spec.budget if spec.budget is not None else defaults.budget
         if limit is not None:
             spent = self.store.spent(agent)
             if spent >= limit:
                 return f"{agent}'s budget of ${limit:.4f} is spent (${spent:.4f})"
+        tokens = spec.budget_tokens if spec.budget_tokens is not None else defaults.budget_tokens
+        if tokens is not None:
+            used = self.tokens.spent(agent)
+            if used >= tokens:
+                return f"{agent}'s budget of {tokens} tokens is spent ({used} tokens)"
         return None
 
     async def budget_changed(self) -> None:
@@ -240,8 +255,9 @@ class Engine:
             f"{ERROR_HEADER}: budget\n"
             "Content-Type: text/plain; charset=utf-8\n\n"
             f"{agent} will not call its model: {problem}.\n\n"
-            "Its mail is kept and waits. Raise the budget (budget: or "
-            "agents.defaults.budget in the config, or --budget) and restart to go on.\n"
+            "Its mail is kept and waits. Raise the budget (budget:, budget_tokens: or "
+            "agents.defaults.budget in the config, or --budget, --budget-tokens) and restart "
+            "to go on.\n"
         ).encode()
         try:
             await self.submit(raw, origin="system")

@@ -4,8 +4,10 @@ This is the only module that imports litellm, and it does so on the first
 model call (in a worker thread: the import alone takes seconds and must not
 stall the mail servers' event loop). It owns what a model call needs around
 litellm: the ``provider/model[@api_base]`` spelling, a cap on calls in flight,
-retries with backoff for transient failures, the price of a call, and turning
-every provider failure into a ``ModelError`` that says how to fix it.
+retries with backoff for transient failures, the price of a call (a default
+price for models nobody priced, so budgets hold with every model), the turn
+shapes strict chat templates demand (``fit_turns``), and turning every
+provider failure into a ``ModelError`` that says how to fix it.
 
 It deliberately knows nothing of mail: turning a thread into chat turns and
 model text into a message happens elsewhere.
@@ -15,25 +17,35 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import importlib.util
+import json
 import logging
 import os
 import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from fnmatch import fnmatchcase
+from pathlib import Path
 from types import ModuleType
 from typing import Any, Final, Protocol
 
 from ..errors import ModelError
 
 __all__ = [
+    "DEFAULT_PRICE",
+    "MERGED_TURN_SEPARATOR",
+    "ChatTemplate",
     "ChatTurn",
     "Completion",
     "ModelPrice",
     "ChatModel",
     "LiteLLMModel",
+    "find_price",
+    "fit_turns",
     "split_model",
     "missing_key_variables",
+    "template_for",
 ]
 
 log = logging.getLogger("mailcoach.llm")
@@ -77,6 +89,11 @@ _TRANSIENT_NAMES: Final = (
     "InternalServerError",
     "ServiceUnavailableError",
     "BadGatewayError",
+)
+
+# What Jinja chat templates raise (Mistral, Llama 2, Gemma), as vLLM and TGI pass it on.
+_STRICT_TEMPLATE_ERROR: Final = re.compile(
+    r"roles must alternate|system role not supported|must start with (a )?user", re.IGNORECASE
 )
 
 _PLACEHOLDER_KEY: Final = "not-needed"
@@ -128,6 +145,84 @@ class ModelPrice:
         ) / 1_000_000
 
 
+#: What a model litellm has no price for costs unless the config says otherwise:
+#: gpt-4o-mini's price, as the original tool charged, so a budget in USD still ends.
+DEFAULT_PRICE: Final = ModelPrice(0.15, 0.60)
+
+
+@dataclass(frozen=True, slots=True)
+class ChatTemplate:
+    """What a model's chat template accepts (vLLM and HF templates raise on the rest).
+
+    Attributes:
+        alternate_roles: turns must go user, assistant, user, ... (after an optional
+            system turn): consecutive turns of one role are merged into one.
+        system_role: a system turn is accepted; when False its text opens the first
+            user turn instead (Gemma: "System role not supported").
+    """
+
+    alternate_roles: bool = False
+    system_role: bool = True
+
+
+#: Between two messages merged into one turn: a line no mail header or body starts
+#: a message with, so the model still sees where each message begins.
+MERGED_TURN_SEPARATOR: Final = "\n-------- next message --------\n\n"
+# The user turn put first when a strict template would otherwise open with the assistant.
+_OPENING_TURN: Final = "(the conversation so far follows)"
+
+
+def fit_turns(turns: Sequence[ChatTurn], template: ChatTemplate) -> list[ChatTurn]:
+    """``turns`` reshaped for ``template``; unchanged for a permissive one.
+
+    Merging, not padding: an empty turn of the other role (what the original tool
+    inserted for Gemma) teaches a model to answer with empty mail. Merged texts are
+    kept whole, joined by ``MERGED_TURN_SEPARATOR``.
+    """
+    fitted = list(turns)
+    if not template.system_role:
+        # Its text becomes the first user turn, merged below with the user text after it.
+        fitted = [ChatTurn("user", t.content) if t.role == "system" else t for t in fitted]
+    if not template.alternate_roles:
+        return fitted
+    system = [t for t in fitted[:1] if t.role == "system"]
+    rest = fitted[len(system):]
+    merged: list[ChatTurn] = []
+    for turn in rest:
+        role = "user" if turn.role == "system" else turn.role  # a later system turn: tell it
+        if merged and merged[-1].role == role:
+            merged[-1] = replace(merged[-1], content=_join(merged[-1].content, turn.content))
+        else:
+            merged.append(ChatTurn(role, turn.content))
+    if merged and merged[0].role != "user":
+        if system:  # the primer becomes the user turn that opens the conversation
+            merged.insert(0, ChatTurn("user", system.pop().content))
+        else:
+            merged.insert(0, ChatTurn("user", _OPENING_TURN))
+    return system + merged
+
+
+def _join(first: str, second: str) -> str:
+    return first + ("" if first.endswith("\n") else "\n") + MERGED_TURN_SEPARATOR + second
+
+
+def template_for(spec: str, rules: Mapping[str, Mapping[str, bool]]) -> ChatTemplate:
+    """The template settings of ``spec`` from ``models.chat_templates`` style rules.
+
+    ``rules`` maps shell-style patterns (``*gemma*``), matched without regard to case
+    against the model name (``provider/model``: a server's address saying "gemma"
+    does not make a model strict), or against the whole spec for a pattern with an
+    ``@``, to settings; every matching rule applies in order, a later one winning.
+    """
+    name = split_model(spec)[0].lower()
+    settings: dict[str, bool] = {}
+    for pattern, values in rules.items():
+        lowered = pattern.lower()
+        if fnmatchcase(spec.lower() if "@" in lowered else name, lowered):
+            settings.update(values)
+    return ChatTemplate(**settings)
+
+
 class ChatModel(Protocol):
     """What the agent runtime needs from a model; tests may substitute a fake."""
 
@@ -176,6 +271,58 @@ def missing_key_variables(spec: str) -> list[str]:
     if not variables or any(os.environ.get(v) for v in variables):
         return []
     return [variables[0]]
+
+
+# -- prices ------------------------------------------------------------------------
+
+_COST_MAP_FILE: Final = "model_prices_and_context_window_backup.json"
+_bundled_cost_map: Mapping[str, Mapping[str, Any]] | None = None
+
+
+def _cost_map() -> Mapping[str, Mapping[str, Any]]:
+    """litellm's price table: its live one once imported, else the file it ships.
+
+    The file is read without importing litellm (seconds), so the banner can say
+    which models have no price; with LITELLM_LOCAL_MODEL_COST_MAP litellm loads
+    the same file.
+    """
+    global _bundled_cost_map
+    if _litellm is not None:
+        return getattr(_litellm, "model_cost", {})
+    if _bundled_cost_map is None:
+        _bundled_cost_map = {}
+        found = importlib.util.find_spec("litellm")
+        for folder in (found.submodule_search_locations or []) if found else []:
+            try:
+                _bundled_cost_map = json.loads((Path(folder) / _COST_MAP_FILE).read_text("utf-8"))
+            except (OSError, ValueError):
+                continue
+            break
+    return _bundled_cost_map
+
+
+def find_price(spec: str, prices: Mapping[str, ModelPrice]) -> ModelPrice | None:
+    """The price of ``spec``: ``prices`` (by full spec or by name), then litellm's table.
+
+    None when neither knows the model; the caller decides (a default price, or 0).
+    """
+    name = split_model(spec)[0]
+    for key in (spec, name):
+        if key in prices:
+            return prices[key]
+    candidates = [name]
+    if "/" in name:
+        candidates.append(name.split("/", 1)[1])  # the map keys OpenAI models bare
+    cost_map = _cost_map()
+    for key in candidates:
+        entry = cost_map.get(key)
+        if entry is None:
+            continue
+        per_input = entry.get("input_cost_per_token")
+        per_output = entry.get("output_cost_per_token")
+        if per_input is not None and per_output is not None:
+            return ModelPrice(float(per_input) * 1e6, float(per_output) * 1e6)
+    return None
 
 
 # -- litellm, loaded on first use -----------------------------------------------
@@ -231,6 +378,10 @@ class LiteLLMModel:
     Args:
         prices: per-model prices that win over litellm's cost map, keyed by the full
             spec or by the model name without ``@api_base``.
+        default_price: for a model neither ``prices`` nor litellm knows; None = it
+            costs 0 (and only a token budget stops it).
+        templates: ``models.chat_templates`` rules: model pattern -> ``ChatTemplate``
+            settings, for servers whose chat template is strict about roles.
         timeout: seconds one attempt may take.
         retries: further attempts after a transient failure (rate limit, 5xx,
             timeout, connection error).
@@ -242,12 +393,16 @@ class LiteLLMModel:
         self,
         *,
         prices: Mapping[str, ModelPrice] | None = None,
+        default_price: ModelPrice | None = DEFAULT_PRICE,
+        templates: Mapping[str, Mapping[str, bool]] | None = None,
         timeout: float = 120.0,
         retries: int = 3,
         backoff: float = 1.0,
         max_in_flight: int = 8,
     ) -> None:
         self.prices: dict[str, ModelPrice] = dict(prices or {})
+        self.default_price = default_price
+        self.templates: dict[str, Mapping[str, bool]] = dict(templates or {})
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
@@ -264,9 +419,10 @@ class LiteLLMModel:
         """
         litellm = await _load_litellm()
         name, api_base = split_model(model)
+        fitted = fit_turns(turns, template_for(model, self.templates))
         kwargs: dict[str, Any] = {
             "model": name,
-            "messages": [turn.as_dict() for turn in turns],
+            "messages": [turn.as_dict() for turn in fitted],
             "timeout": self.timeout,
             "num_retries": 0,  # the loop below retries, with backoff and a semaphore
         }
@@ -279,7 +435,7 @@ class LiteLLMModel:
         usage = getattr(response, "usage", None)
         tokens_input = int(getattr(usage, "prompt_tokens", 0) or 0)
         tokens_output = int(getattr(usage, "completion_tokens", 0) or 0)
-        price = self._price(litellm, model, name)
+        price = self._price(model)
         cost = price.cost(tokens_input, tokens_output) if price else 0.0
         try:
             text = response.choices[0].message.content or ""
@@ -385,6 +541,12 @@ class LiteLLMModel:
         if kind == "ContextWindowExceededError":
             return "the conversation is too long for the model: shorten it with X-Rollback"
         text = str(exc)
+        if _STRICT_TEMPLATE_ERROR.search(text):
+            return (
+                f"the chat template of {name} is strict about roles: add a pattern for it "
+                "under models.chat_templates in the config, e.g. "
+                f'"{name}": {{alternate_roles: true, system_role: false}}'
+            )
         if kind == "NotFoundError" or (
             kind in ("BadRequestError", "LiteLLMUnknownProvider")
             and re.search(r"model|provider", text, re.IGNORECASE)
@@ -408,26 +570,22 @@ class LiteLLMModel:
             return f"{where} failed; try again later"
         return ""
 
-    def _price(self, litellm: ModuleType, spec: str, name: str) -> ModelPrice | None:
-        for key in (spec, name):
-            if key in self.prices:
-                return self.prices[key]
-        candidates = [name]
-        if "/" in name:
-            candidates.append(name.split("/", 1)[1])
-        cost_map: Mapping[str, Mapping[str, Any]] = getattr(litellm, "model_cost", {})
-        for key in candidates:
-            entry = cost_map.get(key)
-            if entry is None:
-                continue
-            per_input = entry.get("input_cost_per_token")
-            per_output = entry.get("output_cost_per_token")
-            if per_input is not None and per_output is not None:
-                return ModelPrice(float(per_input) * 1e6, float(per_output) * 1e6)
+    def _price(self, spec: str) -> ModelPrice | None:
+        price = find_price(spec, self.prices)
+        if price is not None:
+            return price
         if spec not in self._unpriced:
             self._unpriced.add(spec)
-            log.warning("no price for %s; add it under prices: in the config", name)
-        return None
+            name = split_model(spec)[0]
+            if self.default_price is None:
+                log.warning("no price for %s: it costs 0; add it under prices: in the config",
+                            name)
+            else:
+                log.warning("no price for %s: priced at the default $%g in, $%g out per "
+                            "million tokens; add it under prices: in the config", name,
+                            self.default_price.input_per_million,
+                            self.default_price.output_per_million)
+        return self.default_price
 
 
 def _openai_error_class() -> type[BaseException]:

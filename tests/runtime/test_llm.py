@@ -13,11 +13,15 @@ import pytest
 
 from mailcoach_server.errors import ModelError
 from mailcoach_server.runtime.llm import (
+    MERGED_TURN_SEPARATOR,
+    ChatTemplate,
     ChatTurn,
     LiteLLMModel,
     ModelPrice,
+    fit_turns,
     missing_key_variables,
     split_model,
+    template_for,
 )
 from tests.fakellm import ScriptedModelServer
 
@@ -109,16 +113,44 @@ async def test_reply_priced_from_litellm_cost_map(server, make_model):
     assert completion.cost == pytest.approx(0.15 + 0.60)  # $ per million tokens, in and out
 
 
-async def test_unknown_price_costs_nothing_and_warns_once(server, make_model, caplog):
-    model = make_model()
+async def test_unknown_model_is_priced_at_the_default_and_warns_once(server, make_model, caplog):
+    model = make_model()  # the default price: gpt-4o-mini's, 0.15 in / 0.60 out per million
     server.responder = lambda body: "ok"
+    server.usage = (1_000_000, 2_000_000)
     spec = server.spec("homegrown-7b")
     with caplog.at_level(logging.WARNING, logger="mailcoach.llm"):
         first = await model.complete(TURNS, model=spec)
         await model.complete(TURNS, model=spec)
-    assert first.cost == 0.0
+    assert first.cost == pytest.approx(0.15 + 2 * 0.60)
     warnings = [r.getMessage() for r in caplog.records if "no price" in r.getMessage()]
-    assert warnings == ["no price for openai/homegrown-7b; add it under prices: in the config"]
+    assert warnings == ["no price for openai/homegrown-7b: priced at the default $0.15 in, "
+                        "$0.6 out per million tokens; add it under prices: in the config"]
+
+
+async def test_default_price_is_configurable_and_none_costs_nothing(server, make_model):
+    server.responder = lambda body: "ok"
+    server.usage = (1_000_000, 1_000_000)
+    spec = server.spec("homegrown-7b")
+    assert (await make_model(default_price=ModelPrice(1.0, 3.0))
+            .complete(TURNS, model=spec)).cost == pytest.approx(4.0)
+    assert (await make_model(default_price=None).complete(TURNS, model=spec)).cost == 0.0
+    # A known price wins over the default.
+    known = await make_model(default_price=ModelPrice(9.0, 9.0)).complete(
+        TURNS, model=server.spec("gpt-4o-mini"))
+    assert known.cost == pytest.approx(0.15 + 0.60)
+
+
+def test_find_price_without_importing_litellm():
+    code = ("import sys; from mailcoach_server.runtime.llm import find_price, ModelPrice;"
+            "p = find_price('openai/gpt-4o-mini', {});"
+            "q = find_price('hosted_vllm/my-model@http://127.0.0.1:1/v1', {});"
+            "r = find_price('hosted_vllm/my-model@http://127.0.0.1:1/v1',"
+            " {'hosted_vllm/my-model': ModelPrice(1, 2)});"
+            "print(p.input_per_million, p.output_per_million, q, r.output_per_million,"
+            " 'litellm' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2],
+                            capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.split() == ["0.15", "0.6", "None", "2", "False"]
 
 
 async def test_empty_content_is_empty_text(server, make_model):
@@ -247,6 +279,116 @@ async def test_scripted_server_serves_concurrently(server, make_model):
     spec = server.spec()
     await asyncio.gather(*(model.complete(TURNS, model=spec) for _ in range(4)))
     assert server.max_concurrent == 4
+
+
+# -- strict chat templates ----------------------------------------------------------
+
+# What an agent's context looks like after a shell round trip that follows mail
+# the agent could not answer: two user turns in a row, then the shell's output.
+MAIL_TURNS = [
+    ChatTurn("system", "You are swe1@localdomain."),
+    ChatTurn("user", "From: user@localdomain\nSubject: uname\n\nRun uname.\n"),
+    ChatTurn("user", "From: user@localdomain\nSubject: again\n\nPlease retry.\n"),
+    ChatTurn("assistant", "To: shell@localdomain\nSubject: uname\n\n"),
+    ChatTurn("user", "From: shell@localdomain\nSubject: Exit Code: 0\n\nLinux\n"),
+]
+
+
+def roles(turns) -> list[str]:
+    return [t.role if isinstance(t, ChatTurn) else t["role"] for t in turns]
+
+
+@pytest.mark.parametrize(
+    ("template", "expected_roles", "merged"),
+    [
+        (ChatTemplate(), ["system", "user", "user", "assistant", "user"], []),
+        (ChatTemplate(alternate_roles=True), ["system", "user", "assistant", "user"],
+         [[1, 2]]),
+        (ChatTemplate(alternate_roles=True, system_role=False), ["user", "assistant", "user"],
+         [[0, 1, 2]]),
+        (ChatTemplate(system_role=False), ["user", "user", "user", "assistant", "user"], []),
+    ],
+    ids=["permissive", "alternate", "gemma", "no-system-only"],
+)
+def test_fit_turns(template, expected_roles, merged):
+    fitted = fit_turns(MAIL_TURNS, template)
+    assert roles(fitted) == expected_roles
+    # Every message's text is kept whole, in order, and merged ones are told apart.
+    joined = "".join(t.content for t in fitted)
+    position = 0
+    for turn in MAIL_TURNS:
+        found = joined.find(turn.content, position)
+        assert found >= position, turn
+        position = found + len(turn.content)
+    merged_turns = [t for t in fitted if MERGED_TURN_SEPARATOR in t.content]
+    assert len(merged_turns) == len(merged)
+    for turn, group in zip(merged_turns, merged, strict=True):
+        texts = [MAIL_TURNS[i].content for i in group]
+        # Each text ends its own line before the separator line.
+        assert turn.content == MERGED_TURN_SEPARATOR.join(
+            [t if t.endswith("\n") else t + "\n" for t in texts[:-1]] + texts[-1:])
+
+
+def test_fit_turns_opens_with_a_user_turn():
+    # An agent whose memory starts with its own mail: strict templates want user first.
+    turns = [ChatTurn("system", "primer"), ChatTurn("assistant", "mine"), ChatTurn("user", "x")]
+    assert fit_turns(turns, ChatTemplate(alternate_roles=True)) == [
+        ChatTurn("user", "primer"), ChatTurn("assistant", "mine"), ChatTurn("user", "x")]
+    bare = fit_turns(turns[1:], ChatTemplate(alternate_roles=True))
+    assert roles(bare) == ["user", "assistant", "user"] and bare[1:] == turns[1:]
+    assert fit_turns([], ChatTemplate(True, False)) == []
+
+
+def test_template_for_matches_patterns_in_order():
+    rules = {"*gemma*": {"alternate_roles": True, "system_role": False},
+             "openai/GEMMA-3*": {"system_role": True},
+             "*@http://127.0.0.1:9/v1": {"alternate_roles": False}}
+    assert template_for("hosted_vllm/google/gemma-2-9b-it", rules) == ChatTemplate(True, False)
+    assert template_for("openai/gemma-3-27b@http://h:1/v1", rules) == ChatTemplate(True, True)
+    assert template_for("openai/gemma-2@http://127.0.0.1:9/v1", rules) == ChatTemplate(
+        False, False)
+    assert template_for("openai/gpt-4o-mini", rules) == ChatTemplate()
+    # The api_base alone does not make a model strict.
+    assert template_for("openai/qwen@http://gemma-box:8000/v1", rules) == ChatTemplate()
+
+
+async def test_strict_server_refuses_then_accepts_fitted_turns(server, make_model):
+    server.alternate_roles, server.system_role = True, False  # as vLLM serving Gemma 2
+    server.enqueue("To: user@localdomain\n\nLinux it is.")
+    spec = server.spec("gemma-2-9b-it")
+    with pytest.raises(ModelError) as caught:
+        await make_model().complete(MAIL_TURNS, model=spec)
+    assert "System role not supported" in str(caught.value)
+    assert "models.chat_templates" in caught.value.hint and "gemma-2-9b-it" in caught.value.hint
+    assert caught.value.retryable is False
+
+    rules = {"*gemma*": {"alternate_roles": True, "system_role": False}}
+    completion = await make_model(templates=rules).complete(MAIL_TURNS, model=spec)
+    assert completion.text == "To: user@localdomain\n\nLinux it is."
+    assert len(server.rejected) == 1
+    sent = server.requests[-1]["messages"]
+    assert roles(sent) == ["user", "assistant", "user"]
+    assert sent[0]["content"].startswith("You are swe1@localdomain.")
+    assert "Run uname." in sent[0]["content"] and "Please retry." in sent[0]["content"]
+
+
+async def test_strict_server_refuses_two_user_turns_in_a_row(server, make_model):
+    server.alternate_roles = True  # system allowed, as Llama 2's template
+    with pytest.raises(ModelError) as caught:
+        await make_model().complete(MAIL_TURNS, model=server.spec("llama-2-13b-chat"))
+    assert "Conversation roles must alternate" in str(caught.value)
+    server.enqueue("ok")
+    fitted = await make_model(templates={"*llama-2*": {"alternate_roles": True}}).complete(
+        MAIL_TURNS, model=server.spec("llama-2-13b-chat"))
+    assert fitted.text == "ok"
+    assert roles(server.requests[-1]["messages"]) == ["system", "user", "assistant", "user"]
+
+
+async def test_permissive_models_get_turns_unchanged(server, make_model):
+    server.enqueue("ok")
+    rules = {"*gemma*": {"alternate_roles": True, "system_role": False}}
+    await make_model(templates=rules).complete(MAIL_TURNS, model=server.spec("qwen2.5-7b"))
+    assert server.requests[-1]["messages"] == [t.as_dict() for t in MAIL_TURNS]
 
 
 # -- pure helpers -------------------------------------------------------------------
