@@ -31,6 +31,7 @@ Not here: deciding what a message means (postmaster/router) or IMAP.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import logging
@@ -382,12 +383,9 @@ class Store:
                 path.with_name(path.name + ".tmp").unlink(missing_ok=True)
                 if party in self._dirty_parties:
                     continue
-                try:
+                # A tail that cannot be cut now is cut before the next append to it.
+                with contextlib.suppress(OSError):
                     truncate_to(path, self._party_sizes.get(party, 0))
-                except FileNotFoundError:
-                    pass
-                except OSError:
-                    self._dirty_parties.add(party)
             raise
 
     def _write_group(self, plans: Sequence[WritePlan], appended: set[str],
@@ -426,7 +424,8 @@ class Store:
         # Party files: rewrites (atomic replace) then appends, each file fsynced once.
         party_sizes: dict[str, int] = {}
         appends: dict[str, list[bytes]] = {}
-        for party in list(self._dirty_parties):  # rewritten by a failed group: from the index
+        touched = {p for plan in plans for p in (*plan.memory_appends, *plan.memory_rewrites)}
+        for party in self._dirty_parties & touched:  # a failed group rewrote it: from the index
             parties.add(party)
             party_sizes[party] = self._rewrite_party_file(party)
         for plan in plans:
@@ -495,7 +494,7 @@ class Store:
             raise
         self._files.update(sizes)
         self._party_sizes.update(party_sizes)
-        self._dirty_parties.clear()
+        self._dirty_parties -= touched
         return results
 
     def _file_in_folder(self, folder: str, message: int, flags: str) -> int:
@@ -707,6 +706,10 @@ class Store:
                     "SELECT COALESCE(SUM(cost), 0) FROM messages WHERE sender=?", (sender,)
                 ).fetchone()
         return float(row[0])
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def message_count(self) -> int:
         return self._next_id - 1 - self._lost_ids

@@ -136,3 +136,56 @@ async def test_one_process_per_data_directory(tmp_path):
         await store.aclose()
     again = Store.open(tmp_path)  # released at close
     await again.aclose()
+
+
+async def test_a_failed_group_is_cut_back_and_the_writer_goes_on(tmp_path):
+    store = Store.open(tmp_path)
+    await store.commit(plan(store, "kept"))
+    trace_size = (tmp_path / "trace").stat().st_size
+    (tmp_path / "victim@localdomain.mbox").mkdir()  # appends to it fail: EISDIR
+    with pytest.raises(StoreError, match="cannot write"):
+        await store.commit(plan(store, "lost", parties=("swe1@localdomain",
+                                                         "victim@localdomain")))
+    assert (tmp_path / "trace").stat().st_size == trace_size  # the torn append is cut
+    assert "victim@localdomain" not in store.parties
+    assert store.parties["swe1@localdomain"].memory == [1]
+    await store.commit(plan(store, "next"))
+    assert store.message_count() == 2
+    await store.aclose()
+    store = Store.open(tmp_path)
+    assert store.message_count() == 2
+    assert [store.read(n)[1].subject for n in store.parties["swe1@localdomain"].memory] == [
+        "m1", "m3"]
+    await store.aclose()
+    assert read_box(tmp_path / "swe1@localdomain.mbox") == ["m1", "m3"]
+
+
+async def test_a_failed_rewrite_is_redone_from_the_index(tmp_path):
+    store = Store.open(tmp_path)
+    await store.commit_many([plan(store, "a"), plan(store, "b")])
+    # The rewrite lands (rename), then the group fails on another party's file.
+    (tmp_path / "victim@localdomain.mbox").mkdir()
+    doomed = plan(store, "c", parties=("swe1@localdomain", "victim@localdomain"),
+                  rewrites={"swe1@localdomain": [1]})
+    with pytest.raises(StoreError):
+        await store.commit(doomed)
+    assert store.parties["swe1@localdomain"].memory == [1, 2]
+    await store.commit(plan(store, "d"))
+    await store.aclose()
+    assert read_box(tmp_path / "swe1@localdomain.mbox") == ["m1", "m2", "m4"]
+
+
+async def test_party_files_are_named_by_the_encoding_and_stay_inside(tmp_path):
+    store = Store.open(tmp_path / "data")
+    await store.commit(plan(store, "x", parties=("a/b@localdomain", "/@localdomain")))
+    await store.aclose()
+    names = sorted(p.name for p in (tmp_path / "data").glob("*.mbox"))
+    assert names == ["%2F@localdomain.mbox", "a%2Fb@localdomain.mbox"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+    store = Store.open(tmp_path / "data")
+    try:
+        with pytest.raises(StoreError, match="safe file name"):
+            await store.commit(plan(store, "y", parties=("x" * 300 + "@localdomain",)))
+        assert "x" * 300 + "@localdomain" not in store.parties
+    finally:
+        await store.aclose()
