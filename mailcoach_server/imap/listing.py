@@ -36,9 +36,10 @@ class _Pattern:
     """A LIST pattern (RFC 3501 §6.3.8): ``*`` matches anything, ``%`` anything but ``/``.
 
     Matching is linear in the name whatever the pattern: a pattern with one
-    wildcard is a regular expression (no backtracking to speak of), others run
-    as a bit-parallel automaton (shift-and), so ``*a*a*a*b`` cannot make
-    LIST crawl the way backtracking would.
+    wildcard is a regular expression (no backtracking to speak of), one with
+    several ``*`` a left-to-right search for its pieces, others a bit-parallel
+    automaton (shift-and), so ``*a*a*a*b`` cannot make LIST crawl the way
+    backtracking would.
     """
 
     def __init__(self, text: str, *, ignore_case: bool = False) -> None:
@@ -51,7 +52,11 @@ class _Pattern:
             else:
                 tokens.append(ch)
         self._regex: re.Pattern[str] | None = None
-        if sum(t in "*%" for t in tokens) <= 1:
+        #: a pattern with ``*`` only: its literal pieces, found in order with str.find
+        self._pieces: list[str] | None = None
+        if "%" not in tokens and tokens.count("*") > 1:
+            self._pieces = "".join(tokens).split("*")
+        elif sum(t in "*%" for t in tokens) <= 1:
             self._regex = re.compile("".join(
                 ".*" if t == "*" else "[^/]*" if t == "%" else re.escape(t) for t in tokens),
                 re.DOTALL)
@@ -71,6 +76,8 @@ class _Pattern:
             name = name.lower()
         if self._regex is not None:
             return self._regex.fullmatch(name) is not None
+        if self._pieces is not None:
+            return _pieces_match(self._pieces, name)
         wild = self._star | self._percent
         states = 1 | (1 & wild) << 1  # bit i: the first i tokens matched
         literal, star = self._literal, self._star
@@ -81,6 +88,22 @@ class _Pattern:
                 return False
             states |= (states & wild) << 1  # a wildcard may also match nothing
         return bool(states >> self._size & 1)
+
+
+def _pieces_match(pieces: list[str], name: str) -> bool:
+    """``a*b*c``: ``a`` starts it, ``c`` ends it, ``b`` is found between, leftmost first
+    (greedy is exact when every wildcard is ``*``)."""
+    first, last = pieces[0], pieces[-1]
+    if len(name) < len(first) + len(last) or not name.startswith(first) \
+            or not name.endswith(last):
+        return False
+    pos, end = len(first), len(name) - len(last)
+    for piece in pieces[1:-1]:
+        at = name.find(piece, pos, end)
+        if at < 0:
+            return False
+        pos = at + len(piece)
+    return True
 
 
 def _superiors(name: str) -> list[str]:
@@ -104,9 +127,10 @@ def _entries(store: Store) -> dict[str, _Entry]:
             continue
         entries[name] = _Entry(name, [], bool(subscribed), special)
     for name in list(entries):  # superiors that are only implied
-        for path in _superiors(name):
-            if path not in entries:
-                entries[path] = _Entry(path, ["\\Noselect"], False)
+        path = name.rpartition(DELIMITER)[0]
+        while path and path not in entries:  # the first one there has its superiors
+            entries[path] = _Entry(path, ["\\Noselect"], False)
+            path = path.rpartition(DELIMITER)[0]
     parties = sorted(p for p in store.parties if DELIMITER not in p)
     if parties:
         entries[AGENTS] = _Entry(AGENTS, ["\\Noselect"], True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 
 __all__ = ["decode_mailbox_name", "encode_mailbox_name"]
 
@@ -23,8 +24,13 @@ def _b64(run: str) -> str:
     return "&" + data.rstrip("=").replace("/", ",") + "-"
 
 
+_PLAIN = re.compile(r"[\x20-\x25\x27-\x7e]*")  # printable ASCII but "&": itself
+
+
 def encode_mailbox_name(name: str) -> str:
     """``"Entwürfe"`` → ``"Entw&APw-rfe"``; ``"R&D"`` → ``"R&-D"``."""
+    if _PLAIN.fullmatch(name):  # nearly every name: LIST of a big tree stays cheap
+        return name
     out: list[str] = []
     run: list[str] = []
     for char in name:
