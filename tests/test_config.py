@@ -91,3 +91,146 @@ def test_the_readme_config_example_loads(tmp_path):
     config = load_config(path)
     assert config.agent_spec("reviewer@localdomain").model == "openai/gpt-4o"
     assert config.robot_spec("shell@localdomain").options["sandbox"] == "bwrap"
+
+
+# -- hardening: one line naming the key, for every key -------------------------------
+
+
+@pytest.mark.parametrize(("text", "key", "line", "problem"), [
+    ("smtp: 5\n", "smtp", 1, "expected a mapping"),
+    ("smtp:\n  port: 70000\n", "smtp.port", 2, "0..65535"),
+    ("imap:\n  port: -1\n", "imap.port", 2, "0..65535"),
+    ("imap: {idle_timeout: 0}\n", "imap.idle_timeout", 1, "at least"),
+    ("limits: {max_models_in_flight: 0}\n", "limits.max_models_in_flight", 1, "at least 1"),
+    ("smtp: {host: ''}\n", "smtp.host", 1, "must not be empty"),
+    ("budget: .nan\n", "budget", 1, "finite"),
+    ("budget_tokens: 1.5\n", "budget_tokens", 1, "integer"),
+    ("budget_tokens: -3\n", "budget_tokens", 1, "negative"),
+    ("default_price: 5\n", "default_price", 1, "input"),
+    ("default_price: {input: -1}\n", "default_price.input", 1, "negative"),
+    ("agents: {parties: 5}\n", "agents.parties", 1, "expected a mapping"),
+    ("agents:\n  parties:\n    a/b@localdomain: {}\n", "agents.parties.a/b@localdomain", 3,
+     "not a plain mailbox name"),
+    ("agents:\n  parties:\n    x@localdomain: {budget_tokens: many}\n",
+     "agents.parties.x@localdomain.budget_tokens", 3, "integer"),
+    ("agents:\n  parties:\n    x@localdomain: {model: ''}\n",
+     "agents.parties.x@localdomain.model", 3, "must name a model"),
+    ("robots:\n  sh/ell@localdomain: {kind: shell}\n", "robots.sh/ell@localdomain", 2,
+     "not a plain mailbox name"),
+    ("user: 'a b@localdomain'\n", "user", 1, "not a mail address"),
+    ("models:\n  chat_templates: 5\n", "models.chat_templates", 2, "expected a mapping"),
+    ("models:\n  chat_templates:\n    '*x*': {alternate: true}\n",
+     "models.chat_templates.*x*.alternate", 3, "alternate_roles, system_role"),
+    ("models:\n  chat_templates:\n    '*x*': {system_role: 1}\n",
+     "models.chat_templates.*x*.system_role", 3, "true or false"),
+    ("models:\n  chat_templates:\n    '*x*': on\n", "models.chat_templates.*x*", 3,
+     "alternate_roles"),
+], ids=lambda value: value if isinstance(value, str) and "\n" not in value else None)
+def test_bad_values_are_one_line_naming_key_and_line(tmp_path, text, key, line, problem):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}: line {line}, key '{key}': "), message
+    assert problem in message and "\n" not in message
+
+
+def test_a_flag_over_a_broken_section_is_a_config_error(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("smtp: 5\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path, **{"smtp.port": 2600})
+    assert str(error.value) == f"{path}: line 1, key 'smtp': expected a mapping, got 5"
+
+
+def test_a_bad_flag_value_says_command_line(tmp_path):
+    with pytest.raises(ConfigError) as error:
+        load_config(None, **{"smtp.port": 70000})
+    assert str(error.value) == "command line: smtp.port: must be 0..65535, got 70000"
+
+
+def _leaves(data, prefix=""):
+    for key, value in data.items():
+        if isinstance(value, dict) and value and key != "chat_templates":
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _with(data, dotted, value):
+    import copy
+
+    data = copy.deepcopy(data)
+    node = data
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        node = node[part]
+    node[leaf] = value
+    return data
+
+
+def test_every_key_of_the_shipped_config_refuses_a_wrong_type(tmp_path):
+    import yaml
+
+    from mailcoach_server.config import default_config_text
+
+    shipped = yaml.safe_load(default_config_text())
+    checked = 0
+    for dotted, value in _leaves(shipped):
+        if dotted.startswith("robots."):
+            continue  # robot options are checked by the robot, at start (test above)
+        wrong = 5 if isinstance(value, (dict, list, str)) else [1, 2]
+        path = tmp_path / "wrong.yaml"
+        path.write_text(yaml.safe_dump(_with(shipped, dotted, wrong)))
+        with pytest.raises(ConfigError) as error:
+            load_config(path)
+            pytest.fail(f"{dotted}: {wrong!r} was accepted")
+        message = str(error.value)
+        assert f"key '{dotted}'" in message and "line " in message, (dotted, message)
+        assert "\n" not in message
+        checked += 1
+    assert checked >= 30
+
+
+def test_new_keys_load_and_merge(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("budget_tokens: 100000\ndefault_price: null\n"
+                    "agents:\n  defaults: {budget_tokens: 5000}\n"
+                    "  parties:\n    rev@localdomain: {budget_tokens: 10}\n"
+                    "models:\n  chat_templates:\n    '*gemma*': null\n"
+                    "    '*gemma-3*': {alternate_roles: true}\n"
+                    "    '*llama-2*': {system_role: false}\n")
+    config = load_config(path)
+    assert config.budget_tokens == 100000 and config.default_price is None
+    assert config.agent_defaults.budget_tokens == 5000
+    assert config.agent_spec("rev@localdomain").budget_tokens == 10
+    templates = config.models.chat_templates
+    assert "*gemma*" not in templates
+    assert templates["*gemma-3*"] == {"alternate_roles": True}
+    assert templates["*llama-2*"] == {"alternate_roles": True, "system_role": False}
+    defaults = load_config()
+    assert defaults.default_price == (0.15, 0.60) and defaults.budget_tokens is None
+    assert defaults.models.chat_templates["*gemma*"] == {"alternate_roles": True,
+                                                         "system_role": False}
+
+
+@pytest.mark.parametrize(("text", "flags", "expected"), [
+    ("smtp: 5\n", ["--smtp-port", "2600"], "key 'smtp': expected a mapping"),
+    ("smtp: {port: 70000}\n", [], "key 'smtp.port': must be 0..65535"),
+    ("agents: {parties: {a/b@localdomain: {}}}\n", [], "not a plain mailbox name"),
+    ("", ["--budget-tokens", "-1"], "command line: budget_tokens: must not be negative"),
+], ids=["section-and-flag", "port", "party", "flag"])
+def test_serve_with_a_bad_config_prints_one_line(tmp_path, text, flags, expected):
+    import subprocess
+    import sys
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    result = subprocess.run([sys.executable, "-m", "mailcoach_server", "serve", "--config",
+                             str(path), "--data-dir", str(tmp_path / "d"), *flags],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and expected in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "d").exists()
