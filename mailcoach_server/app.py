@@ -20,6 +20,7 @@ from typing import TextIO
 from . import __version__
 from .config import Config
 from .credentials import Credentials
+from .health import advertised_addresses
 from .login_throttle import LoginThrottle
 from .runtime.engine import Engine
 from .runtime.llm import ChatModel, ModelPrice, find_price, missing_key_variables
@@ -152,7 +153,10 @@ async def _serve(config: Config, out: TextIO, queue: Path | None) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with running(config) as server:
+    async with running(config) as server, contextlib.AsyncExitStack() as stack:
+        # server.json: `mailcoach health` checks the ports bound here, not the config's
+        stack.enter_context(advertised_addresses(
+            config.data_dir, smtp=server.smtp_address, imap=server.imap_address))
         print(banner(server), file=out, flush=True)
         if queue is not None:
             from .queuefile import submit_queue

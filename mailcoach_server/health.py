@@ -9,23 +9,97 @@ Which services are checked: SMTP always; IMAP when this installation has an
 IMAP server (the same test ``mailcoach serve`` makes before it starts one),
 so a healthy server is never reported sick for a service it does not offer,
 and a server that should offer IMAP but does not answer is. ``--no-imap``
-skips IMAP. Ports and host come from the config (``--config`` or
-``$MAILCOACH_CONFIG``), with ``0.0.0.0``/``::`` read as this machine's
-loopback. Exit codes are 0 and 1 only (Docker reserves 2).
+skips IMAP. Exit codes are 0 and 1 only (Docker reserves 2).
+
+Where to knock: ``--host``/``--smtp-port``/``--imap-port`` when given; else
+what the running server wrote in ``<data dir>/server.json`` (the addresses
+it really bound, so ``serve --smtp-port 2600`` is checked on 2600); else the
+config (``--config`` or ``$MAILCOACH_CONFIG``). ``0.0.0.0``/``::`` are read
+as this machine's loopback. ``mailcoach serve`` writes ``server.json`` once
+it listens and removes it when it stops cleanly; after a crash the stale
+file names ports nobody answers on, which is reported as unhealthy.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import imaplib
 import importlib.util
+import json
 import os
 import smtplib
 import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Final
 
-__all__ = ["check_imap", "check_smtp", "has_imap_server", "main"]
+__all__ = ["SERVER_FILE", "advertised_addresses", "check_imap", "check_smtp",
+           "has_imap_server", "main", "read_server_file"]
 
+SERVER_FILE: Final = "server.json"
 _LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+_SERVICES: Final = ("smtp", "imap")
+
+Address = tuple[str, int]
+
+
+@contextlib.contextmanager
+def advertised_addresses(data_dir: Path, *, smtp: Address | None,
+                         imap: Address | None) -> Iterator[Path]:
+    """``<data_dir>/server.json`` names the bound addresses while the block runs.
+
+    Written atomically (temp file, ``os.replace``) so a reader never sees half
+    of it; removed on the way out if it is still this process's (the store's
+    lock makes one server per data directory, but a file left by a crashed
+    one is simply replaced).
+    """
+    path = data_dir / SERVER_FILE
+    record = {"pid": os.getpid(),
+              **{name: {"host": address[0], "port": address[1]}
+                 for name, address in (("smtp", smtp), ("imap", imap)) if address}}
+    temp = path.with_name(f".{SERVER_FILE}.{os.getpid()}.tmp")
+    temp.write_text(json.dumps(record) + "\n")
+    os.replace(temp, path)
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(path.read_text()).get("pid") == os.getpid():
+                path.unlink()
+
+
+def read_server_file(data_dir: Path) -> dict[str, Address]:
+    """The addresses in ``<data_dir>/server.json`` by service; empty when there is none.
+
+    Raises:
+        ValueError: the file exists but is not what ``advertised_addresses`` writes.
+    """
+    path = data_dir / SERVER_FILE
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ValueError(f"{path}: {exc.strerror or exc}") from exc
+    try:
+        record = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"{path}: not JSON ({exc})") from exc
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}: not a JSON object")
+    found: dict[str, Address] = {}
+    for name in _SERVICES:
+        entry = record.get(name)
+        if entry is None:
+            continue
+        host = entry.get("host") if isinstance(entry, dict) else None
+        port = entry.get("port") if isinstance(entry, dict) else None
+        if (not isinstance(host, str) or isinstance(port, bool) or not isinstance(port, int)
+                or not 0 < port < 65536):
+            raise ValueError(f"{path}: {name} is not {{\"host\": str, \"port\": 1..65535}}")
+        found[name] = (host, port)
+    return found
 
 
 def _where(host: str, port: int) -> str:
@@ -84,8 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", metavar="FILE",
                         default=os.environ.get("MAILCOACH_CONFIG") or None,
                         help="the server's config (default $MAILCOACH_CONFIG, else the defaults)")
-    parser.add_argument("--host", help="address to check (default: the config's, "
-                        "0.0.0.0 read as 127.0.0.1)")
+    parser.add_argument("--data-dir", metavar="DIR",
+                        default=os.environ.get("MAILCOACH_DATA_DIR") or None,
+                        help=f"where the running server wrote {SERVER_FILE} (default "
+                        "$MAILCOACH_DATA_DIR, else the config's data_dir)")
+    parser.add_argument("--host", help="address to check (default: the server's, "
+                        "else the config's; 0.0.0.0 read as 127.0.0.1)")
     parser.add_argument("--smtp-port", type=int, metavar="N")
     parser.add_argument("--imap-port", type=int, metavar="N")
     parser.add_argument("--no-imap", action="store_true", help="check SMTP only")
@@ -99,13 +177,19 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"unhealthy: {exc}", file=sys.stderr)
         return 1
-    smtp_host = args.host or _LOOPBACK.get(config.smtp.host, config.smtp.host)
-    smtp_port = args.smtp_port or config.smtp.port
+    data_dir = Path(args.data_dir) if args.data_dir else config.data_dir
+    try:
+        bound = read_server_file(data_dir)
+    except ValueError as exc:
+        print(f"unhealthy: {exc}", file=sys.stderr)
+        return 1
+    smtp_host, smtp_port = _target(bound.get("smtp"), (config.smtp.host, config.smtp.port),
+                                   args.host, args.smtp_port)
     problems = [check_smtp(smtp_host, smtp_port, args.timeout)]
     checked = [f"SMTP {_where(smtp_host, smtp_port)}"]
     if not args.no_imap and has_imap_server():
-        imap_host = args.host or _LOOPBACK.get(config.imap.host, config.imap.host)
-        imap_port = args.imap_port or config.imap.port
+        imap_host, imap_port = _target(bound.get("imap"), (config.imap.host, config.imap.port),
+                                       args.host, args.imap_port)
         problems.append(check_imap(imap_host, imap_port, args.timeout))
         checked.append(f"IMAP {_where(imap_host, imap_port)}")
     elif not args.no_imap:
@@ -115,5 +199,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unhealthy: {problem}", file=sys.stderr)
     if failed:
         return 1
-    print("healthy: " + ", ".join(checked))
+    print("healthy: " + ", ".join(checked)
+          + (f" (as in {data_dir / SERVER_FILE})" if bound else ""))
     return 0
+
+
+def _target(bound: Address | None, configured: Address, host: str | None,
+            port: int | None) -> Address:
+    """Flags first, then what the server bound, then the config; wildcards as loopback."""
+    chosen_host, chosen_port = bound or configured
+    chosen_host = host or chosen_host
+    return _LOOPBACK.get(chosen_host, chosen_host), port or chosen_port

@@ -44,9 +44,13 @@ def instructions(dockerfile: Path) -> list[tuple[str, str]]:
 def image() -> dict:
     """What the image runs: its environment, entrypoint, command and health check."""
     env: dict[str, str] = {}
-    found: dict = {"env": env}
+    args: dict[str, str] = {}
+    found: dict = {"env": env, "ARG": args}
     for word, rest in instructions(DOCKER / "Dockerfile"):
-        if word == "ENV":
+        if word == "ARG":
+            name, _, default = rest.partition("=")
+            args[name] = default
+        elif word == "ENV":
             for item in shlex.split(rest):
                 key, _, value = item.partition("=")
                 env[key] = value
@@ -111,8 +115,12 @@ class Entrypoint:
 
 
 def health(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(on_host(image()["HEALTHCHECK"]), env=env, capture_output=True,
-                          text=True, timeout=60)
+    return health_with(env)
+
+
+def health_with(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(on_host(image()["HEALTHCHECK"]) + list(args), env=env,
+                          capture_output=True, text=True, timeout=60)
 
 
 def test_the_entrypoint_starts_a_server_that_passes_its_own_health_check(tmp_path):
@@ -137,6 +145,38 @@ def test_the_entrypoint_starts_a_server_that_passes_its_own_health_check(tmp_pat
     after = health(env)
     assert after.returncode == 1
     assert after.stderr.startswith("unhealthy: SMTP 127.0.0.1:")
+
+
+def test_health_checks_the_ports_the_server_was_given_not_the_configs(tmp_path):
+    env = container_env(tmp_path)  # the config names two free ports...
+    smtp_port, imap_port = free_port(), free_port()  # ...and serve is given two others
+    server_file = tmp_path / "data" / "server.json"
+    with Entrypoint(tmp_path, env, "--smtp-port", str(smtp_port),
+                    "--imap-port", str(imap_port)):
+        assert json.loads(server_file.read_text())["smtp"]["port"] == smtp_port
+        result = health(env)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith(
+            f"healthy: SMTP 127.0.0.1:{smtp_port}, IMAP 127.0.0.1:{imap_port} (as in ")
+        # a flag still wins over what the server wrote
+        flagged = health_with(env, "--imap-port", str(free_port()))
+        assert flagged.returncode == 1 and flagged.stderr.startswith("unhealthy: IMAP")
+    assert not server_file.exists()  # a clean stop removes it
+    after = health(env)
+    assert after.returncode == 1
+    assert after.stderr.startswith("unhealthy: SMTP 127.0.0.1:")
+
+
+@pytest.mark.parametrize("content", [
+    "{not json", "[]", '{"smtp": {"host": "127.0.0.1", "port": "2525"}}',
+    '{"smtp": {"host": "127.0.0.1", "port": 70000}}', '{"imap": "127.0.0.1:1143"}'])
+def test_a_damaged_server_file_is_reported_not_trusted(tmp_path, content):
+    env = container_env(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "server.json").write_text(content)
+    result = health(env)
+    assert result.returncode == 1
+    assert result.stderr.startswith("unhealthy: ") and "server.json" in result.stderr
 
 
 @pytest.mark.parametrize("how", ["flag", "config"])
@@ -164,7 +204,8 @@ def test_serve_arguments_come_from_the_environment_and_flags_win():
 
 def test_the_image_runs_as_a_user_with_data_in_a_volume():
     found = image()
-    assert re.fullmatch(r"python:3\.\d+-slim", found["FROM"])
+    assert found["FROM"] == "${BASE}"  # a build argument, for tests/docker/test_image.py
+    assert re.fullmatch(r"python:3\.\d+-slim", found["ARG"]["BASE"])
     assert found["USER"].split(":")[0] not in ("", "0", "root")
     assert found["VOLUME"] == ["/data"] and found["env"]["MAILCOACH_DATA_DIR"] == "/data"
     assert found["EXPOSE"].split() == ["2525", "1143"]
