@@ -127,8 +127,9 @@ def test_quoted_from_lines_do_not_drift_across_reloads(tmp_path, model_server):
     answer = "From the model\n>From quoted"
     model_server.responder = lambda request: f"To: user@localdomain\nSubject: ok\n\n{answer}"
     (tmp_path / "empty.mbox").write_bytes(b"")  # a 0-byte memory is an empty one
+    # A trace of ours, reloaded as a directory, then that one's memory file reloaded.
     runs = [("first", "empty.mbox", "empty.mbox"), ("second", "first", "first"),
-            ("third", "second", "second"), ("fourth", f"first/{AGENT}.mbox", "first")]
+            ("third", f"second/{AGENT}.mbox", "second")]
     remembered: dict[str, list[str]] = {"empty.mbox": []}
     for number, (trace, memory, history_of) in enumerate(runs):
         question = f"{sent}\nrun {number}"
