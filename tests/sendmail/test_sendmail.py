@@ -78,10 +78,10 @@ def test_queue_mbox_submits_every_message_in_order(server):
     assert result.stderr.count("250 2.0.0 OK") == 3
     subjects = [m["Subject"] for m in trace(server) if "queued" in (m["Subject"] or "")]
     assert subjects == ["echo queued 0", "echo queued 1", "echo queued 2"]
-    # sendmail undid the queue's mboxrd quoting; the trace quotes it once again (the
-    # stdlib reader shows the quoted line). Not undone, it would read ">>From".
+    # sendmail undid the queue's mboxrd quoting and the trace quotes it once again, so
+    # the project's reader gives the line back as sent (not ">From", nor ">>From").
     first = stored(server, "echo queued 0")[0]
-    assert first.get_payload() == ">From the queue, line 0\n"
+    assert first.get_payload() == "From the queue, line 0\n"
 
 
 def test_f_and_F_make_the_from_header(server):
