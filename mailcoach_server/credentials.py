@@ -32,7 +32,9 @@ class Credentials:
         try:
             if not path.exists():
                 tmp = path.with_name(LOGIN_FILE + ".tmp")
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                # A stale temp file keeps its mode under O_CREAT: remove it, create anew.
+                tmp.unlink(missing_ok=True)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 with os.fdopen(fd, "w") as f:
                     f.write(secrets.token_urlsafe(18) + "\n")
                     f.flush()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..addresses import parse_address_list
+from ..addresses import address_of_file_name, parse_address_list
 from ..errors import MailcoachError
 from ..mailtext import read_message
 from ..queuefile import with_message_id
@@ -50,7 +50,7 @@ def check_queue(path: Path) -> list[bytes]:
 
 def memory_files(path: Path) -> dict[str, Path]:
     """The ``<address>.mbox`` files of a trace directory, by address."""
-    found = {p.name[: -len(".mbox")]: p for p in sorted(path.glob("*@*.mbox"))}
+    found = {a: p for p in sorted(path.glob("*@*.mbox")) if (a := address_of_file_name(p.name))}
     if not found:
         raise ConsoleError(f"memory {path} holds no <address>.mbox files")
     for address, file in found.items():

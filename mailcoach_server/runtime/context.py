@@ -188,10 +188,13 @@ def message_from_model(text: str, *, agent: str, default_to: str,
             reply[name] = value
         elif name.lower() not in _MODEL_MAY_SET and name.lower() != "from":
             continue
-    # Refused recipients (model output is untrusted): the reply still goes, saying so.
+    # Refused recipients (model output is untrusted): the reply still goes, saying so in
+    # a header; in the body too when it falls back to the sender (not a robot's stdin else).
     notes = [f"[mailcoach: not sent to {a[:80]!r}: {address_problem(a)}]"
              for a in (*refused, *bad_cc, *bad_bcc)]
-    reply.set_content("\n".join(notes) + "\n\n" + body if notes else body)
+    if notes:
+        reply["X-Mailcoach-Refused"] = " ".join(notes)[:900]
+    reply.set_content("\n".join(notes) + "\n\n" + body if notes and not to else body)
     return reply
 
 

@@ -280,3 +280,43 @@ def test_an_escaping_rcpt_gets_an_encoded_file_inside(hostile):
     assert list((base / "outside").iterdir()) == []
     assert not Path(f"{target}@localdomain.mbox").exists()
     assert not Path("/@localdomain.mbox").exists()
+
+
+def test_a_model_reply_to_refused_addresses_still_reaches_the_sender_with_a_note():
+    from mailcoach_server.runtime.context import message_from_model
+
+    long = "a" * 65 + "@localdomain"
+    reply = message_from_model(
+        f'To: "a b"@localdomain, {long}\nCc: x\0y@localdomain\nSubject: s\n\nthe answer\n',
+        agent="swe1@localdomain", default_to=USER, default_subject="question")
+    assert reply["To"] == USER and reply["Cc"] is None  # nothing valid: the sender gets it
+    body = reply.get_content()
+    assert body.endswith("the answer\n")
+    assert "not sent to '\"a b\"@localdomain': quoted local parts are not supported" in body
+    assert f"not sent to {long[:80]!r}: the local part is longer than 64" in body
+    assert body.count("[mailcoach: not sent to") == 3
+    # A valid recipient next to a refused one still gets the reply, and the note.
+    mixed = message_from_model(f"To: shell@localdomain, {long}\nSubject: ls\n\n",
+                               agent="swe1@localdomain", default_to=USER,
+                               default_subject="q")
+    assert mixed["To"] == "shell@localdomain" and "not sent to" in mixed["X-Mailcoach-Refused"]
+    assert mixed.get_content() == "\n"  # a robot's stdin is not touched
+
+
+def test_a_refused_reply_is_kept_for_a_human_with_why():
+    from email.message import EmailMessage
+
+    from mailcoach_server.runtime.context import ERROR_HEADER
+    from mailcoach_server.runtime.workers import refused_reply
+
+    reply = EmailMessage()
+    reply["From"] = "swe1@localdomain"
+    reply["To"] = "bob@example.com"
+    reply["Subject"] = "report"
+    reply["M-Cost"] = "0.000100"
+    reply.set_content("the work\n")
+    kept = refused_reply(reply, to=USER, problem="550 5.7.1 relay denied")
+    assert kept["To"] == USER and kept["Subject"] == "report" and kept["M-Cost"] == "0.000100"
+    assert kept[ERROR_HEADER].startswith("reply refused: 550 5.7.1")
+    body = kept.get_content()
+    assert "To: bob@example.com" in body and "the work" in body
