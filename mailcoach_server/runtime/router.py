@@ -247,11 +247,10 @@ class Router:
     def _primer_stored(self, address: str, memory: list[int], plans: list[WritePlan]) -> bool:
         """Whether ``address``'s memory begins with the original tool's primer."""
         planned = {p.meta.id: p.meta for p in plans}
-        first = [planned.get(n) for n in memory[:2]]
-        if any(m is None for m in first):
+        first = [planned[n] for n in memory[:2] if n in planned]
+        if len(first) < len(memory[:2]):
             first = self.store.metas(memory[:2])
-        return starts_with_original_primer(
-            [(m.sender, m.subject) for m in first if m is not None], address)
+        return starts_with_original_primer([(m.sender, m.subject) for m in first], address)
 
     def _touches_robot(self, number: int) -> bool:
         metas = self.store.metas([number])
