@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up and run the whole test suite on a fresh machine:
-#   - the Debian programs the tests drive (swaks, msmtp, mbsync, neomutt, bwrap, tmux),
+#   - the Debian programs the tests drive (swaks, msmtp, mbsync, neomutt, bwrap, tmux,
+#     claws-mail, Thunderbird, Xvfb, xdotool, ImageMagick),
 #   - a virtualenv (.venv, or $MAILCOACH_VENV) with mailcoach and its test extras: on CI
 #     (CI=true) a NON-editable install, as users get it, and the suite imports that install
 #     (MAILCOACH_TEST_INSTALLED=1, see tests/conftest.py), so a file missing from the wheel
@@ -10,7 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for tool in swaks:swaks msmtp:msmtp mbsync:isync neomutt:neomutt bwrap:bubblewrap tmux:tmux; do
+for tool in swaks:swaks msmtp:msmtp mbsync:isync neomutt:neomutt bwrap:bubblewrap tmux:tmux \
+            claws-mail:claws-mail thunderbird:thunderbird Xvfb:xvfb xdotool:xdotool \
+            import:imagemagick; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool##*:}")
 done
 if ((${#need[@]})); then

@@ -1,0 +1,1 @@
+"""Desktop mail clients (claws-mail, Thunderbird) under Xvfb against ``mailcoach serve``."""
