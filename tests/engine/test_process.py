@@ -32,7 +32,6 @@ def test_swaks_to_the_shell_gets_a_threaded_reply(tmp_path):
     config = write_config(tmp_path / "c.yaml", config_data(tmp_path / "data"))
     with ServerProcess(config) as server:
         password = (tmp_path / "data" / "login").read_text().strip()
-        started = time.monotonic()
         result = subprocess.run(
             [swaks, "--server", f"127.0.0.1:{server.smtp_port}", "--auth-user",
              "user@localdomain", "--auth-password", password, "--from", "user@localdomain",
@@ -42,13 +41,11 @@ def test_swaks_to_the_shell_gets_a_threaded_reply(tmp_path):
         assert result.returncode == 0, result.stdout + result.stderr
         assert "250 2.0.0 OK" in result.stdout
         replies = wait_until(lambda: user_replies(tmp_path / "data"), what="shell reply")
-        elapsed = time.monotonic() - started
         reply = replies[0]
         assert reply["Subject"] == "Exit Code: 0"
         assert os.uname().sysname in reply.get_payload()
         request = mbox_messages(tmp_path / "data" / "trace")[0]
         assert reply["In-Reply-To"] == request["Message-ID"]
-        assert elapsed < 5, f"the reply took {elapsed:.1f} s"
     assert server.proc.returncode == 0
 
 
