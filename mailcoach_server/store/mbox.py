@@ -103,7 +103,8 @@ def parse(data: bytes) -> list[bytes]:
     Raises:
         MboxError: something other than blank lines comes before the first From_ line.
     """
-    start = _LEADING_BLANKS.match(data).end()  # type: ignore[union-attr]  # matches always
+    blanks = _LEADING_BLANKS.match(data)  # matches always, maybe empty
+    start = blanks.end() if blanks else 0
     if start == len(data):
         return []
     if not data.startswith(b"From ", start):
