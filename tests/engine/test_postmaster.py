@@ -85,3 +85,32 @@ def test_fast_address_path_agrees_with_the_stdlib_parser(value, monkeypatch):
     fast = addresses.parse_address_list([value])
     monkeypatch.setattr(addresses, "_simple_pairs", lambda text: None)
     assert fast == addresses.parse_address_list([value])
+
+
+def nested(levels: int) -> bytes:
+    head = b"From: user@localdomain\nTo: shell@localdomain\nSubject: deep\n"
+    opening = b"".join(b'Content-Type: multipart/mixed; boundary="b%d"\n\n--b%d\n' % (i, i)
+                       for i in range(levels))
+    closing = b"".join(b"\n--b%d--\n" % i for i in reversed(range(levels)))
+    return head + opening + b"Content-Type: text/plain\n\nx\n" + closing
+
+
+def test_mime_nesting_past_the_limit_is_refused_with_554_5_6_0():
+    assert check(nested(99)).to == ("shell@localdomain",)  # 100 levels: the limit itself
+    with pytest.raises(SubmitError) as refused:
+        check(nested(100))
+    assert (refused.value.code, refused.value.status) == (554, "5.6.0")
+    assert "nesting" in refused.value.reason
+
+
+@pytest.mark.parametrize(("rcpt", "why"), [
+    ("a" * 65 + "@localdomain", "longer than 64"),
+    ('"a b"@localdomain', "quoted local parts"),
+    ("jösé@localdomain", "non-ASCII"),
+    ("a\0b@localdomain", "not an address"),
+])
+def test_a_refused_envelope_recipient_says_why(rcpt, why):
+    with pytest.raises(SubmitError) as refused:
+        check(b"From: user@localdomain\nTo: swe1@localdomain\n\nx", envelope_rcpts=[rcpt])
+    assert (refused.value.code, refused.value.status) == (553, "5.1.3")
+    assert why in refused.value.reason and "\0" not in refused.value.smtp_reply()
