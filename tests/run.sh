@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Set up and run the whole test suite on a fresh machine:
 #   - the Debian programs the tests drive (swaks, msmtp, mbsync, neomutt, bwrap, tmux,
-#     claws-mail, Thunderbird, Xvfb, xdotool, ImageMagick),
+#     claws-mail, Thunderbird, Xvfb, xdotool, ImageMagick; podman, buildah, runc and
+#     debootstrap build and run the Docker image without a Docker engine:
+#     tests/docker/test_image.py makes its Debian base image once per machine with
+#     tests/docker/base_image.sh, and podman keeps it),
 #   - a virtualenv (.venv, or $MAILCOACH_VENV) with mailcoach and its test extras: on CI
 #     (CI=true) a NON-editable install, as users get it, and the suite imports that install
 #     (MAILCOACH_TEST_INSTALLED=1, see tests/conftest.py), so a file missing from the wheel
@@ -13,8 +16,10 @@ cd "$(dirname "$0")/.."
 need=()
 for tool in swaks:swaks msmtp:msmtp mbsync:isync neomutt:neomutt bwrap:bubblewrap tmux:tmux \
             claws-mail:claws-mail thunderbird:thunderbird Xvfb:xvfb xdotool:xdotool \
-            import:imagemagick; do
-    command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool##*:}")
+            import:imagemagick podman:podman buildah:buildah runc:runc debootstrap:debootstrap; do
+    # sbin too: runc and debootstrap live there, outside a normal user's PATH
+    PATH="$PATH:/usr/sbin:/sbin" command -v "${tool%%:*}" >/dev/null 2>&1 \
+        || need+=("${tool##*:}")
 done
 if ((${#need[@]})); then
     if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
