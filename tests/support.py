@@ -78,7 +78,7 @@ def mbox_messages(path: Path) -> list[Message]:
     return [message_from_bytes(raw) for raw in mbox.read(path)]
 
 
-async def wait_for(predicate: Callable[[], Any], timeout: float = 10.0,  # noqa: ASYNC109
+async def wait_for(predicate: Callable[[], Any], timeout: float = 60.0,  # noqa: ASYNC109
                    what: str = "condition") -> Any:
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -91,7 +91,7 @@ async def wait_for(predicate: Callable[[], Any], timeout: float = 10.0,  # noqa:
         await asyncio.sleep(0.02)
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0,
+def wait_until(predicate: Callable[[], Any], timeout: float = 60.0,
                what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     while True:
