@@ -17,9 +17,8 @@ Environment (the Dockerfile sets the first two):
 
 Arguments are those of ``mailcoach serve`` (``--queue FILE``, ``--budget
 USD``, ``--model``, ``--debug``, ...); flags given win over the
-environment. Change ports in the config, not with flags, so that
-``mailcoach health`` (the image's HEALTHCHECK, which reads the same
-config) checks the ports the server uses.
+environment. ``mailcoach health`` (the image's HEALTHCHECK) checks the
+ports the server bound, from ``/data/server.json``, however they were chosen.
 """
 
 from __future__ import annotations

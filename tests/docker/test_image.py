@@ -126,8 +126,10 @@ class Container:
         self.image, self.serve_args = image, list(serve_args)
 
     def __enter__(self) -> Container:
+        # The host's network: loopback only, as a plain `mailcoach serve` would listen.
         run("podman", "run", "-d", "--name", self.name, "--network", "host",
-            "-v", f"{self.volume}:/data", self.image, *self.serve_args)
+            "-e", "MAILCOACH_HOST=127.0.0.1", "-v", f"{self.volume}:/data", self.image,
+            *self.serve_args)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -198,7 +200,7 @@ def test_the_image_serves_mail_survives_a_restart_and_runs_the_console(container
     box, smtp_port, imap_port = container
     assert box.wait_healthy() == "healthy"
     banner = box.logs()
-    assert f"SMTP  0.0.0.0:{smtp_port}" in banner and "password in /data/login" in banner
+    assert f"SMTP  127.0.0.1:{smtp_port}" in banner and "password in /data/login" in banner
     password = box.exec("cat", "/data/login").stdout.strip()
     assert password
 
