@@ -108,7 +108,8 @@ class Display:
         return self
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("DBUS_", "WAYLAND_"))}
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("DBUS_", "WAYLAND_", "MOZ_HEADLESS"))}
         env.update({"DISPLAY": self.name, "NO_AT_BRIDGE": "1", "GTK_A11Y": "none", **extra})
         return env
 
