@@ -1,54 +1,52 @@
-"""Real mail clients from Debian against the server: mbsync (isync) and neomutt (in tmux)."""
+"""Real mail clients from Debian against the server: mbsync (isync) and neomutt (in tmux).
+
+Their configs are the README's snippets ("Reading mail in a mail client"), read
+from it: only the ports are the test's. ``HOME`` is the test's directory and the
+data directory is ``~/mailcoach-data``, so the README's ``cat ~/mailcoach-data/login``
+and ``~/Mail/mailcoach`` work as written.
+"""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import time
+from email.utils import parseaddr
 from pathlib import Path
 
 import pytest
 
+from mailcoach_server.config import load_config
+from tests.clients.readme import snippet, with_ports
 from tests.conftest import require_tool
 from tests.imap_server.conftest import ThreadedServer
-from tests.support import make_config, wait_until
+from tests.support import config_data, mbox_messages, wait_until, write_config
 
 USER = "user@localdomain"
 
 
-def mbsync_config(path: Path, server: ThreadedServer, local: Path) -> Path:
-    host, port = server.server.imap_address
-    path.write_text(f"""IMAPAccount mailcoach
-Host {host}
-Port {port}
-User {USER}
-Pass {server.password}
-SSLType None
-AuthMechs PLAIN
+def readme_server(home: Path, model: str | None = None) -> ThreadedServer:
+    """A server whose data directory is where the README's snippets look: ~/mailcoach-data."""
+    path = write_config(home / "mailcoach.yaml", config_data(home / "mailcoach-data", model))
+    return ThreadedServer(load_config(path)).start()
 
-IMAPStore remote
-Account mailcoach
 
-MaildirStore local
-Path {local}/
-Inbox {local}/INBOX
-SubFolders Verbatim
+def home_env(home: Path) -> dict[str, str]:
+    return {**os.environ, "HOME": str(home)}
 
-Channel mailcoach
-Far :remote:
-Near :local:
-Patterns *
-Create Both
-Expunge Both
-SyncState *
-""")
+
+def mbsync_config(home: Path, server: ThreadedServer) -> Path:
+    _, port = server.server.imap_address
+    path = home / ".mbsyncrc"
+    path.write_text(with_ports(snippet("mbsync"), imap=port))
     return path
 
 
-def run_mbsync(config: Path) -> str:
-    result = subprocess.run([require_tool("mbsync"), "-c", str(config), "mailcoach"],
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stdout + result.stderr
+def run_mbsync(home: Path, *, ok: bool = True) -> str:
+    """``mbsync mailcoach`` as the README says (it reads ~/.mbsyncrc)."""
+    result = subprocess.run([require_tool("mbsync"), "mailcoach"], capture_output=True,
+                            text=True, timeout=60, env=home_env(home))
+    assert (result.returncode == 0) == ok, result.stdout + result.stderr
     return result.stdout + result.stderr
 
 
@@ -58,16 +56,20 @@ def maildir_files(folder: Path) -> list[Path]:
 
 def test_mbsync_syncs_every_folder_both_ways(tmp_path):
     require_tool("mbsync")
-    server = ThreadedServer(make_config(tmp_path)).start()
+    server = readme_server(tmp_path)
     try:
         server.send(b"From: user@localdomain\r\nTo: user@localdomain\r\nSubject: note to self"
                     b"\r\n\r\nremember the milk\r\n", [USER])
         client = server.imap()
         wait_until(lambda: client.status("INBOX", "(MESSAGES)")[1] == [b'"INBOX" (MESSAGES 1)'])
-        local = tmp_path / "maildir"
-        local.mkdir()
-        config = mbsync_config(tmp_path / "mbsyncrc", server, local)
-        run_mbsync(config)
+        mbsync_config(tmp_path, server)
+        # as the README warns: without the local directory the first run fails
+        assert "cannot open store" in run_mbsync(tmp_path, ok=False)
+        [mkdir] = snippet("mbsync", 1).splitlines()
+        subprocess.run(["sh", "-c", mkdir], check=True, env=home_env(tmp_path), timeout=20)
+        local = tmp_path / "Mail" / "mailcoach"
+        assert local.is_dir()
+        run_mbsync(tmp_path)
         # every folder, the read-only ones included
         for folder in ("INBOX", "Sent", "Drafts", "Trash", "Trace", "Agents/swe1@localdomain"):
             assert (local / folder / "cur").is_dir(), folder
@@ -88,7 +90,7 @@ def test_mbsync_syncs_every_folder_both_ways(tmp_path):
         # and a folder made locally appears on the server
         for sub in ("cur", "new", "tmp"):
             (local / "Projects" / sub).mkdir(parents=True)
-        run_mbsync(config)
+        run_mbsync(tmp_path)
         client.select("INBOX", readonly=True)
         assert client.fetch("1", "(FLAGS)")[1] == [b"1 (FLAGS (\\Flagged \\Seen))"]
         client.select("Drafts", readonly=True)
@@ -101,14 +103,14 @@ def test_mbsync_syncs_every_folder_both_ways(tmp_path):
         wait_until(lambda: client.status("INBOX", "(MESSAGES)")[1] == [b'"INBOX" (MESSAGES 2)'])
         client.select("INBOX")
         client.store("1", "-FLAGS", r"(\Flagged)")  # and a flag removed on the server
-        output = run_mbsync(config)
+        output = run_mbsync(tmp_path)
         files = maildir_files(local / "INBOX")
         assert len(files) == 2, output
         assert any(b"and eggs" in f.read_bytes() for f in files)
         first = next(f for f in files if b"remember the milk" in f.read_bytes())
         assert first.name.endswith(":2,S")
         # a third run changes nothing and fails nothing
-        run_mbsync(config)
+        run_mbsync(tmp_path)
         assert len(maildir_files(local / "INBOX")) == 2
         client.logout()
     finally:
@@ -160,10 +162,32 @@ def tmux(tmp_path):
         session.kill()
 
 
+#: settings for the test's screen only, after the README's: no caches, no questions
+_NEOMUTT_TEST_ONLY = """set header_cache = ""
+set message_cachedir = ""
+set sort = date
+set quit = yes
+set move = no
+set mark_old = yes
+set wait_key = no
+"""
+
+
+def neomuttrc(home: Path, server: ThreadedServer, *, drop: str = "") -> Path:
+    """``~/.neomuttrc``: the README's snippet (less any line starting with ``drop``)."""
+    (_, imap_port), (_, smtp_port) = server.server.imap_address, server.server.smtp_address
+    lines = with_ports(snippet("neomutt"), imap=imap_port, smtp=smtp_port).splitlines()
+    kept = [line for line in lines if not (drop and line.startswith(drop))]
+    assert len(kept) == len(lines) - (1 if drop else 0), f"README's neomutt has no {drop!r}"
+    path = home / ".neomuttrc"
+    path.write_text("\n".join(kept) + "\n" + _NEOMUTT_TEST_ONLY)
+    return path
+
+
 def test_neomutt_reads_the_agents_reply_over_imap(tmp_path, model_server, tmux):
     neomutt = require_tool("neomutt")
     model_server.enqueue("To: user@localdomain\nSubject: Re: lunch\n\nPizza, says swe1.")
-    server = ThreadedServer(make_config(tmp_path, model_server.spec())).start()
+    server = readme_server(tmp_path, model_server.spec())
     try:
         server.send(b"From: user@localdomain\r\nTo: swe1@localdomain\r\nSubject: lunch\r\n\r\n"
                     b"What shall we eat?\r\n", ["swe1@localdomain"])
@@ -172,24 +196,8 @@ def test_neomutt_reads_the_agents_reply_over_imap(tmp_path, model_server, tmux):
                    what="the agent's reply in INBOX")
         client.append("INBOX", None, None, b"From: shell@localdomain\r\nTo: user@localdomain\r\n"
                       b"Subject: unread\r\n\r\nnot opened\r\n")
-        host, port = server.server.imap_address
-        muttrc = tmp_path / "muttrc"
-        muttrc.write_text(f"""set folder = "imap://{host}:{port}/"
-set spoolfile = "+INBOX"
-set imap_user = "{USER}"
-set imap_pass = "{server.password}"
-set ssl_starttls = no
-set ssl_force_tls = no
-set header_cache = ""
-set message_cachedir = ""
-set record = ""
-set sort = date
-set quit = yes
-set move = no
-set mark_old = yes
-set wait_key = no
-""")
-        tmux.start(f"{neomutt} -n -F {muttrc}")
+        neomuttrc(tmp_path, server)
+        tmux.start(f"{neomutt} -n")  # -n: no system config; ~/.neomuttrc is the README's
         tmux.wait_for("Re: lunch")
         tmux.keys("Enter")  # the first message: the agent's reply
         screen = tmux.wait_for("Pizza, says swe1.")
@@ -201,6 +209,43 @@ set wait_key = no
         client.select("INBOX", readonly=True)
         wait_until(lambda: client.fetch("1:2", "(FLAGS)")[1] == [
             b"1 (FLAGS (\\Seen))", b"2 (FLAGS (Old))"], what="flags from neomutt")
+        client.logout()
+    finally:
+        server.stop()
+
+
+def test_neomutt_sends_with_the_readme_config_and_files_sent_once(tmp_path, model_server):
+    neomutt = require_tool("neomutt")
+    model_server.enqueue("To: user@localdomain\nSubject: Re: from neomutt\n\nGot it.")
+    server = readme_server(tmp_path, model_server.spec())
+    try:
+        def send(subject: str) -> subprocess.CompletedProcess[str]:
+            # batch mode (stdin is not a terminal): neomutt sends at once over smtp_url
+            return subprocess.run([neomutt, "-n", "-s", subject, "swe1@localdomain"],
+                                  input="sent from neomutt\n", capture_output=True, text=True,
+                                  timeout=60, env={**home_env(tmp_path), "TERM": "xterm"})
+
+        # what the issue saw: without `from` neomutt sends as root@host, refused
+        neomuttrc(tmp_path, server, drop="set from")
+        refused = send("no from")
+        assert refused.returncode != 0
+        assert "553" in refused.stdout + refused.stderr
+        neomuttrc(tmp_path, server)
+        result = send("from neomutt")
+        assert result.returncode == 0, result.stdout + result.stderr
+        data = tmp_path / "mailcoach-data"
+        memory = wait_until(lambda: [m for m in mbox_messages(data / "swe1@localdomain.mbox")
+                                     if m["Subject"] == "from neomutt"], what="neomutt's mail")
+        assert [m["Subject"] for m in mbox_messages(data / "swe1@localdomain.mbox")
+                if m["Subject"] == "no from"] == []
+        assert parseaddr(memory[0]["From"])[1] == USER
+        # record = "+Sent": neomutt APPENDs its copy; the server keeps one
+        client = server.imap()
+        client.select("Sent", readonly=True)
+        typ, data_ = client.search(None, "HEADER", "Message-ID", memory[0]["Message-ID"])
+        assert typ == "OK" and len(data_[0].split()) == 1, data_
+        wait_until(lambda: [m for m in mbox_messages(data / "user@localdomain.mbox")
+                            if m["Subject"] == "Re: from neomutt"], what="swe1's answer")
         client.logout()
     finally:
         server.stop()
