@@ -286,6 +286,11 @@ async def do_copy(session: Session, command: CopyCommand) -> Tagged:
     if move and mailbox.read_only:
         raise ReadOnly("the mailbox is read-only: messages can be copied, not moved")
     dest = await _destination(session, command.mailbox)
+    if mailbox.folder.read_only and dest.special == "\\Trash":
+        # Clients delete by copying to Trash and then setting \Deleted; in a read-only
+        # view the second step fails and the copy would stay (claws-mail). Refuse the first.
+        raise Cannot(f"{mailbox.folder.name} is read-only: its messages cannot be deleted "
+                     "(copy them to a folder of your own to keep them)")
     targets = [row for _, row in _targets(mailbox, command.sequence_set, command.uid)]
     if not targets:
         return Tagged.ok(command.tag, f"{command.name} completed: nothing to do")

@@ -22,7 +22,7 @@ import logging
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Final, Protocol
 
 from ..config import ImapConfig
 from ..credentials import Credentials
@@ -32,15 +32,20 @@ from .connection import CAPABILITIES, Connection, State
 from .folders import Catalogue, Folder
 from .hub import Hub
 from .messages import MessageCache
-from .responses import Cannot, ImapError
+from .responses import Cannot, ImapError, Untagged
 from .selected import SelectedMailbox
 
-__all__ = ["Backend", "BadArguments", "Output", "ReadOnly", "Session", "is_loopback"]
+__all__ = ["IDLE_KEEPALIVE", "Backend", "BadArguments", "Output", "ReadOnly", "Session",
+           "is_loopback"]
 
 log = logging.getLogger("mailcoach.imap")
 
 _ids = itertools.count(1)
 _SENT = "Sent"  # where the router files what the user sent (runtime.router.FOLDERS)
+#: seconds of silence in IDLE before an ``* OK`` keep-alive (Dovecot's
+#: imap_idle_notify_interval is 2 minutes too); well under NAT timeouts and
+#: RFC 2177's 29-minute re-IDLE
+IDLE_KEEPALIVE: Final = 120.0
 
 
 class Output(Protocol):
@@ -248,13 +253,25 @@ class Session:
                 await task
 
     async def _push(self) -> None:
-        """While IDLE: new mail, flags and expunges go out as soon as the hub says so."""
+        """While IDLE: new mail, flags and expunges go out as soon as the hub says so.
+
+        With nothing to say for :data:`IDLE_KEEPALIVE` seconds, an ``* OK`` goes out
+        (RFC 2177 §3 allows it), so clients and NAT boxes do not drop a quiet IDLE.
+        """
         while True:
             selected = self.selected
-            if selected is None:
-                await asyncio.Event().wait()  # nothing to watch; DONE will cancel us
-                return
-            await selected.changed.wait()
+            # nothing to watch (IDLE without a mailbox): only keep-alives until DONE
+            changed = selected.changed if selected is not None else asyncio.Event()
+            try:
+                async with asyncio.timeout(IDLE_KEEPALIVE):
+                    await changed.wait()
+            except TimeoutError:
+                try:
+                    self.send(bytes(Untagged.ok("still here")))
+                    await self.out.drain()
+                except (ConnectionError, OSError):
+                    return
+                continue
             try:
                 self.poll()
                 await self.out.drain()

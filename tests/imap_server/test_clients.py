@@ -70,13 +70,14 @@ def test_mbsync_syncs_every_folder_both_ways(tmp_path):
         local = tmp_path / "Mail" / "mailcoach"
         assert local.is_dir()
         run_mbsync(tmp_path)
-        # every folder, the read-only ones included
-        for folder in ("INBOX", "Sent", "Drafts", "Trash", "Trace", "Agents/swe1@localdomain"):
+        # every folder of the user's; the read-only views are left out by the README's
+        # Patterns (a Maildir cannot refuse a delete: mbsync would drop locally what the
+        # server keeps)
+        for folder in ("INBOX", "Sent", "Drafts", "Trash"):
             assert (local / folder / "cur").is_dir(), folder
+        assert not (local / "Trace").exists() and not (local / "Agents").exists()
         [inbox_file] = maildir_files(local / "INBOX")
         assert b"remember the milk" in inbox_file.read_bytes()
-        assert len(maildir_files(local / "Agents/swe1@localdomain")) == 4
-        assert len(maildir_files(local / "Trace")) == 1
         [sent_file] = maildir_files(local / "Sent")
         assert sent_file.name.endswith(",S")  # the router files sent mail as \Seen
         # a flag set locally reaches the server
@@ -249,3 +250,56 @@ def test_neomutt_sends_with_the_readme_config_and_files_sent_once(tmp_path, mode
         client.logout()
     finally:
         server.stop()
+
+
+# -- read-only views (Trace, Agents/<address>) as clients delete in them ---------------------
+
+
+def test_deleting_in_a_read_only_view_is_refused_before_anything_changes(threaded):
+    """What claws-mail and Thunderbird do to delete: COPY (or MOVE) to Trash, then \\Deleted.
+
+    In a view nothing may be deleted, so the first step is refused: no stray copy
+    is left in Trash. Copying to a folder of one's own still works.
+    """
+    from tests.imap_server.test_compliance import Wire, mail
+
+    threaded.send(mail("kept", From=USER, To=USER), [USER])
+    wire = Wire(threaded)
+    try:
+        wait_until(lambda: b"MESSAGES 1" in b"".join(wire.ok(b"STATUS Trace (MESSAGES)")))
+        wire.ok(b"CREATE Keep")
+        for view in (b"Trace", b'"Agents/swe1@localdomain"'):
+            lines = wire.ok(b"SELECT " + view)
+            assert any(b"[PERMANENTFLAGS ()]" in line for line in lines), lines
+            assert wire.command(b"UID COPY 1:* Trash")[1].startswith(b"NO [CANNOT]")
+            assert wire.command(b"UID MOVE 1:* Trash")[1].startswith(b"NO")
+            assert wire.command(b"UID STORE 1:* +FLAGS (\\Deleted)")[1].startswith(b"NO")
+            wire.ok(b"UID COPY 1:* Keep")  # keeping a copy elsewhere is fine
+        assert b"MESSAGES 0" in b"".join(wire.ok(b"STATUS Trash (MESSAGES)"))
+        assert b"MESSAGES 1" in b"".join(wire.ok(b"STATUS Trace (MESSAGES)"))
+        assert b"MESSAGES 5" in b"".join(wire.ok(b"STATUS Keep (MESSAGES)"))  # 1 + 4 primer
+    finally:
+        wire.close()
+
+
+@pytest.mark.parametrize("select", [True, False], ids=["selected", "authenticated"])
+def test_a_quiet_idle_gets_ok_keepalives(threaded, monkeypatch, select):
+    """RFC 2177: the server may send ``* OK`` during IDLE; clients and NAT keep the link."""
+    from mailcoach_server.imap import session
+    from tests.imap_server.test_compliance import Wire
+
+    monkeypatch.setattr(session, "IDLE_KEEPALIVE", 0.2)  # 2 minutes in use
+    wire = Wire(threaded)
+    try:
+        if select:
+            wire.ok(b"SELECT INBOX")
+        wire.sock.sendall(b"i1 IDLE\r\n")
+        assert wire.line().startswith(b"+ ")
+        assert [wire.line(), wire.line()] == [b"* OK still here", b"* OK still here"]
+        wire.sock.sendall(b"DONE\r\n")
+        while not (line := wire.line()).startswith(b"i1 "):
+            assert line == b"* OK still here", line
+        assert line.startswith(b"i1 OK")
+        wire.ok(b"NOOP")  # the session goes on
+    finally:
+        wire.close()
