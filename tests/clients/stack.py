@@ -120,8 +120,10 @@ class MailStack:
         """The Message-ID of every message in ``folder``, read over IMAP."""
         client = self.imap()
         try:
-            typ, _ = client.select(f'"{folder}"', readonly=True)
+            typ, count = client.select(f'"{folder}"', readonly=True)
             assert typ == "OK", folder
+            if count == [b"0"]:
+                return []
             typ, data = client.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
             ids = []
             for item in data:

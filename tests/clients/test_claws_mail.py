@@ -92,6 +92,19 @@ def test_claws_mail_reads_sends_and_gets_the_agents_reply(tmp_path):
             assert sent_ids.count(sent["Message-ID"]) == 1, sent_ids
             assert stack.folder_message_ids("Queue") == []  # sent, so taken out of Queue
             screen.screenshot(artifacts_dir() / "claws-mail.png")
+
+            # deleting in the read-only Trace: refused at claws' first step (its COPY to
+            # Trash), so no stray copy is left in Trash and Trace keeps the message
+            trace_before = len(stack.folder_message_ids("Trace"))
+            claws.remote("--select", "#imap/mailcoach/Trace/1")
+            poll(lambda: claws.cached("Trace", 1).is_file(), 30, "Trace/1 shown in claws")
+            [main] = screen.windows("Claws Mail 4")
+            screen.keys(main, "Delete")
+            poll(lambda: "NO [CANNOT] Trace is read-only" in stack.log(), 30,
+                 "claws' delete attempt, refused")
+            screen.screenshot(artifacts_dir() / "claws-mail-delete-in-trace.png")
+            assert stack.folder_message_ids("Trash") == []
+            assert len(stack.folder_message_ids("Trace")) == trace_before
         finally:
             claws.quit()
         assert stack.errors() == []
