@@ -275,18 +275,21 @@ async def test_disk_full_gets_451_then_mail_is_accepted_again_without_restart(tm
 # -- private files ------------------------------------------------------------------
 
 
-async def test_the_data_dir_is_0700_and_its_files_0600(tmp_path):
-    config = make_config(tmp_path, model=None)
+async def test_the_data_dir_is_0700_and_its_files_0600(tmp_path, model_server):
+    config = make_config(tmp_path, model=model_server.spec())
+    model_server.enqueue(f"To: {USER}\nSubject: again\n\nregenerated")
     old_umask = os.umask(0o022)
     try:
         async with serve_in_process(config) as server:
             await send_code(server, command("echo hi"))
             await wait_for(lambda: answers(config.data_dir), what="the shell's answer")
             # A rollback rewrites a party file (temp file + rename): still 0600.
+            # With X-Drop the agent answers again from what is left (the original's meaning).
             rollback = (f"From: {USER}\nTo: swe1@localdomain\nX-Drop: yes\n"
                         "X-Rollback: 0\nSubject: r\n\nx\n").encode()
             code, _ = await send_code(server, rollback, ["swe1@localdomain"])
             assert code == 250
+            await wait_for(lambda: answers(config.data_dir, "again"), what="the regenerated answer")
     finally:
         os.umask(old_umask)
     assert config.data_dir.stat().st_mode & 0o777 == 0o700
