@@ -16,7 +16,7 @@ SOURCE_TREE = Path(__file__).resolve().parent.parent
 
 
 def _import_the_installed_package() -> None:
-    """Under MAILCOACH_TEST_INSTALLED=1 (CI), the suite tests the installed wheel.
+    """Under MAILCOACH_TEST_INSTALLED=1 (CI), the suite and its children test the wheel.
 
     pytest puts the checkout on sys.path (for ``tests``), where the source tree
     would shadow the install. Import the package once without it: later
@@ -24,6 +24,9 @@ def _import_the_installed_package() -> None:
     """
     if os.environ.get("MAILCOACH_TEST_INSTALLED") != "1":
         return
+    # Child processes too (``python -m mailcoach_server`` run from the checkout
+    # would put it first on sys.path): Python 3.11's safe-path mode.
+    os.environ["PYTHONSAFEPATH"] = "1"
     kept = [p for p in sys.path if Path(p or ".").resolve() != SOURCE_TREE]
     saved, sys.path[:] = sys.path[:], kept
     try:
