@@ -133,3 +133,16 @@ class MailStack:
             return ids
         finally:
             client.logout()
+
+    def uid_of(self, folder: str, message_id: str) -> int:
+        """The UID of the message with ``message_id`` in ``folder``, read over IMAP."""
+        client = self.imap()
+        try:
+            typ, _ = client.select(f'"{folder}"', readonly=True)
+            assert typ == "OK", folder
+            typ, data = client.uid("SEARCH", "HEADER", "Message-ID", f'"{message_id}"')
+            assert typ == "OK" and data[0], (folder, message_id)
+            [uid] = data[0].split()
+            return int(uid)
+        finally:
+            client.logout()
