@@ -92,15 +92,16 @@ async def wait_for(predicate: Callable[[], Any], timeout: float = 60.0,  # noqa:
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 60.0,
-               what: str = "condition") -> Any:
+               what: str = "condition", interval: float = 0.02) -> Any:
+    """Poll ``predicate`` (from a thread that may block) until it returns something truthy."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
 
 
 class ServerProcess:

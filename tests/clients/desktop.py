@@ -12,12 +12,12 @@ import contextlib
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tests.conftest import require_tool
+from tests.support import wait_until
 
 __all__ = ["Display", "GuiProcess", "artifacts_dir", "poll", "stop_group"]
 
@@ -33,14 +33,7 @@ def artifacts_dir() -> Path:
 
 def poll(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
     """Call ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
+    return wait_until(predicate, timeout, what, interval)
 
 
 def stop_group(proc: subprocess.Popen[Any], grace: float = 10.0) -> None:
