@@ -1,7 +1,15 @@
-"""Shared bits of the benchmarks: start a server process, read its peak memory."""
+"""Shared bits of the benchmarks: start a server process, read its peak memory.
+
+The benchmarks measure mailcoach as installed (``pip install .``, or editable):
+nothing here puts the checkout on ``sys.path``, and every child Python runs
+with ``-P`` so its working directory cannot shadow the install either. The
+one file taken from the checkout is the tests' scripted model server, which is
+not part of the product (:func:`scripted_model_server`).
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import signal
@@ -13,7 +21,38 @@ from pathlib import Path
 
 import yaml
 
+__all__ = ["ROOT", "PYTHON", "child_env", "peak_rss_mib", "require_install", "scratch",
+           "scripted_model_server", "start_server", "stop"]
+
 ROOT = Path(__file__).resolve().parent.parent
+#: This interpreter, never prepending a script's or the working directory to sys.path.
+PYTHON = [sys.executable, "-P"]
+
+
+def require_install() -> None:
+    """Exit with a clear message unless the mailcoach package is importable as installed."""
+    if importlib.util.find_spec("mailcoach_server") is None or \
+            importlib.util.find_spec("mailcoach_server.defaults") is None:
+        raise SystemExit("mailcoach is not installed in this Python: run the benchmarks with "
+                         "the virtualenv's python after `python3 -m venv .venv && "
+                         ".venv/bin/pip install .`")
+
+
+def child_env() -> dict[str, str]:
+    """The environment for child Pythons: without a PYTHONPATH that could shadow the install."""
+    return {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+
+
+def scripted_model_server() -> type:
+    """``tests/fakellm.py``'s ``ScriptedModelServer``, loaded by path (stdlib only)."""
+    path = ROOT / "tests" / "fakellm.py"
+    spec = importlib.util.spec_from_file_location("mailcoach_bench_fakellm", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"the scripted model server is missing: {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module.ScriptedModelServer
 
 
 def start_server(config: dict, workdir: Path) -> tuple[subprocess.Popen, int, str]:
@@ -22,9 +61,8 @@ def start_server(config: dict, workdir: Path) -> tuple[subprocess.Popen, int, st
     path.write_text(yaml.safe_dump(config))
     log = open(workdir / "server.log", "w")  # noqa: SIM115 - lives as long as the server
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mailcoach_server", "serve", "--config", str(path)],
-        stdout=subprocess.PIPE, stderr=log, text=True, cwd=workdir,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        [*PYTHON, "-m", "mailcoach_server", "serve", "--config", str(path)],
+        stdout=subprocess.PIPE, stderr=log, text=True, cwd=workdir, env=child_env(),
     )
     port = 0
     deadline = time.monotonic() + 30

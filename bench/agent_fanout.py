@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import argparse
 import smtplib
-import sys
 import time
 from email.message import EmailMessage
 from pathlib import Path
 
-from _common import ROOT, peak_rss_mib, scratch, start_server, stop
-
-sys.path.insert(0, str(ROOT))
-from tests.fakellm import ScriptedModelServer  # noqa: E402
+from _common import (
+    peak_rss_mib,
+    require_install,
+    scratch,
+    scripted_model_server,
+    start_server,
+    stop,
+)
 
 
 def answers(data_dir: Path) -> int:
@@ -58,7 +61,8 @@ def main() -> None:
     parser.add_argument("--agents", type=int, default=100)
     parser.add_argument("--delay", type=float, default=0.2)
     args = parser.parse_args()
-    with ScriptedModelServer() as model:
+    require_install()
+    with scripted_model_server()() as model:
         model.responder = lambda request: "To: user@localdomain\nSubject: hello\n\nhello"
         work = scratch()
         data = work / "data"

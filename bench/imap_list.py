@@ -25,13 +25,13 @@ import asyncio
 import imaplib
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _common import require_install
 
+require_install()
 from mailcoach_server.app import running  # noqa: E402
 from mailcoach_server.config import load_config  # noqa: E402
 from mailcoach_server.imap.folders import (  # noqa: E402

@@ -2,10 +2,11 @@
 
     python bench/smtp_ingest.py [--messages 5000] [--size 2048]
 
-Both servers run as their own processes on 127.0.0.1; the client (aiosmtplib)
-sends over 1 and over 20 concurrent sessions, each session one connection
-that sends its share of the messages. mailcoach stores every message durably
-(fsync, group commit) before answering 250; the bare server throws it away.
+Both servers run as their own processes on 127.0.0.1; the client (the stdlib
+smtplib, one thread per session) sends over 1 and over 20 concurrent sessions,
+each session one connection that sends its share of the messages. mailcoach
+stores every message durably (fsync, group commit) before answering 250; the
+bare server throws it away.
 Prints messages/s for both, the ratio (target: >= 0.5 at 20 sessions) and
 mailcoach's peak RSS.
 """
@@ -13,13 +14,13 @@ mailcoach's peak RSS.
 from __future__ import annotations
 
 import argparse
-import asyncio
+import smtplib
 import subprocess
-import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
-import aiosmtplib
-from _common import peak_rss_mib, scratch, start_server, stop
+from _common import PYTHON, child_env, peak_rss_mib, require_install, scratch, start_server, stop
 
 BARE_SERVER = """
 import asyncio, sys
@@ -45,23 +46,31 @@ def message(number: int, size: int) -> bytes:
     return head + body
 
 
-async def send_all(port: int, total: int, sessions: int, size: int,
-                   password: str | None) -> float:
+def send_all(port: int, total: int, sessions: int, size: int, password: str | None) -> float:
+    """Messages/s over ``sessions`` concurrent connections (stdlib smtplib, one thread each)."""
     per_session = total // sessions
+    start = threading.Barrier(sessions + 1)
 
-    async def session(index: int) -> None:
-        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False,
-                                 use_tls=False, timeout=60)
-        await client.connect()
-        if password:
-            await client.login("user@localdomain", password)
-        for n in range(per_session):
-            await client.sendmail("user@localdomain", ["user@localdomain"],
-                                  message(index * per_session + n, size))
-        await client.quit()
+    def session(index: int) -> None:
+        try:
+            client = smtplib.SMTP("127.0.0.1", port, timeout=60)
+            if password:
+                client.login("user@localdomain", password)
+        except BaseException:
+            start.abort()  # the others stop waiting for a session that never comes
+            raise
+        with client:
+            start.wait(60)
+            for n in range(per_session):
+                client.sendmail("user@localdomain", ["user@localdomain"],
+                                message(index * per_session + n, size))
 
-    started = time.perf_counter()
-    await asyncio.gather(*(session(i) for i in range(sessions)))
+    with ThreadPoolExecutor(sessions) as pool:
+        futures = [pool.submit(session, i) for i in range(sessions)]
+        start.wait(60)  # every session connected (and logged in): time the mail only
+        started = time.perf_counter()
+        for future in futures:
+            future.result()
     return per_session * sessions / (time.perf_counter() - started)
 
 
@@ -70,9 +79,10 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--size", type=int, default=2048)
     args = parser.parse_args()
+    require_install()
 
-    bare = subprocess.Popen([sys.executable, "-c", BARE_SERVER], stdout=subprocess.PIPE,
-                            text=True)
+    bare = subprocess.Popen([*PYTHON, "-c", BARE_SERVER], stdout=subprocess.PIPE, text=True,
+                            env=child_env())
     bare_port = int(bare.stdout.readline())
     work = scratch()
     config = {"data_dir": str(work / "data"), "smtp": {"port": 0}, "imap": {"port": 0}}
@@ -80,8 +90,8 @@ def main() -> None:
     try:
         print(f"{args.messages} messages of {args.size} bytes")
         for sessions in (1, 20):
-            baseline = asyncio.run(send_all(bare_port, args.messages, sessions, args.size, None))
-            ours = asyncio.run(send_all(port, args.messages, sessions, args.size, password))
+            baseline = send_all(bare_port, args.messages, sessions, args.size, None)
+            ours = send_all(port, args.messages, sessions, args.size, password)
             print(f"  {sessions:2d} session(s): bare aiosmtpd {baseline:7.0f} msg/s, "
                   f"mailcoach {ours:7.0f} msg/s, ratio {ours / baseline:.2f}")
         print(f"  mailcoach peak RSS {peak_rss_mib(proc.pid):.0f} MiB, "

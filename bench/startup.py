@@ -11,7 +11,6 @@ mailcoach adds on this machine.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import socket
 import statistics
@@ -21,8 +20,15 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+from _common import PYTHON, child_env, require_install
+
+ENV = child_env()
+
+
+def mailcoach_command() -> list[str]:
+    """The ``mailcoach`` console script beside this Python, as a user runs it."""
+    script = Path(sys.executable).parent / "mailcoach"
+    return [str(script)] if script.exists() else [*PYTHON, "-m", "mailcoach_server"]
 
 
 def timed(args: list[str], runs: int) -> float:
@@ -47,7 +53,7 @@ def serve_until_smtp(runs: int) -> float:
         port = free_port()
         started = time.perf_counter()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "mailcoach_server", "serve", "--data-dir", str(data),
+            [*mailcoach_command(), "serve", "--data-dir", str(data),
              "--smtp-port", str(port), "--imap-port", "0"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
         try:
@@ -71,13 +77,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args()
-    python = [sys.executable]
-    bare = timed(python + ["-c", "pass"], args.runs)
-    help_time = timed(python + ["-m", "mailcoach_server", "--help"], args.runs)
-    serve_help = timed(python + ["-m", "mailcoach_server", "serve", "--help"], args.runs)
-    serve = serve_until_smtp(max(3, args.runs // 2))
+    require_install()
+    mailcoach = mailcoach_command()
+    bare = timed([*PYTHON, "-c", "pass"], args.runs)
+    help_time = timed([*mailcoach, "--help"], args.runs)
+    serve_help = timed([*mailcoach, "serve", "--help"], args.runs)
+    serve = serve_until_smtp(max(1, args.runs // 2))
     probe = subprocess.run(
-        python + ["-c", "import sys, mailcoach_server.app, mailcoach_server.console.cli; "
+        [*PYTHON, "-c", "import sys, mailcoach_server.app, mailcoach_server.console.cli; "
                   "print('litellm' in sys.modules)"],
         capture_output=True, text=True, env=ENV, check=True)
     print(f"python -c pass            {bare * 1000:6.0f} ms (baseline)")
