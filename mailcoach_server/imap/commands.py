@@ -34,7 +34,17 @@ from .command import (
 from .connection import IdleDone, SaslResponse, State
 from .folders import Folder
 from .listing import list_folders
-from .message_commands import MESSAGE_COMMANDS
+from .message_commands import (  # noqa: F401 - bound by name in COMMAND_TABLE
+    do_append,
+    do_close,
+    do_copy,
+    do_expunge,
+    do_fetch,
+    do_search,
+    do_store,
+)
+from .parser import COMMAND_TABLE
+from .registry import CommandTable
 from .responses import (
     AuthenticationFailed,
     Cannot,
@@ -284,13 +294,15 @@ async def do_unselect(session: Session, command: Command) -> Tagged:
     return Tagged.ok(command.tag, "UNSELECT completed")
 
 
-COMMANDS: dict[str, Handler] = {
-    "CAPABILITY": do_capability, "NOOP": do_noop, "CHECK": do_noop, "LOGOUT": do_logout,
-    "ID": do_id, "STARTTLS": do_starttls, "LOGIN": do_login, "AUTHENTICATE": do_authenticate,
-    "SELECT": do_select, "EXAMINE": do_select, "CREATE": do_create, "DELETE": do_delete,
-    "RENAME": do_rename, "SUBSCRIBE": do_subscribe, "UNSUBSCRIBE": do_subscribe,
-    "LIST": do_list, "LSUB": do_list, "STATUS": do_status, "NAMESPACE": do_namespace,
-    "ENABLE": do_enable, "IDLE": do_idle,  # type: ignore[dict-item]
-    "UNSELECT": do_unselect,
-    **MESSAGE_COMMANDS,
-}
+def _bind(table: CommandTable) -> dict[str, Handler]:
+    """Each declared command's ``do_*`` coroutine, found by its name in this module
+    (the message commands are imported into it); a missing one fails at import."""
+    scope = globals()
+    missing = sorted(spec.handler for spec in table if spec.handler not in scope)
+    if missing:
+        raise ImportError(f"IMAP command handlers not defined: {', '.join(missing)}")
+    return {spec.name: scope[spec.handler] for spec in table}
+
+
+#: Each command's coroutine by name, from :data:`.parser.COMMAND_TABLE`.
+COMMANDS: dict[str, Handler] = _bind(COMMAND_TABLE)

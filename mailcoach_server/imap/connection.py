@@ -7,7 +7,8 @@ Rules - everything that moves the state lives in this module:
   :meth:`~Connection.selected`, :meth:`~Connection.unselected` and
   :meth:`~Connection.logout` after it has done the work; the connection
   never checks credentials or mailboxes itself.
-* :data:`COMMAND_STATES` is the one table of which command is legal where.
+* :data:`COMMAND_STATES` says which command is legal where; it is derived
+  from each command's one declaration in :data:`.parser.COMMAND_TABLE`.
   A command outside its states becomes a :class:`BadCommand`.
 * Sub-modes: *awaiting a literal* (a ``{N}`` was announced: the event is
   :class:`NeedContinuation`, then ``NEED_DATA`` until the bytes are in),
@@ -34,11 +35,17 @@ The adapter loop::
 from __future__ import annotations
 
 import base64
-import enum
 from dataclasses import dataclass, field, replace
 
 from .command import AuthenticateCommand, BadCommand, Command, Incomplete, NeedLiteral
-from .parser import DEFAULT_MAX_LINE, parse_command, parse_idle_done, parse_sasl_response
+from .parser import (
+    COMMAND_TABLE,
+    DEFAULT_MAX_LINE,
+    parse_command,
+    parse_idle_done,
+    parse_sasl_response,
+)
+from .registry import AUTHENTICATED, NOT_AUTHENTICATED, SELECTED, State
 from .responses import Continuation, Response, Tagged, Untagged
 
 __all__ = [
@@ -55,13 +62,6 @@ __all__ = [
     "State",
     "TooManyBad",
 ]
-
-
-class State(enum.Enum):
-    NOT_AUTHENTICATED = "not authenticated"
-    AUTHENTICATED = "authenticated"
-    SELECTED = "selected"
-    LOGOUT = "logout"
 
 
 class NeedData:
@@ -120,25 +120,9 @@ class TooManyBad:
 
 Event = Command | BadCommand | NeedContinuation | IdleDone | SaslResponse | TooManyBad | NeedData
 
-_ANY = frozenset({State.NOT_AUTHENTICATED, State.AUTHENTICATED, State.SELECTED})
-_NOT_AUTH = frozenset({State.NOT_AUTHENTICATED})
-_AUTH = frozenset({State.AUTHENTICATED, State.SELECTED})
-_SELECTED = frozenset({State.SELECTED})
-
-#: Which commands are legal in which state (UID commands under their base name).
-COMMAND_STATES: dict[str, frozenset[State]] = {
-    **dict.fromkeys(("CAPABILITY", "NOOP", "LOGOUT", "ID"), _ANY),
-    **dict.fromkeys(("STARTTLS", "AUTHENTICATE", "LOGIN"), _NOT_AUTH),
-    **dict.fromkeys(
-        ("SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE", "LIST",
-         "LSUB", "STATUS", "APPEND", "NAMESPACE", "IDLE", "ENABLE"),
-        _AUTH,
-    ),
-    **dict.fromkeys(
-        ("CHECK", "CLOSE", "EXPUNGE", "SEARCH", "FETCH", "STORE", "COPY", "MOVE", "UNSELECT"),
-        _SELECTED,
-    ),
-}
+#: Which commands are legal in which state (UID commands under their base name),
+#: from the one declaration of each command in :data:`.parser.COMMAND_TABLE`.
+COMMAND_STATES: dict[str, frozenset[State]] = {spec.name: spec.states for spec in COMMAND_TABLE}
 
 SASL_MECHANISMS = ("PLAIN", "LOGIN")
 
@@ -327,17 +311,17 @@ class Connection:
 
     def authenticated(self, user: str) -> None:
         """LOGIN or AUTHENTICATE succeeded."""
-        self._require(_NOT_AUTH, "authenticated")
+        self._require(NOT_AUTHENTICATED, "authenticated")
         self.state, self.user = State.AUTHENTICATED, user
 
     def selected(self, mailbox: str, *, read_only: bool = False) -> None:
         """SELECT (``read_only=False``) or EXAMINE succeeded."""
-        self._require(_AUTH, "selected")
+        self._require(AUTHENTICATED, "selected")
         self.state, self.mailbox, self.read_only = State.SELECTED, mailbox, read_only
 
     def unselected(self) -> None:
         """CLOSE, UNSELECT, or a failed SELECT/EXAMINE while a mailbox was selected."""
-        self._require(_SELECTED, "unselected")
+        self._require(SELECTED, "unselected")
         self.state, self.mailbox, self.read_only = State.AUTHENTICATED, None, False
 
     def logout(self) -> None:

@@ -23,7 +23,6 @@ from datetime import datetime
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from functools import lru_cache
-from typing import Any
 
 from ..addresses import parse_address_list
 from ..postmaster import decoded_header
@@ -58,7 +57,10 @@ from .selected import SelectedMailbox, flag_items
 from .sequence import SequenceSet
 from .session import BadArguments, ReadOnly, Session
 
-__all__ = ["MESSAGE_COMMANDS", "ordered_set"]
+__all__ = [
+    "do_append", "do_close", "do_copy", "do_expunge", "do_fetch", "do_search", "do_store",
+    "ordered_set",
+]
 
 _BATCH = 256  # messages per write: big enough for few syscalls, small enough to interleave
 _EMPTY = MessageView(b"")
@@ -354,9 +356,3 @@ async def do_append(session: Session, command: AppendCommand) -> Tagged:
         folder_flags={dest.name: flags_text(flags)}))
     return Tagged.ok(command.tag, "APPEND completed",
                      ResponseCode.append_uid(dest.uidvalidity, stored.uids[dest.name]))
-
-
-MESSAGE_COMMANDS: dict[str, Any] = {
-    "FETCH": do_fetch, "STORE": do_store, "SEARCH": do_search, "EXPUNGE": do_expunge,
-    "CLOSE": do_close, "COPY": do_copy, "MOVE": do_copy, "APPEND": do_append,
-}

@@ -11,8 +11,9 @@ several (pipelining) and their literals, and returns one of:
 * :class:`~.command.BadCommand` - answer ``tag BAD reason`` and drop
   ``consumed`` bytes.
 
-It never raises on client input and never does I/O; which commands are
-allowed when is :mod:`mailcoach_server.imap.connection`'s business.
+It never raises on client input and never does I/O. :data:`COMMAND_TABLE`
+declares every command once (name, legal states, parse function, handler
+name; see :mod:`.registry`); :mod:`.connection` enforces the states.
 Beyond RFC 3501 it reads UID EXPUNGE (RFC 4315), MOVE (RFC 6851), IDLE
 (RFC 2177), NAMESPACE (RFC 2342), ID (RFC 2971), ENABLE (RFC 5161),
 UNSELECT (RFC 3691), LITERAL+ (RFC 7888), SASL-IR (RFC 4959) and the
@@ -25,7 +26,6 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Callable
 
 from .command import (
     INCOMPLETE,
@@ -54,11 +54,19 @@ from .command import (
 )
 from .grammar import date_time, fetch_attributes, flag, flag_list, search_program, sequence_set
 from .lexer import TAG, Cursor, Fault, NeedMore
+from .registry import (
+    ANY_STATE,
+    AUTHENTICATED,
+    NOT_AUTHENTICATED,
+    SELECTED,
+    CommandSpec,
+    CommandTable,
+)
 from .utf7 import decode_mailbox_name, encode_mailbox_name
 
 __all__ = [
-    "DEFAULT_MAX_LINE", "ParseResult", "decode_mailbox_name", "encode_mailbox_name",
-    "parse_command", "parse_idle_done", "parse_sasl_response",
+    "COMMAND_TABLE", "DEFAULT_MAX_LINE", "ParseResult", "decode_mailbox_name",
+    "encode_mailbox_name", "parse_command", "parse_idle_done", "parse_sasl_response",
     # the result types, re-exported from .command
     "AppendCommand", "AuthenticateCommand", "BadCommand", "Command", "CopyCommand",
     "EnableCommand", "ExpungeCommand", "FetchAttr", "FetchCommand", "IdCommand", "Incomplete",
@@ -69,7 +77,6 @@ __all__ = [
 DEFAULT_MAX_LINE = 64 * 1024
 
 ParseResult = tuple[Command, int] | NeedLiteral | Incomplete | BadCommand
-_Handler = Callable[[Cursor, str, str, bool], Command]
 
 _STATUS_ITEMS = frozenset({"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN"})
 _STORE_ITEM = re.compile(rb"([+-]?)FLAGS(\.SILENT)?", re.IGNORECASE)
@@ -93,10 +100,13 @@ def parse_command(
         cur.sp()
         name = cur.atom("command name").upper()
         cur.command = name
-        handler = _HANDLERS.get(name)
-        if handler is None:
-            raise Fault(f"unknown command {name[:40]}")
-        command = handler(cur, cur.tag, name, False)
+        if name == "UID":  # a prefix, not a command: UID FETCH is FETCH with uid=True
+            command = _uid(cur, cur.tag)
+        else:
+            spec = COMMAND_TABLE.get(name)
+            if spec is None:
+                raise Fault(f"unknown command {name[:40]}")
+            command = spec.parse(cur, cur.tag, name, False)
         return command, cur.finish()
     except NeedMore as more:
         return more.literal or INCOMPLETE
@@ -351,14 +361,14 @@ def _expunge(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
     return ExpungeCommand(tag, name, sequence_set(cur), True)
 
 
-def _uid(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
+def _uid(cur: Cursor, tag: str) -> Command:
     cur.sp()
     sub = cur.atom("UID command").upper()
-    handler = _UID_HANDLERS.get(sub)
-    if handler is None:
+    spec = COMMAND_TABLE.get_uid(sub)
+    if spec is None:
         raise Fault(f"unknown UID command {sub[:40]}")
     cur.command = sub
-    return handler(cur, tag, sub, True)
+    return spec.parse(cur, tag, sub, True)
 
 
 def _id(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
@@ -389,33 +399,40 @@ def _enable(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
     return EnableCommand(tag, name, tuple(capabilities))
 
 
-_HANDLERS: dict[str, _Handler] = {
-    **dict.fromkeys(
-        ("CAPABILITY", "NOOP", "LOGOUT", "STARTTLS", "CHECK", "CLOSE", "IDLE", "NAMESPACE",
-         "UNSELECT"),
-        _no_args,
-    ),
-    **dict.fromkeys(
-        ("SELECT", "EXAMINE", "CREATE", "DELETE", "SUBSCRIBE", "UNSUBSCRIBE"), _one_mailbox
-    ),
-    "LOGIN": _login,
-    "AUTHENTICATE": _authenticate,
-    "RENAME": _rename,
-    "LIST": _list,
-    "LSUB": _list,
-    "STATUS": _status,
-    "APPEND": _append,
-    "EXPUNGE": _expunge,
-    "SEARCH": _search,
-    "FETCH": _fetch,
-    "STORE": _store,
-    "COPY": _copy,
-    "MOVE": _copy,
-    "UID": _uid,
-    "ID": _id,
-    "ENABLE": _enable,
-}
-_UID_HANDLERS: dict[str, _Handler] = {
-    "FETCH": _fetch, "STORE": _store, "SEARCH": _search, "COPY": _copy, "MOVE": _copy,
-    "EXPUNGE": _expunge,
-}
+#: Every IMAP command, declared once: name, legal states, parser, handler (``do_*``).
+COMMAND_TABLE = CommandTable((
+    # any state (RFC 3501 §6.1)
+    CommandSpec("CAPABILITY", ANY_STATE, _no_args, "do_capability"),
+    CommandSpec("NOOP", ANY_STATE, _no_args, "do_noop"),
+    CommandSpec("LOGOUT", ANY_STATE, _no_args, "do_logout"),
+    CommandSpec("ID", ANY_STATE, _id, "do_id"),  # RFC 2971
+    # not authenticated (§6.2)
+    CommandSpec("STARTTLS", NOT_AUTHENTICATED, _no_args, "do_starttls"),
+    CommandSpec("AUTHENTICATE", NOT_AUTHENTICATED, _authenticate, "do_authenticate"),
+    CommandSpec("LOGIN", NOT_AUTHENTICATED, _login, "do_login"),
+    # authenticated (§6.3)
+    CommandSpec("SELECT", AUTHENTICATED, _one_mailbox, "do_select"),
+    CommandSpec("EXAMINE", AUTHENTICATED, _one_mailbox, "do_select"),
+    CommandSpec("CREATE", AUTHENTICATED, _one_mailbox, "do_create"),
+    CommandSpec("DELETE", AUTHENTICATED, _one_mailbox, "do_delete"),
+    CommandSpec("RENAME", AUTHENTICATED, _rename, "do_rename"),
+    CommandSpec("SUBSCRIBE", AUTHENTICATED, _one_mailbox, "do_subscribe"),
+    CommandSpec("UNSUBSCRIBE", AUTHENTICATED, _one_mailbox, "do_subscribe"),
+    CommandSpec("LIST", AUTHENTICATED, _list, "do_list"),
+    CommandSpec("LSUB", AUTHENTICATED, _list, "do_list"),
+    CommandSpec("STATUS", AUTHENTICATED, _status, "do_status"),
+    CommandSpec("APPEND", AUTHENTICATED, _append, "do_append"),
+    CommandSpec("NAMESPACE", AUTHENTICATED, _no_args, "do_namespace"),  # RFC 2342
+    CommandSpec("IDLE", AUTHENTICATED, _no_args, "do_idle"),  # RFC 2177
+    CommandSpec("ENABLE", AUTHENTICATED, _enable, "do_enable"),  # RFC 5161
+    # selected (§6.4)
+    CommandSpec("CHECK", SELECTED, _no_args, "do_noop"),
+    CommandSpec("CLOSE", SELECTED, _no_args, "do_close"),
+    CommandSpec("EXPUNGE", SELECTED, _expunge, "do_expunge", uid=True),  # UID: RFC 4315
+    CommandSpec("SEARCH", SELECTED, _search, "do_search", uid=True),
+    CommandSpec("FETCH", SELECTED, _fetch, "do_fetch", uid=True),
+    CommandSpec("STORE", SELECTED, _store, "do_store", uid=True),
+    CommandSpec("COPY", SELECTED, _copy, "do_copy", uid=True),
+    CommandSpec("MOVE", SELECTED, _copy, "do_copy", uid=True),  # RFC 6851
+    CommandSpec("UNSELECT", SELECTED, _no_args, "do_unselect"),  # RFC 3691
+))
