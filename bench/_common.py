@@ -30,12 +30,16 @@ PYTHON = [sys.executable, "-P"]
 
 
 def require_install() -> None:
-    """Exit with a clear message unless the mailcoach package is importable as installed."""
+    """Say which mailcoach is measured; exit with a clear message when none is installed."""
     if importlib.util.find_spec("mailcoach_server") is None or \
             importlib.util.find_spec("mailcoach_server.defaults") is None:
         raise SystemExit("mailcoach is not installed in this Python: run the benchmarks with "
                          "the virtualenv's python after `python3 -m venv .venv && "
                          ".venv/bin/pip install .`")
+    import mailcoach_server
+
+    where = Path(mailcoach_server.__file__).resolve().parent
+    print(f"mailcoach {mailcoach_server.__version__} from {where}", flush=True)
 
 
 def child_env() -> dict[str, str]:

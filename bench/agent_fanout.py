@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 import smtplib
+import sys
 import time
 from email.message import EmailMessage
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common, even under -P
 from _common import (
     peak_rss_mib,
     require_install,

@@ -37,6 +37,7 @@ import smtplib
 import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -44,6 +45,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common, even under -P
 from _common import PYTHON, child_env, require_install, scratch
 
 require_install()

@@ -25,10 +25,12 @@ import asyncio
 import imaplib
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common, even under -P
 from _common import require_install
 
 require_install()

@@ -16,10 +16,13 @@ from __future__ import annotations
 import argparse
 import smtplib
 import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common, even under -P
 from _common import PYTHON, child_env, peak_rss_mib, require_install, scratch, start_server, stop
 
 BARE_SERVER = """

@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common, even under -P
 from _common import PYTHON, child_env, require_install
 
 ENV = child_env()
