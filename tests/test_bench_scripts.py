@@ -1,0 +1,89 @@
+"""The benchmarks run as a user runs them: ``python bench/<name>.py`` from the checkout.
+
+Each runs with its smallest settings in a child process of this Python (the
+suite's install: editable, or the wheel under CI), and must exit 0, say it
+measured this installed mailcoach and print its figure lines. No speed is
+asserted: the figures only have to be there and be numbers.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import mailcoach_server
+
+ROOT = Path(__file__).resolve().parent.parent
+INSTALLED = Path(mailcoach_server.__file__).resolve().parent
+NUMBER = r"\d+(?:\.\d+)?"
+
+#: script, its smallest arguments, the figure lines it must print.
+BENCHES = {
+    "smtp_ingest": (["--messages", "40"], [
+        rf" 1 session\(s\): bare aiosmtpd +{NUMBER} msg/s, mailcoach +{NUMBER} msg/s, "
+        rf"ratio {NUMBER}",
+        rf"20 session\(s\): bare aiosmtpd +{NUMBER} msg/s, mailcoach +{NUMBER} msg/s, "
+        rf"ratio {NUMBER}",
+        rf"mailcoach peak RSS {NUMBER} MiB",
+    ]),
+    "agent_fanout": (["--agents", "3", "--delay", "0.05"], [
+        rf"warm-up answer \(pays the litellm import\): {NUMBER} s",
+        rf"3 agents, model latency 50 ms: all answered in {NUMBER} s",
+        r"most model calls at once: \d+",
+    ]),
+    "imap_fetch": (["--messages", "50", "--runs", "1"], [
+        rf"LOGIN\+SELECT +{NUMBER}ms",
+        rf"UID FETCH 1:\* headers +{NUMBER}ms",
+        rf"UID SEARCH ALL +{NUMBER}ms",
+        rf"1,000 bodies, one FETCH +{NUMBER}ms",
+        rf"SMTP 250 -> EXISTS \(IDLE\) +{NUMBER}ms",
+    ]),
+    "imap_list": (["--runs", "1"], [
+        r"tree: \d+ folders of the user's own",
+        rf'list_folders LIST "" "\*" +median +{NUMBER} ms +max +{NUMBER} ms',
+        rf'imaplib LIST "" "\*" \(round trip\) +median +{NUMBER} ms',
+    ]),
+    "startup": (["--runs", "1"], [
+        rf"python -c pass +{NUMBER} ms \(baseline\)",
+        rf"mailcoach --help +{NUMBER} ms",
+        rf"serve until SMTP accepts +{NUMBER} ms",
+        r"litellm imported at start: (True|False)",
+    ]),
+}
+
+
+def run_bench(name: str, args: list[str]) -> str:
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / f"{name}.py"), *args],
+                            cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, f"{name} exited {result.returncode}:\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+@pytest.mark.parametrize("name", BENCHES)
+def test_bench_prints_its_figures(name: str) -> None:
+    args, figures = BENCHES[name]
+    out = run_bench(name, args)
+    assert f"from {INSTALLED}\n" in out, f"{name} did not measure the installed package:\n{out}"
+    for figure in figures:
+        assert re.search(figure, out), f"{name}: no line matching {figure!r} in:\n{out}"
+
+
+def test_imap_fetch_compares_with_dovecot_when_it_is_installed() -> None:
+    out = run_bench("imap_fetch", ["--messages", "50", "--runs", "1"])
+    if shutil.which("dovecot") or Path("/usr/sbin/dovecot").exists():
+        assert re.search(rf"LOGIN\+SELECT +{NUMBER}ms +{NUMBER}ms +{NUMBER}x", out), out
+        assert "Dovecot figures: this run" in out, out
+    else:
+        assert "Dovecot: not installed" in out, out
+        assert "Dovecot figures" not in out, out
+
+
+def test_imap_fetch_without_dovecot_prints_mailcoach_alone() -> None:
+    out = run_bench("imap_fetch", ["--messages", "50", "--runs", "1", "--no-dovecot"])
+    assert "Dovecot: skipped (--no-dovecot)" in out, out
+    assert re.search(rf"LOGIN\+SELECT +{NUMBER}ms +<= 2x Dovecot \(not measured\)", out), out
