@@ -3,6 +3,8 @@
 The core does no I/O and knows no store:
 
 * ``parser`` (with ``lexer``, ``grammar``, ``command``, ``utf7``): bytes → commands;
+* ``registry``: what a command is made of; ``parser.COMMAND_TABLE`` declares each
+  command once (name, legal states, parser, handler name);
 * ``sequence``: sequence sets;
 * ``responses`` (with ``wire``): responses and domain errors → bytes;
 * ``fetch`` (with ``mime``, ``bodystructure``) and ``search``: FETCH items and
