@@ -261,9 +261,7 @@ async def do_status(session: Session, command: StatusCommand) -> Tagged:
     messages, unseen = catalogue.counts(folder)
     uidnext = folder.uidnext
     if folder.party is None:
-        rows = session.backend.store.query(
-            "SELECT COALESCE(MAX(uid), 0) FROM folder_messages WHERE folder = ?", (folder.name,))
-        uidnext = max(uidnext, rows[0][0] + 1)
+        uidnext = max(uidnext, session.backend.store.folders.max_uid(folder.name) + 1)
     values = {"MESSAGES": messages, "RECENT": catalogue.unclaimed_recent(folder),
               "UIDNEXT": uidnext,
               "UIDVALIDITY": folder.uidvalidity, "UNSEEN": unseen}

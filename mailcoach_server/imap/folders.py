@@ -1,12 +1,13 @@
 """The user's IMAP folders over the store: real folders and ``Agents/<address>``.
 
-Real folders are rows of the ``folders`` table; their messages are the
-``folder_messages`` rows (UIDs handed out by the store's writer, flags as a
-space-separated string). ``Trace`` is real but read-only. ``Agents/<address>``
+Real folders live in the store's folder index (``store.folders``, a
+:class:`~mailcoach_server.store.folders.FolderIndex`: UIDs handed out by the
+store's writer, flags as a space-separated string); this module calls its
+named operations and holds no SQL. ``Trace`` is real but read-only. ``Agents/<address>``
 folders are virtual: a party's memory, in order, read-only, the UID of a
 message being its store id (ascending within a memory), so a message that
 leaves a memory (X-Rollback) is simply gone (expunged). Their UIDVALIDITY
-and UIDNEXT high-water mark live in a ``folders`` row created the first time
+and UIDNEXT high-water mark live in a folder record created the first time
 the folder is opened, so they survive restarts.
 
 Folder names are limited as Dovecot limits them, so that no tree a client
@@ -27,7 +28,6 @@ what a session was told (``selected``), IMAP command semantics (``commands``).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -54,16 +54,6 @@ PROTECTED = frozenset({"INBOX", "Sent", "Drafts", "Trash", "Trace"})
 _READ_ONLY = frozenset({"Trace"})
 _SEEN = ("\\Seen",)
 
-_ROW_COLUMNS = "m.file, m.offset, m.length, m.received_at"
-_REAL_ROWS = (
-    f"SELECT fm.uid, fm.message, fm.flags, {_ROW_COLUMNS} FROM folder_messages fm "
-    "JOIN messages m ON m.id = fm.message WHERE fm.folder = ? AND fm.uid > ? ORDER BY fm.uid"
-)
-_VIRTUAL_ROWS = (
-    f"SELECT DISTINCT m.id, m.id, '', {_ROW_COLUMNS} FROM memory mem "
-    "JOIN messages m ON m.id = mem.message WHERE mem.party = ? AND mem.message > ? "
-    "ORDER BY m.id"
-)
 
 
 def flags_text(flags: Iterable[str]) -> str:
@@ -110,14 +100,14 @@ class Catalogue:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.index = store.folders
         #: uidvalidity of folders deleted or renamed away in this process, so a new
         #: folder of the same name never reuses it (it is seconds since the epoch)
         self._retired: dict[str, int] = {}
         #: (folder, uidvalidity) -> highest UID a session has been told is new;
         #: what is in a folder when the server starts is not recent
         self._recent_mark: dict[tuple[str, int], int] = {
-            (name, validity): uidnext - 1 for name, validity, uidnext in store.query(
-                "SELECT name, uidvalidity, uidnext FROM folders")}
+            (f.name, f.uidvalidity): f.uidnext - 1 for f in self.index.list_folders()}
 
     # -- lookup ------------------------------------------------------------------------
 
@@ -128,11 +118,10 @@ class Catalogue:
         return party if party in self.store.parties else None
 
     def _row(self, name: str) -> tuple[int, int, str, int] | None:
-        rows = self.store.query(
-            "SELECT uidvalidity, uidnext, special, subscribed FROM folders WHERE name = ?",
-            (name,),
-        )
-        return rows[0] if rows else None
+        record = self.index.get(name)
+        if record is None:
+            return None
+        return record.uidvalidity, record.uidnext, record.special, int(record.subscribed)
 
     async def folder(self, name: str) -> Folder:
         """The folder called ``name``.
@@ -159,21 +148,17 @@ class Catalogue:
         row = self._row(name)
         assert row is not None
         validity, stored_next, _, _ = row
-        (top,) = self.store.query(
-            "SELECT COALESCE(MAX(message), 0) FROM memory WHERE party = ?", (party,))[0]
-        uidnext = max(stored_next, top + 1)
+        uidnext = max(stored_next, self.index.memory_top(party) + 1)
         if uidnext > stored_next:  # a high-water mark: UIDNEXT never goes back
-            await self.store.execute(
-                "UPDATE folders SET uidnext = ? WHERE name = ? AND uidnext < ?",
-                (uidnext, name, uidnext))
+            await self.index.raise_uidnext(name, uidnext)
         return Folder(name, validity, uidnext, party=party)
 
     def rows(self, folder: Folder, after: int = 0) -> list[Row]:
         """The folder's messages with a UID above ``after``, by UID."""
         if folder.party is not None:
-            raw = self.store.query(_VIRTUAL_ROWS, (folder.party, after))
+            raw = self.index.memory_rows(folder.party, after)
         else:
-            raw = self.store.query(_REAL_ROWS, (folder.name, after))
+            raw = self.index.folder_rows(folder.name, after)
         if folder.read_only:  # archives: nothing to read, nothing to mark
             return [Row(u, m, _SEEN, f, o, n, r) for u, m, _, f, o, n, r in raw]
         return [Row(u, m, tuple(fl.split()), f, o, n, r) for u, m, fl, f, o, n, r in raw]
@@ -181,12 +166,8 @@ class Catalogue:
     def counts(self, folder: Folder) -> tuple[int, int]:
         """``(messages, unseen)`` for STATUS."""
         if folder.party is not None:
-            (count,) = self.store.query(
-                "SELECT COUNT(DISTINCT message) FROM memory WHERE party = ?", (folder.party,))[0]
-            return count, 0
-        count, unseen = self.store.query(
-            "SELECT COUNT(*), COALESCE(SUM(instr(' ' || flags || ' ', ' \\Seen ') = 0), 0) "
-            "FROM folder_messages WHERE folder = ?", (folder.name,))[0]
+            return self.index.memory_count(folder.party), 0
+        count, unseen = self.index.counts(folder.name, "\\Seen")
         return count, 0 if folder.read_only else unseen
 
     def claim_recent(self, folder: Folder, uids: Sequence[int], *, claim: bool) -> set[int]:
@@ -206,67 +187,35 @@ class Catalogue:
         if folder.read_only:
             return 0
         mark = self._recent_mark.get((folder.name, folder.uidvalidity), 0)
-        (count,) = self.store.query(
-            "SELECT COUNT(*) FROM folder_messages WHERE folder = ? AND uid > ?",
-            (folder.name, mark))[0]
-        return int(count)
+        return self.index.count_above(folder.name, mark)
 
     def current_flags(self, folder: Folder, uids: Sequence[int]) -> dict[int, tuple[str, ...]]:
         """The stored flags of those of ``uids`` still in the folder."""
-        rows = self.store.query(
-            "SELECT uid, flags FROM folder_messages WHERE folder = ? "
-            "AND uid IN (SELECT value FROM json_each(?))", (folder.name, json.dumps(list(uids))))
-        return {uid: tuple(flags.split()) for uid, flags in rows}
+        return {uid: tuple(flags.split())
+                for uid, flags in self.index.flags(folder.name, uids).items()}
 
     def deleted_uids(self, folder: Folder) -> list[int]:
-        rows = self.store.query(
-            "SELECT uid FROM folder_messages WHERE folder = ? "
-            "AND instr(' ' || flags || ' ', ' \\Deleted ') > 0 ORDER BY uid", (folder.name,))
-        return [uid for (uid,) in rows]
+        return self.index.uids_flagged(folder.name, "\\Deleted")
 
     def uids_of_message_ids(self, folder: Folder, message_ids: Iterable[str]) -> dict[str, int]:
         """Message-ID → UID of the messages in ``folder`` carrying it (first one wins)."""
         wanted = [m for m in set(message_ids) if m]
         if not wanted:
             return {}
-        rows = self.store.query(
-            "SELECT m.message_id, MIN(fm.uid) FROM folder_messages fm "
-            "JOIN messages m ON m.id = fm.message WHERE fm.folder = ? "
-            "AND m.message_id IN (SELECT value FROM json_each(?)) GROUP BY m.message_id",
-            (folder.name, json.dumps(wanted)))
-        return dict(rows)
+        return self.index.uids_of_message_ids(folder.name, wanted)
 
     def message_ids(self, messages: Iterable[int]) -> dict[int, str]:
-        rows = self.store.query(
-            "SELECT id, message_id FROM messages WHERE id IN (SELECT value FROM json_each(?))",
-            (json.dumps(list(messages)),))
-        return dict(rows)
+        return self.store.message_ids(messages)
 
     # -- writes --------------------------------------------------------------------------
 
     async def write_flags(self, folder: Folder, changes: dict[int, tuple[str, ...]]) -> None:
-        """Store new flags for some UIDs: one statement, one transaction.
-
-        An upsert, because SQLite plans ``UPDATE ... FROM json_each`` as a nested
-        scan (quadratic); only rows that exist are touched (the EXISTS).
-        """
-        if not changes:
-            return
-        pairs = json.dumps([[uid, flags_text(flags)] for uid, flags in changes.items()])
-        await self.store.execute(
-            "INSERT INTO folder_messages(folder, uid, message, flags) "
-            "SELECT ?1, json_extract(j.value, '$[0]'), 0, json_extract(j.value, '$[1]') "
-            "FROM json_each(?2) AS j WHERE EXISTS (SELECT 1 FROM folder_messages f "
-            "WHERE f.folder = ?1 AND f.uid = json_extract(j.value, '$[0]')) "
-            "ON CONFLICT(folder, uid) DO UPDATE SET flags = excluded.flags",
-            (folder.name, pairs))
+        """Store new flags for some UIDs: one transaction."""
+        await self.index.write_flags(
+            folder.name, {uid: flags_text(flags) for uid, flags in changes.items()})
 
     async def expunge(self, folder: Folder, uids: Sequence[int]) -> None:
-        if uids:
-            await self.store.execute(
-                "DELETE FROM folder_messages WHERE folder = ? "
-                "AND uid IN (SELECT value FROM json_each(?))",
-                (folder.name, json.dumps(list(uids))))
+        await self.index.expunge(folder.name, uids)
 
     def _check_new_name(self, name: str) -> None:
         parts = name.split(DELIMITER)
@@ -289,28 +238,18 @@ class Catalogue:
         missing = [path for path in (DELIMITER.join(parts[:depth])
                                      for depth in range(1, len(parts) + 1))
                    if path != "INBOX" and self._row(path) is None]
-        (count,) = self.store.query(
-            "SELECT COUNT(*) FROM folders WHERE name != ? AND substr(name, 1, ?) != ?",
-            (AGENTS, len(AGENTS) + 1, AGENTS + DELIMITER))[0]
+        count = self.index.count_outside(AGENTS, DELIMITER)
         if count + len(missing) > MAX_FOLDERS:
             raise LimitExceeded(f"at most {MAX_FOLDERS} folders")
         for path in missing:
             await self._make(path)
 
     async def _make(self, name: str) -> None:
-        self.store.ensure_folder(name)
-        retired = self._retired.get(name)
-        if retired is not None and self.store.folders[name] <= retired:
-            # Deleted and made again within a second: UIDVALIDITY must still change.
-            self.store.folders[name] = retired + 1
-            await self.store.execute(
-                "UPDATE folders SET uidvalidity = ? WHERE name = ?", (retired + 1, name))
+        # Deleted and made again within a second: UIDVALIDITY must still change.
+        await self.index.create_folder(name, above=self._retired.get(name, 0))
 
     def _children(self, name: str) -> list[str]:
-        rows = self.store.query(
-            "SELECT name FROM folders WHERE substr(name, 1, ?) = ?",
-            (len(name) + 1, name + DELIMITER))
-        return [n for (n,) in rows]
+        return self.index.children(name, DELIMITER)
 
     async def delete(self, name: str) -> None:
         """DELETE of a folder of the user's own: its messages leave it, the files keep them."""
@@ -320,12 +259,9 @@ class Catalogue:
             raise MailboxNotFound(f"no mailbox {name!r}")
         if self._children(name):
             raise Cannot(f"{name!r} has subfolders; delete them first")
-        await self.store.execute("DELETE FROM folder_messages WHERE folder = ?", (name,))
-        await self.store.execute("DELETE FROM folders WHERE name = ?", (name,))
-        self._retire(name)
+        self._retire(name, await self.index.delete_folder(name))
 
-    def _retire(self, name: str) -> None:
-        validity = self.store.folders.pop(name, None)
+    def _retire(self, name: str, validity: int | None) -> None:
         if validity is not None:
             self._retired[name] = max(validity, self._retired.get(name, 0))
 
@@ -345,27 +281,16 @@ class Catalogue:
             raise Cannot("a folder cannot move inside itself")
         if old == "INBOX":
             await self.create(new)
-            await self.store.execute(
-                "UPDATE folder_messages SET folder = ? WHERE folder = 'INBOX'", (new,))
-            await self.store.execute(
-                "UPDATE folders SET uidnext = (SELECT uidnext FROM folders WHERE name = 'INBOX') "
-                "WHERE name = ?", (new,))
+            await self.index.move_messages("INBOX", new)
             return ["INBOX"]
-        moved = [old, *self._children(old)]
         parent = new.rpartition(DELIMITER)[0]
         if parent and self._row(parent) is None:
             await self.create(parent)
-        for name in moved:
-            target = new + name[len(old):]
-            # Messages first: a crash in between leaves them findable under the new name.
-            await self.store.execute(
-                "UPDATE folder_messages SET folder = ? WHERE folder = ?", (target, name))
-            await self.store.execute("UPDATE folders SET name = ? WHERE name = ?", (target, name))
-            validity = self.store.folders.pop(name, None)
-            if validity is not None:
-                self.store.folders[target] = validity
-                self._retired[name] = max(validity, self._retired.get(name, 0))
-        return moved
+        # The whole tree in one transaction: every old name, or every new one.
+        moved = await self.index.rename_folder(old, new, DELIMITER)
+        for name, _, validity in moved:
+            self._retire(name, validity)
+        return [name for name, _, _ in moved]
 
     async def subscribe(self, name: str, on: bool) -> None:
         party = self._party(name)
@@ -373,5 +298,4 @@ class Catalogue:
             self.store.ensure_folder(name)
         elif self._row(name) is None:
             raise MailboxNotFound(f"no mailbox {name!r}")
-        await self.store.execute(
-            "UPDATE folders SET subscribed = ? WHERE name = ?", (1 if on else 0, name))
+        await self.index.subscribe(name, on)

@@ -120,8 +120,8 @@ def _entries(store: Store) -> dict[str, _Entry]:
     """Every listable name; linear in the number of folders times their depth."""
     entries: dict[str, _Entry] = {}
     virtual_subscribed = {}
-    for name, special, subscribed in store.query(
-            "SELECT name, special, subscribed FROM folders"):
+    for record in store.folders.list_folders():
+        name, special, subscribed = record.name, record.special, record.subscribed
         if name == AGENTS or name.startswith(AGENTS + DELIMITER):
             virtual_subscribed[name] = bool(subscribed)  # the row only keeps UIDVALIDITY
             continue

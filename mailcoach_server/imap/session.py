@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import ipaddress
 import itertools
-import json
 import logging
 import ssl
 from collections.abc import Iterable
@@ -122,12 +121,7 @@ class Backend:
     async def _drop_early_sent_copies(self, message_ids: list[str]) -> None:
         try:
             async with self.lock(_SENT):
-                rows = self.store.query(
-                    "SELECT fm.uid FROM folder_messages fm JOIN messages m ON m.id = fm.message "
-                    "WHERE fm.folder = ? AND m.file = 'imap' "
-                    "AND m.message_id IN (SELECT value FROM json_each(?))",
-                    (_SENT, json.dumps(message_ids)))
-                uids = [uid for (uid,) in rows]
+                uids = self.store.folders.appended_uids(_SENT, message_ids)
                 await self.catalogue.expunge(Folder(_SENT, 0, 0), uids)
             self.hub.expunged(_SENT, uids)
         except Exception:  # never worth more than a log line: the copy just stays

@@ -55,11 +55,7 @@ class TokenTally:
         return self._by_sender.get(sender, 0)
 
     def _catch_up(self) -> None:
-        rows = self._store.query(
-            "SELECT id, sender FROM messages WHERE id > ? AND file = 'trace' ORDER BY id",
-            (self._seen,),
-        )
-        for number, sender in rows:
+        for number, sender in self._store.senders_after(self._seen, "trace"):
             raw, _ = self._store.read(number)
             self._by_sender[sender] += tokens_of(raw)
             self._seen = number

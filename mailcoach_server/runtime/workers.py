@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 from collections.abc import Awaitable, Callable
 from email.message import EmailMessage, Message
 from typing import TYPE_CHECKING
@@ -151,7 +150,7 @@ class Worker:
 
     async def _mark_done(self, delivery: Delivery) -> None:
         async def mark() -> None:
-            await self.store.execute("UPDATE deliveries SET done=1 WHERE id=?", (delivery.id,))
+            await self.store.mark_delivery_done(delivery.id)
         await self._until_stored(mark)
 
     async def _until_stored(self, write: Callable[[], Awaitable[None]]) -> None:
@@ -165,11 +164,6 @@ class Worker:
                 if self.store.closed:
                     raise
                 log.warning("%s: the store refused a write (%s); again in %.2f s",
-                            self.address, exc, delay)
-            except sqlite3.Error as exc:
-                if self.store.closed:
-                    raise
-                log.warning("%s: the index refused a write (%s); again in %.2f s",
                             self.address, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, _RETRY_MAX)
@@ -214,14 +208,14 @@ class AgentWorker(Worker):
             memory = memory[: memory.index(delivery.message) + 1]
         items = [self.engine.turn_of(number) for number in memory]
         config = engine.config
-        spec = config.agent_spec(self.address)
+        settings = config.party_settings(self.address)
         system = primer(
             self.address, domain=config.domain, user=config.user,
             robots=[(r.address, r.kind) for r in config.robots],
-            system=spec.system or config.agent_defaults.system,
+            system=settings.system,
         )
         turns = thread_to_turns(self.address, items, system)
-        model = delivery.model or config.models.default
+        model = delivery.model or settings.model
         if engine.before_model_call is not None:
             await engine.before_model_call(self.address, model, turns)
         try:

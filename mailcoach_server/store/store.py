@@ -25,6 +25,9 @@ its parties is read again from the index, and the writer serves the next
 group. Party file paths come from ``files.party_path`` (an encoding of the
 address, checked); the directory is 0700 and its files 0600.
 
+IMAP folders are ``Store.folders`` (``folders.FolderIndex``); no SQL leaves this
+package: callers use named operations.
+
 Not here: deciding what a message means (postmaster/router) or IMAP.
 """
 
@@ -38,7 +41,6 @@ import logging
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -48,6 +50,7 @@ from typing import Any
 from ..errors import StoreError
 from . import mbox
 from .files import open_append, open_new, party_path, private_dir, truncate_to
+from .folders import FolderIndex
 from .schema import INDEX_FILES, connect
 
 __all__ = [
@@ -154,14 +157,17 @@ class Store:
         self._closed = False
         self._files: dict[str, int] = {}  # file name -> size committed (trace and imap)
         self.parties: dict[str, _Party] = {}
-        self.folders: dict[str, int] = {}  # name -> uidvalidity
         self._next_id = 1
         self._pending_meta: dict[int, MessageMeta] = {}  # planned, not yet committed
         self._pending_raw: dict[int, bytes] = {}
         self._party_files: set[str] = set()  # party files known to exist (writer thread)
         self._lock: int | None = None  # the data directory's lock file, held while open
-        # folder -> uidnext, as the writer last wrote it; dropped on any other write
+        # folder -> uidnext, as the writer last wrote it; the folder writes that move,
+        # delete or re-create folders drop their entries
         self._uidnext: dict[str, int] = {}
+        #: IMAP folders: named reads and one-transaction writes
+        self.folders = FolderIndex(self._db, self._read, self._read_lock, self._executor,
+                                   self._uidnext)
         self._next_delivery = 1
         self.listeners: list[Any] = []  # callables(list[WritePlan]) after each group commit
         self._recover()
@@ -222,8 +228,6 @@ class Store:
             elif actual < size:
                 log.warning("%s is shorter than the index says; rewriting it", path.name)
                 self._rewrite_party_file(address)
-        for name, validity in db.execute("SELECT name, uidvalidity FROM folders"):
-            self.folders[name] = validity
 
     def _cut_file(self, path: Path, committed: int) -> int:
         """Drop bytes past the last committed entry: they were never acknowledged."""
@@ -250,17 +254,7 @@ class Store:
 
     def ensure_folder(self, folder: str, special: str = "") -> None:
         """Create an IMAP folder record (durably) if it does not exist yet."""
-        if folder in self.folders:
-            return
-        validity = _new_uidvalidity()
-        self.folders[folder] = validity
-        # Rare, and must be on disk before any message is filed in it.
-        def create() -> None:
-            self._uidnext.pop(folder, None)
-            self._db.execute(
-                "INSERT OR IGNORE INTO folders(name, uidvalidity, uidnext, special) "
-                "VALUES (?,?,1,?)", (folder, validity, special))
-        self._executor.submit(create).result()
+        self.folders.ensure(folder, special)
 
     # -- committing ------------------------------------------------------------
 
@@ -714,17 +708,36 @@ class Store:
     def message_count(self) -> int:
         return self._next_id - 1 - self._lost_ids
 
-    def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Read-only SQL for the IMAP view and tests."""
+    def message_ids(self, numbers: Iterable[int]) -> dict[int, str]:
+        """Store id -> Message-ID of those of ``numbers`` that are indexed."""
         with self._read_lock:
-            return self._read.execute(sql, args).fetchall()
+            rows = self._read.execute(
+                "SELECT id, message_id FROM messages WHERE id IN (SELECT value FROM json_each(?))",
+                (json.dumps(list(numbers)),)).fetchall()
+        return dict(rows)
 
-    async def execute(self, sql: str, args: Sequence[Any] = ()) -> None:
-        """A small write outside the message path (flags, folders), in the writer thread."""
+    def senders_after(self, number: int, file: str = "trace") -> list[tuple[int, str]]:
+        """``(id, sender)`` of the messages of ``file`` after id ``number``, in order."""
+        with self._read_lock:
+            return self._read.execute(
+                "SELECT id, sender FROM messages WHERE id > ? AND file = ? ORDER BY id",
+                (number, file)).fetchall()
+
+    def pending_count(self) -> int:
+        """Deliveries not done yet, of every party."""
+        with self._read_lock:
+            (count,) = self._read.execute(
+                "SELECT COUNT(*) FROM deliveries WHERE done=0").fetchone()
+        return int(count)
+
+    async def mark_delivery_done(self, delivery: int) -> None:
+        """A delivery that is over without a reply (its reply marks it in its own commit)."""
         def run() -> None:
-            self._uidnext.clear()  # folders may have been renamed, deleted or re-created
-            self._db.execute(sql, args)
-        await asyncio.get_running_loop().run_in_executor(self._executor, run)
+            self._db.execute("UPDATE deliveries SET done=1 WHERE id=?", (delivery,))
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, run)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write the index: {exc}") from exc
 
     # -- closing ---------------------------------------------------------------
 
@@ -760,11 +773,6 @@ def _meta(number: int, row: Sequence[Any]) -> MessageMeta:
 
 def _marks(values: Sequence[Any]) -> str:
     return ",".join("?" * len(values))
-
-
-def _new_uidvalidity() -> int:
-    # Seconds since the epoch, as Dovecot does: grows across re-creations.
-    return int(time.time()) & 0x7FFFFFFF
 
 
 def _lock_data_dir(data_dir: Path) -> int:
