@@ -1,7 +1,8 @@
 """Message bytes for FETCH and SEARCH: read in batches, kept in a bounded cache.
 
 A folder row already says where a message is (file, offset, length), so a
-batch of messages costs one ``pread`` each and no SQL. Messages never change
+batch of messages costs one ``pread`` each and no SQL (the store's
+:class:`~mailcoach_server.store.spans.SpanReader` reads them). Messages never change
 once stored, which makes the cache trivially correct: a
 :class:`~mailcoach_server.imap.fetch.MessageView` (CRLF bytes, MIME tree
 parsed on first need) is shared by every session until it is evicted, least
@@ -13,19 +14,15 @@ Not here: which messages a command wants (``commands``), the FETCH grammar
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..store import mbox
+from ..store.spans import SpanReader
 from .fetch import MessageView
 from .folders import Row
 
 __all__ = ["MessageCache"]
-
-_FROM = b"From "
-
 
 class MessageCache:
     """Message id → :class:`MessageView`, filled from the store's mbox files."""
@@ -39,27 +36,17 @@ class MessageCache:
     def views(self, rows: Sequence[Row]) -> list[MessageView]:
         """The views of ``rows``, in order; each file is opened once for the batch."""
         out: list[MessageView] = []
-        files: dict[str, int] = {}
         cached = self._views
-        try:
+        with SpanReader(self._data_dir) as spans:
             for row in rows:
                 view = cached.get(row.message)
                 if view is not None:
                     cached.move_to_end(row.message)
                     out.append(view)
                     continue
-                fd = files.get(row.file)
-                if fd is None:
-                    fd = files[row.file] = os.open(self._data_dir / row.file, os.O_RDONLY)
-                data = os.pread(fd, row.length, row.offset)
-                if _FROM in data:  # mboxrd quoting, undone only where it can be
-                    data = mbox.unquote(data)
-                view = MessageView(data)
+                view = MessageView(spans.read(row.file, row.offset, row.length))
                 self._add(row.message, view)
                 out.append(view)
-        finally:
-            for fd in files.values():
-                os.close(fd)
         return out
 
     def _add(self, message: int, view: MessageView) -> None:

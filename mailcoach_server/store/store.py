@@ -52,6 +52,7 @@ from . import mbox
 from .files import open_append, open_new, party_path, private_dir, truncate_to
 from .folders import FolderIndex
 from .schema import INDEX_FILES, connect
+from .spans import MESSAGE_FILES
 
 __all__ = [
     "FILES", "Delivery", "MessageMeta", "Store", "StoredMessage", "WritePlan", "party_file_name",
@@ -60,9 +61,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-#: Append-only message files: the trace (every message that flowed), mail
-#: APPENDed by IMAP clients, and rewritten copies (a cloned agent's memory).
-FILES = ("trace", "imap", "copies")
+FILES = MESSAGE_FILES
 
 
 def party_file_name(address: str) -> str:
