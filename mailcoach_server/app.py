@@ -114,8 +114,7 @@ def banner(server: Server) -> str:
     lines.append(f"  agents {agents}; new local addresses "
                  + ("become agents" if config.auto_create_agents else "are refused"))
     lines.append(f"  robots {robots}")
-    models = {config.models.default, *(a.model for a in config.agents if a.model)}
-    for model in sorted(m for m in models if m):
+    for model in sorted(config.models_in_use()):
         for variable in missing_key_variables(model):
             provider = model.split("/", 1)[0]
             lines.append(f"  {variable} is not set: agents on {provider}/… will answer "
@@ -134,9 +133,7 @@ def banner(server: Server) -> str:
 def price_note(config: Config) -> str | None:
     """One banner line when configured models have no known price, or None."""
     prices = {name: ModelPrice(i, o) for name, (i, o) in config.prices.items()}
-    models = {config.models.default, config.agent_defaults.model,
-              *(a.model for a in config.agents)}
-    unpriced = sorted(m for m in models if m and find_price(m, prices) is None)
+    unpriced = sorted(m for m in config.models_in_use() if find_price(m, prices) is None)
     if not unpriced:
         return None
     names = ", ".join(unpriced)

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ __all__ = [
     "ImapConfig",
     "LimitsConfig",
     "ModelsConfig",
+    "PartySettings",
     "RobotSpec",
     "SmtpConfig",
     "default_config_text",
@@ -36,91 +38,110 @@ __all__ = [
 ]
 
 
+# No field has a default of its own: every value comes from the merged YAML,
+# so config/default.yaml is the one place a default is written.
+
+
 @dataclass(frozen=True, slots=True)
 class SmtpConfig:
-    host: str = "127.0.0.1"
-    port: int = 2525
-    auth_required: bool = True
+    host: str
+    port: int
+    auth_required: bool
     #: offer plain-text AUTH off loopback without TLS (a container behind its own network)
-    allow_plaintext_auth: bool = False
-    max_message_size: int = 10 * 1024 * 1024
+    allow_plaintext_auth: bool
+    max_message_size: int
 
 
 @dataclass(frozen=True, slots=True)
 class ImapConfig:
-    host: str = "127.0.0.1"
-    port: int = 1143
-    max_literal: int = 32 * 1024 * 1024
-    max_line: int = 64 * 1024
-    bad_command_limit: int = 5
-    idle_timeout: float = 30 * 60.0
+    host: str
+    port: int
+    max_literal: int
+    max_line: int
+    bad_command_limit: int
+    idle_timeout: float
     #: allow LOGIN/AUTHENTICATE without TLS off loopback (a container's private network)
-    allow_plaintext_auth: bool = False
+    allow_plaintext_auth: bool
     #: PEM files; when both are set, STARTTLS is offered
-    tls_cert: str = ""
-    tls_key: str = ""
+    tls_cert: str
+    tls_key: str
 
 
 @dataclass(frozen=True, slots=True)
 class LimitsConfig:
-    max_hops: int = 30
-    max_auto_rounds: int = 50
-    max_models_in_flight: int = 8
+    max_hops: int
+    max_auto_rounds: int
+    max_models_in_flight: int
     #: seconds before a wrong password (SMTP or IMAP) is answered, doubling per failure
-    login_delay: float = 1.0
-    login_delay_max: float = 8.0
+    login_delay: float
+    login_delay_max: float
 
 
 @dataclass(frozen=True, slots=True)
 class ModelsConfig:
-    default: str = "openai/gpt-4o-mini"
-    timeout: float = 120.0
-    retries: int = 3
-    backoff: float = 1.0
-    choices: tuple[str, ...] = ()
+    default: str
+    timeout: float
+    retries: int
+    backoff: float
+    choices: tuple[str, ...]
     #: model name pattern -> {alternate_roles, system_role}: strict chat templates
-    chat_templates: Mapping[str, Mapping[str, bool]] = field(default_factory=dict)
+    chat_templates: Mapping[str, Mapping[str, bool]]
 
 
 @dataclass(frozen=True, slots=True)
 class AgentSpec:
+    """One agent as configured; None means "as agents.defaults" (or, there, no limit)."""
+
     address: str
-    model: str | None = None
-    budget: float | None = None
+    model: str | None
+    budget: float | None
     #: input + output tokens this agent may spend; None = no limit
-    budget_tokens: int | None = None
-    system: str | None = None
+    budget_tokens: int | None
+    system: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PartySettings:
+    """An agent's settings resolved: its own, else agents.defaults, else models.default."""
+
+    address: str
+    model: str
+    #: USD this agent may spend; None = no limit of its own
+    budget: float | None
+    budget_tokens: int | None
+    #: extra system text, or None
+    system: str | None
 
 
 @dataclass(frozen=True, slots=True)
 class RobotSpec:
     address: str
     kind: str
-    options: Mapping[str, Any] = field(default_factory=dict)
+    options: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    domain: str = "localdomain"
-    data_dir: Path = Path("./mailcoach-data")
-    user: str = "user@localdomain"
-    smtp: SmtpConfig = SmtpConfig()
-    imap: ImapConfig = ImapConfig()
-    limits: LimitsConfig = LimitsConfig()
-    models: ModelsConfig = ModelsConfig()
+    domain: str
+    data_dir: Path
+    user: str
+    smtp: SmtpConfig
+    imap: ImapConfig
+    limits: LimitsConfig
+    models: ModelsConfig
     #: model spec -> (input, output) USD per million tokens
-    prices: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    prices: Mapping[str, tuple[float, float]]
     #: (input, output) USD per million tokens for a model nobody priced; None = it costs 0
-    default_price: tuple[float, float] | None = (0.15, 0.60)
-    budget: float | None = None
+    default_price: tuple[float, float] | None
+    budget: float | None
     #: input + output tokens all agents together may spend; None = no limit
-    budget_tokens: int | None = None
-    auto_create_agents: bool = True
-    agent_defaults: AgentSpec = AgentSpec(address="")
-    agents: tuple[AgentSpec, ...] = ()
-    robots: tuple[RobotSpec, ...] = ()
+    budget_tokens: int | None
+    auto_create_agents: bool
+    agent_defaults: AgentSpec
+    agents: tuple[AgentSpec, ...]
+    robots: tuple[RobotSpec, ...]
     #: where the settings came from, for messages
-    source: str = "<defaults>"
+    source: str
 
     def agent_spec(self, address: str) -> AgentSpec:
         """The configured spec of an agent, or the defaults for a new one."""
@@ -128,6 +149,27 @@ class Config:
             if spec.address == address:
                 return spec
         return dataclasses.replace(self.agent_defaults, address=address)
+
+    def party_settings(self, address: str) -> PartySettings:
+        """What an agent runs with: the one place its settings and the defaults merge."""
+        spec = self.agent_spec(address)
+        defaults = self.agent_defaults
+
+        def pick(own: Any, default: Any) -> Any:
+            return own if own is not None else default
+
+        return PartySettings(
+            address=address,
+            model=spec.model or defaults.model or self.models.default,
+            budget=pick(spec.budget, defaults.budget),
+            budget_tokens=pick(spec.budget_tokens, defaults.budget_tokens),
+            system=spec.system or defaults.system,
+        )
+
+    def models_in_use(self) -> set[str]:
+        """Every model an agent may run on: models.default, the defaults', each agent's."""
+        return {self.models.default, *filter(None, [self.agent_defaults.model]),
+                *(self.party_settings(spec.address).model for spec in self.agents)}
 
     def robot_spec(self, address: str) -> RobotSpec | None:
         for spec in self.robots:
@@ -137,6 +179,9 @@ class Config:
 
     def is_local(self, address: str) -> bool:
         return address.rpartition("@")[2].lower() == self.domain.lower()
+
+
+DEFAULT_SOURCE = "<default config>"
 
 
 def default_config_text() -> str:
@@ -154,7 +199,8 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
     Raises:
         ConfigError: naming the file, key and line of the first problem.
     """
-    base, _ = _read_yaml(default_config_text(), "<default config>")
+    shipped, _ = _read_yaml(default_config_text(), DEFAULT_SOURCE)
+    base = shipped
     source = "<defaults>"
     lines: dict[str, int] = {}
     if path is not None:
@@ -165,7 +211,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
             raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
         user, lines = _read_yaml(text, source)
         base = _merge(base, user)
-    builder = _Builder(source, lines)
+    builder = _Builder(source, lines, shipped)
     for dotted, value in overrides.items():
         if value is None:
             continue
@@ -219,11 +265,16 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class _Builder:
-    """Turns the merged mapping into a Config, checking every key and type."""
+    """Turns the merged mapping into a Config, checking every key and type.
 
-    def __init__(self, source: str, lines: dict[str, int]) -> None:
+    Every value is read from the merged mapping; a key the user emptied
+    (``smtp: null``) falls back to the shipped file, never to a literal here.
+    """
+
+    def __init__(self, source: str, lines: dict[str, int], shipped: Mapping[str, Any]) -> None:
         self.source = source
         self.lines = lines
+        self.shipped = shipped
         #: dotted keys set from command-line flags, for messages
         self.flags: set[str] = set()
 
@@ -234,9 +285,21 @@ class _Builder:
         where = f" line {line}," if line else ""
         return ConfigError(f"{self.source}:{where} key '{key}': {problem}")
 
+    def setting(self, data: Mapping[str, Any], key: str, prefix: str = "") -> Any:
+        """``data[key]``, else the shipped default at ``prefix + key``."""
+        if key in data:
+            return data[key]
+        node: Any = self.shipped
+        for part in (prefix + key).split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                raise ConfigError(f"{DEFAULT_SOURCE}: key '{prefix}{key}' is missing "
+                                  "(every setting has its default there)")
+            node = node[part]
+        return node
+
     def section(self, data: Mapping[str, Any], key: str, prefix: str = "") -> dict[str, Any]:
         value = data.get(key)
-        if value is None:
+        if value is None:  # an emptied section: each key then comes from the shipped file
             return {}
         if not isinstance(value, Mapping):
             raise self.fail(prefix + key, f"expected a mapping, got {value!r}")
@@ -262,20 +325,26 @@ class _Builder:
             raise self.fail(key, "must not be empty")
         return value
 
-    def dataclass_from(self, cls: type, data: Mapping[str, Any], prefix: str) -> Any:
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        kwargs: dict[str, Any] = {}
-        for key, raw in data.items():
+    def dataclass_from(self, cls: type, data: Mapping[str, Any], prefix: str,
+                       **given: Any) -> Any:
+        """``cls`` from ``data``, every field not ``given`` read and type-checked."""
+        kinds = typing.get_type_hints(cls)
+        for key in data:
+            if key not in kinds:
+                raise self.fail(f"{prefix}{key}",
+                                f"unknown key (known: {', '.join(sorted(kinds))})")
+        kwargs: dict[str, Any] = dict(given)
+        for key, kind in kinds.items():
+            if key in given:
+                continue
             path = f"{prefix}{key}"
-            if key not in fields:
-                raise self.fail(path, f"unknown key (known: {', '.join(sorted(fields))})")
-            default = getattr(cls(), key)
-            if isinstance(default, tuple):
+            raw = self.setting(data, key, prefix)
+            if typing.get_origin(kind) is tuple:
                 if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
                     raise self.fail(path, "expected a list of strings")
                 kwargs[key] = tuple(raw)
             else:
-                kwargs[key] = self.value(path, raw, type(default))
+                kwargs[key] = self.value(path, raw, kind)
         return cls(**kwargs)
 
     def build(self, data: dict[str, Any]) -> Config:
@@ -285,20 +354,18 @@ class _Builder:
         for key in data:
             if key not in known:
                 raise self.fail(key, f"unknown key (known: {', '.join(sorted(known))})")
-        domain = self.value("domain", data.get("domain", "localdomain"), str).strip().lower()
+        domain = self.value("domain", self.setting(data, "domain"), str).strip().lower()
         if not domain or "@" in domain or " " in domain:
             raise self.fail("domain", f"not a domain name: {domain!r}")
-        user = self.address("user", data.get("user", f"user@{domain}"), domain)
-        budget = self.optional("budget", data.get("budget"), float)
-        budget_tokens = self.optional("budget_tokens", data.get("budget_tokens"), int)
+        user = self.address("user", self.setting(data, "user"), domain)
+        budget = self.optional("budget", self.setting(data, "budget"), float)
+        budget_tokens = self.optional("budget_tokens", self.setting(data, "budget_tokens"), int)
         models_section = self.section(data, "models")
         templates = self.chat_templates(self.section(models_section, "chat_templates",
                                                      "models."))
         models_section.pop("chat_templates", None)
-        models = dataclasses.replace(
-            self.dataclass_from(ModelsConfig, models_section, "models."),
-            chat_templates=templates,
-        )
+        models = self.dataclass_from(ModelsConfig, models_section, "models.",
+                                     chat_templates=templates)
         if not models.default.strip():
             raise self.fail("models.default", "must name a model")
         agents_section = self.section(data, "agents")
@@ -307,9 +374,11 @@ class _Builder:
                 raise self.fail(f"agents.{key}",
                                 "unknown key (known: auto_create, defaults, parties)")
         auto_create = self.value(
-            "agents.auto_create", agents_section.get("auto_create", True), bool
+            "agents.auto_create", self.setting(agents_section, "auto_create", "agents."), bool
         )
-        defaults = self.agent("agents.defaults", "", agents_section.get("defaults") or {})
+        defaults = self.agent("agents.defaults", "",
+                              self.section(agents_section, "defaults", "agents."),
+                              complete=True)
         agents = tuple(
             self.agent(f"agents.parties.{addr}",
                        self.address(f"agents.parties.{addr}", addr, domain), spec or {})
@@ -325,7 +394,7 @@ class _Builder:
         for address in taken:
             if taken.count(address) > 1:
                 raise self.fail("robots", f"{address} is configured more than once")
-        data_dir = self.value("data_dir", data.get("data_dir", "./mailcoach-data"), str)
+        data_dir = self.value("data_dir", self.setting(data, "data_dir"), str)
         return Config(
             domain=domain,
             data_dir=Path(data_dir).expanduser(),
@@ -335,7 +404,7 @@ class _Builder:
             limits=self.dataclass_from(LimitsConfig, self.section(data, "limits"), "limits."),
             models=models,
             prices=self.prices(self.section(data, "prices")),
-            default_price=self.default_price(data.get("default_price", (0.15, 0.60))),
+            default_price=self.default_price(self.setting(data, "default_price")),
             budget=budget,
             budget_tokens=budget_tokens,
             auto_create_agents=auto_create,
@@ -360,22 +429,27 @@ class _Builder:
                             "and . _ + - before the @ (e.g. swe1@" + domain + ")")
         return address
 
-    def agent(self, key: str, address: str, spec: Any) -> AgentSpec:
+    def agent(self, key: str, address: str, spec: Any, complete: bool = False) -> AgentSpec:
+        """An agent's spec; with ``complete`` (agents.defaults) every key has its
+        value from the merged YAML, else a key not given is None (as the defaults)."""
         if not isinstance(spec, Mapping):
             raise self.fail(key, f"expected a mapping (model, budget, system), got {spec!r}")
         known = ("budget", "budget_tokens", "model", "system")
         for name in spec:
             if name not in known:
                 raise self.fail(f"{key}.{name}", f"unknown key (known: {', '.join(known)})")
-        model = self.optional(f"{key}.model", spec.get("model"), str)
+        def get(name: str) -> Any:
+            return self.setting(spec, name, key + ".") if complete else spec.get(name)
+
+        model = self.optional(f"{key}.model", get("model"), str)
         if model is not None and not model.strip():
             raise self.fail(f"{key}.model", "must name a model (or null for models.default)")
         return AgentSpec(
             address=address,
             model=model,
-            budget=self.optional(f"{key}.budget", spec.get("budget"), float),
-            budget_tokens=self.optional(f"{key}.budget_tokens", spec.get("budget_tokens"), int),
-            system=self.optional(f"{key}.system", spec.get("system"), str),
+            budget=self.optional(f"{key}.budget", get("budget"), float),
+            budget_tokens=self.optional(f"{key}.budget_tokens", get("budget_tokens"), int),
+            system=self.optional(f"{key}.system", get("system"), str),
         )
 
     def optional(self, key: str, value: Any, kind: type) -> Any:
@@ -391,12 +465,10 @@ class _Builder:
     def default_price(self, spec: Any) -> tuple[float, float] | None:
         if spec is None:
             return None
-        if isinstance(spec, tuple):  # the built-in default
-            return spec
         if not isinstance(spec, Mapping) or set(spec) - {"input", "output"}:
             raise self.fail("default_price", "expected {input: USD per million tokens, "
                             "output: ...} or null (unpriced models cost 0)")
-        return (self.value("default_price.input", spec.get("input", 0.0), float),
+        return (self.value("default_price.input", spec.get("input", 0.0), float),  # 0 = free
                 self.value("default_price.output", spec.get("output", 0.0), float))
 
     def chat_templates(self, data: Mapping[str, Any]) -> dict[str, dict[str, bool]]:

@@ -228,9 +228,7 @@ class Session:
     def agent_model(self, address: str) -> str:
         party = self.engine.store.parties.get(address)
         model = party.state.get("model") if party is not None else None
-        spec = self.config.agent_spec(address)
-        return str(model or spec.model or self.config.agent_defaults.model
-                   or self.config.models.default)
+        return str(model or self.config.party_settings(address).model)
 
 
 def user_message(*, sender: str, to: str, subject: str, body: str,

@@ -208,14 +208,14 @@ class AgentWorker(Worker):
             memory = memory[: memory.index(delivery.message) + 1]
         items = [self.engine.turn_of(number) for number in memory]
         config = engine.config
-        spec = config.agent_spec(self.address)
+        settings = config.party_settings(self.address)
         system = primer(
             self.address, domain=config.domain, user=config.user,
             robots=[(r.address, r.kind) for r in config.robots],
-            system=spec.system or config.agent_defaults.system,
+            system=settings.system,
         )
         turns = thread_to_turns(self.address, items, system)
-        model = delivery.model or config.models.default
+        model = delivery.model or settings.model
         if engine.before_model_call is not None:
             await engine.before_model_call(self.address, model, turns)
         try:

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from mailcoach_server.config import ImapConfig
+from mailcoach_server.config import ImapConfig, load_config
 from mailcoach_server.credentials import Credentials
 from mailcoach_server.imap import commands
 from mailcoach_server.imap.commands import dispatch, greeting
@@ -184,7 +184,7 @@ async def test_plaintext_login_is_refused_off_loopback_without_tls(tmp_path, hos
     store = Store.open(tmp_path)
     try:
         credentials = Credentials.load_or_create(tmp_path, "user@localdomain")
-        backend = Backend(store, replace(ImapConfig(), host=host), credentials, login_delay=0)
+        backend = Backend(store, replace(load_config().imap, host=host), credentials, login_delay=0)
         out = _ListOutput()
         session = Session(backend, out)
         assert b"LOGINDISABLED" in greeting(session) and b"AUTH=PLAIN" not in greeting(session)
@@ -207,7 +207,7 @@ async def test_allow_plaintext_auth_lets_a_container_log_in(tmp_path):
     store = Store.open(tmp_path)
     try:
         credentials = Credentials.load_or_create(tmp_path, "user@localdomain")
-        fields = {f: getattr(ImapConfig(), f) for f in ImapConfig.__slots__}
+        fields = {f: getattr(load_config().imap, f) for f in ImapConfig.__slots__}
         config = SimpleNamespace(**{**fields, "host": "0.0.0.0", "allow_plaintext_auth": True})
         backend = Backend(store, config, credentials, login_delay=0)
         out = _ListOutput()
@@ -227,7 +227,7 @@ async def test_loopback_session_without_sockets(tmp_path):
     try:
         credentials = Credentials.load_or_create(tmp_path, "user@localdomain")
         store.ensure_folder("INBOX")
-        backend = Backend(store, ImapConfig(), credentials, login_delay=0)
+        backend = Backend(store, load_config().imap, credentials, login_delay=0)
         out = _ListOutput()
         session = Session(backend, out)
         assert b"LOGINDISABLED" not in greeting(session)

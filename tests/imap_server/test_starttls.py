@@ -6,12 +6,12 @@ import asyncio
 import imaplib
 import ssl
 import subprocess
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from types import SimpleNamespace
 
 import pytest
 
-from mailcoach_server.config import ImapConfig
+from mailcoach_server.config import load_config
 from mailcoach_server.credentials import Credentials
 from mailcoach_server.imap.commands import greeting
 from mailcoach_server.imap.server import start_imap
@@ -38,7 +38,7 @@ async def tls_server(tmp_path, certificate):
     store = Store.open(tmp_path / "data")
     store.ensure_folder("INBOX")
     credentials = Credentials.load_or_create(tmp_path / "data", "user@localdomain")
-    imap = SimpleNamespace(**{**asdict(ImapConfig()), "port": 0, "tls_cert": str(cert),
+    imap = SimpleNamespace(**{**asdict(load_config().imap), "port": 0, "tls_cert": str(cert),
                               "tls_key": str(key)})
     server = SimpleNamespace(config=SimpleNamespace(imap=imap), store=store,
                              credentials=credentials, login_throttle=LoginThrottle(delay=0))
@@ -97,7 +97,7 @@ async def test_logindisabled_until_tls_off_loopback(tmp_path, certificate):
     store = Store.open(tmp_path)
     try:
         credentials = Credentials.load_or_create(tmp_path, "user@localdomain")
-        config = ImapConfig(host="192.0.2.7")
+        config = replace(load_config().imap, host="192.0.2.7")
         backend = Backend(store, config, credentials, login_delay=0, tls=context)
 
         class Out(list):
