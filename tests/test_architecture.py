@@ -108,3 +108,42 @@ def test_the_checker_sees_a_forbidden_import(tmp_path):
         SOURCE = saved
     assert within("mailcoach_server.smtp.handler", IO_MODULES)
     assert "mailcoach_server.smtp" in imported and "asyncio" in imported
+
+
+#: What passes SQL: a cursor's or connection's methods, the store's connections.
+SQL_CALLS = ("query", "execute", "executemany", "executescript")
+STORE_CONNECTIONS = ("_db", "_read")
+
+
+def sql_uses(path: Path) -> set[str]:
+    """SQL calls, store connections reached into and ``sqlite3`` imports in ``path``."""
+    found = {m for m in imports_of(path) if within(m, ("sqlite3",))}
+    for node in ast.walk(ast.parse(path.read_text("utf-8"), str(path))):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr in SQL_CALLS):
+            found.add(f".{node.func.attr}() line {node.lineno}")
+        elif isinstance(node, ast.Attribute) and node.attr in STORE_CONNECTIONS:
+            found.add(f".{node.attr} line {node.lineno}")
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(n for n in MODULES
+                                        if not within(n, ("mailcoach_server.store",))))
+def test_no_sql_outside_the_store(name):
+    # Folders, flags, UIDs, deliveries and costs are the store's named operations.
+    assert sql_uses(MODULES[name]) == set(), f"{name} passes SQL"
+
+
+def test_the_sql_checker_sees_sql(tmp_path):
+    sample = tmp_path / "mailcoach_server" / "imap" / "sample.py"
+    sample.parent.mkdir(parents=True)
+    sample.write_text("import sqlite3\n\nasync def f(store):\n"
+                      "    store.query('SELECT 1')\n    await store.execute('DELETE FROM x')\n"
+                      "    return store._db\n")
+    global SOURCE
+    saved, SOURCE = SOURCE, tmp_path / "mailcoach_server"
+    try:
+        found = sql_uses(sample)
+    finally:
+        SOURCE = saved
+    assert found == {"sqlite3", ".query() line 4", ".execute() line 5", "._db line 6"}
