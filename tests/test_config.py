@@ -234,3 +234,134 @@ def test_serve_with_a_bad_config_prints_one_line(tmp_path, text, flags, expected
     assert result.stderr.count("\n") == 1 and expected in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "d").exists()
+
+
+_SECTIONS = {"smtp": "smtp", "imap": "imap", "limits": "limits", "models": "models"}
+
+
+def _shipped():
+    import yaml
+
+    from mailcoach_server.config import default_config_text
+
+    return yaml.safe_load(default_config_text())
+
+
+def test_every_default_comes_from_the_shipped_yaml(tmp_path):
+    import dataclasses
+    from pathlib import Path
+
+    shipped = _shipped()
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing: every value is the shipped one\n")
+    config = load_config(empty)
+    compared = 0
+    for section in _SECTIONS:
+        loaded = getattr(config, section)
+        for field in dataclasses.fields(loaded):
+            assert field.name in shipped[section], f"{section}.{field.name} not in default.yaml"
+            value, want = getattr(loaded, field.name), shipped[section][field.name]
+            if isinstance(want, list):
+                want = tuple(want)
+            assert value == want, (section, field.name, value, want)
+            compared += 1
+    defaults = shipped["agents"]["defaults"]
+    for field in dataclasses.fields(config.agent_defaults):
+        if field.name != "address":
+            assert field.name in defaults, f"agents.defaults.{field.name} not in default.yaml"
+            assert getattr(config.agent_defaults, field.name) == defaults[field.name]
+            compared += 1
+    top = {"domain": config.domain, "user": config.user, "data_dir": config.data_dir,
+           "budget": config.budget, "budget_tokens": config.budget_tokens,
+           "prices": dict(config.prices)}
+    for key, value in top.items():
+        want = Path(shipped[key]) if key == "data_dir" else shipped[key]
+        assert value == want, (key, value, want)
+        compared += 1
+    price = shipped["default_price"]
+    assert config.default_price == (price["input"], price["output"])
+    assert config.auto_create_agents is shipped["agents"]["auto_create"]
+    assert [a.address for a in config.agents] == list(shipped["agents"]["parties"])
+    assert [r.address for r in config.robots] == list(shipped["robots"])
+    covered = {f.name for f in dataclasses.fields(config)} - {"source"}
+    assert covered == {*_SECTIONS, *top, "default_price", "auto_create_agents",
+                       "agent_defaults", "agents", "robots"}
+    assert compared >= 35
+
+
+def _changed(value):
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value + 1
+    if value is None:
+        return 1
+    if isinstance(value, str):
+        return value + "x"
+    return [*value, "extra/model"]  # models.choices
+
+
+def test_every_shipped_value_is_read_not_a_literal_in_the_loader(tmp_path):
+    # Changing any value in a user file changes the loaded config: nothing is hard-wired.
+    import yaml
+
+    shipped = _shipped()
+    keys = [f"{section}.{name}" for section in _SECTIONS for name in shipped[section]
+            if name != "chat_templates"]
+    keys += ["budget", "budget_tokens", "agents.auto_create", "agents.defaults.budget",
+             "agents.defaults.budget_tokens", "agents.defaults.system",
+             "agents.defaults.model"]
+    for dotted in keys:
+        node = shipped
+        for part in dotted.split("."):
+            node = node[part]
+        new = _changed(node)
+        if dotted == "agents.defaults.model":
+            new = "other/model"
+        elif dotted == "agents.defaults.system":
+            new = "Be brief."
+        path = tmp_path / "one.yaml"
+        path.write_text(yaml.safe_dump(_with(shipped, dotted, new)))
+        loaded = load_config(path)
+        *parents, leaf = dotted.replace("agents.defaults", "agent_defaults").split(".")
+        obj = loaded
+        for part in parents:
+            obj = getattr(obj, part)
+        if dotted == "agents.auto_create":
+            obj, leaf = loaded, "auto_create_agents"
+        value = getattr(obj, leaf)
+        assert value == (tuple(new) if isinstance(new, list) else new), (dotted, value, new)
+
+
+def test_an_emptied_section_takes_the_shipped_values(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("smtp: null\nimap:\nagents:\n  defaults: null\n")
+    config = load_config(path)
+    shipped = load_config()
+    assert config.smtp == shipped.smtp and config.imap == shipped.imap
+    assert config.agent_defaults == shipped.agent_defaults
+    assert config.agents == shipped.agents  # merged key by key: the parties stay
+
+
+def test_party_settings_resolve_own_then_defaults_then_models_default(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("models: {default: base/model}\n"
+                    "agents:\n  defaults: {budget: 0.2, budget_tokens: 900, system: Be kind.}\n"
+                    "  parties:\n"
+                    "    own@localdomain: {model: own/model, budget: 0.5, system: Be brief.}\n"
+                    "    plain@localdomain: {}\n")
+    config = load_config(path)
+    own = config.party_settings("own@localdomain")
+    assert (own.model, own.budget, own.budget_tokens, own.system) == (
+        "own/model", 0.5, 900, "Be brief.")
+    for address in ("plain@localdomain", "new@localdomain"):  # configured, and auto-created
+        settings = config.party_settings(address)
+        assert settings.address == address
+        assert (settings.model, settings.budget, settings.budget_tokens, settings.system) == (
+            "base/model", 0.2, 900, "Be kind.")
+    path.write_text("models: {default: base/model}\n"
+                    "agents: {defaults: {model: fallback/model},\n"
+                    "         parties: {plain@localdomain: {}}}\n")
+    config = load_config(path)
+    assert config.party_settings("plain@localdomain").model == "fallback/model"
+    assert config.models_in_use() == {"base/model", "fallback/model"}
