@@ -17,15 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from email.parser import BytesHeaderParser
-from email.policy import compat32
 from functools import lru_cache
 
-from ..addresses import parse_address_list
-from ..postmaster import decoded_header
+from ..records import header_fields, new_meta, resolve_thread
 from ..store.store import MessageMeta, WritePlan
 from .command import (
     AppendCommand,
@@ -69,7 +65,6 @@ _CONTENT_KEYS = frozenset({
     "FROM", "TO", "CC", "BCC", "SUBJECT", "HEADER", "BODY", "TEXT", "SENTBEFORE", "SENTON",
     "SENTSINCE", "LARGER", "SMALLER",
 })
-_HEADERS = BytesHeaderParser(policy=compat32)
 
 
 def ordered_set(numbers: Sequence[int]) -> SequenceSet:
@@ -319,25 +314,11 @@ async def do_copy(session: Session, command: CopyCommand) -> Tagged:
 
 
 def _meta(session: Session, raw: bytes, when: datetime | None) -> MessageMeta:
-    head = _HEADERS.parsebytes(raw.replace(b"\r\n", b"\n").partition(b"\n\n")[0] + b"\n")
-
-    def text(name: str) -> str:
-        return str(head.get(name, "")).strip()
-    senders, _ = parse_address_list(head.get_all("From", []))
-    recipients, _ = parse_address_list([*head.get_all("To", []), *head.get_all("Cc", [])])
-    message_id, in_reply_to = text("Message-ID"), text("In-Reply-To")
-    thread = message_id
-    if in_reply_to:
-        parent = session.backend.store.find_by_message_id(in_reply_to)
-        if parent is not None:
-            thread = parent.thread
     store = session.backend.store
-    return MessageMeta(
-        id=store.allocate_message_id(), message_id=message_id,
-        sender=senders[0] if senders else "", recipients=tuple(recipients),
-        subject=decoded_header(text("Subject")), in_reply_to=in_reply_to, thread=thread,
-        auto_round=0, cost=0.0, received_at=when.timestamp() if when else time.time(),
-    )
+    fields = header_fields(raw)
+    thread = resolve_thread(fields, store.find_by_message_id, auto=False)
+    return new_meta(fields, id=store.allocate_message_id(), thread=thread,
+                    received_at=when.timestamp() if when else None)
 
 
 async def do_append(session: Session, command: AppendCommand) -> Tagged:

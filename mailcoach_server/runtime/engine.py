@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from email.message import Message
@@ -23,7 +22,9 @@ from ..addresses import parse_address_list
 from ..config import Config
 from ..errors import SubmitError
 from ..mailtext import read_message
+from ..notices import notice
 from ..postmaster import new_message_id, prepare
+from ..records import header_fields, new_meta, resolve_thread
 from ..store import mbox
 from ..store.store import MessageMeta, Store, WritePlan
 from .budgets import TokenTally
@@ -218,13 +219,14 @@ class Engine:
             used = self.tokens.spent()
             if used >= self.budget_tokens:
                 return f"the budget of {self.budget_tokens} tokens is spent ({used} tokens)"
-        settings = self.config.party_settings(agent)
-        limit = settings.budget
+        spec = self.config.agent_spec(agent)
+        defaults = self.config.agent_defaults
+        limit = spec.budget if spec.budget is not None else defaults.budget
         if limit is not None:
             spent = self.store.spent(agent)
             if spent >= limit:
                 return f"{agent}'s budget of ${limit:.4f} is spent (${spent:.4f})"
-        tokens = settings.budget_tokens
+        tokens = spec.budget_tokens if spec.budget_tokens is not None else defaults.budget_tokens
         if tokens is not None:
             used = self.tokens.spent(agent)
             if used >= tokens:
@@ -245,19 +247,16 @@ class Engine:
         if agent in self._budget_noted:
             return
         self._budget_noted.add(agent)
-        raw = (
-            f"From: Mail Delivery System <{self.router.postmaster}>\n"
-            f"To: {self.config.user}\n"
-            f"Subject: {agent} waits: budget spent\n"
-            f"Message-ID: {new_message_id(self.config.domain)}\n"
-            "Auto-Submitted: auto-generated\n"
-            f"{ERROR_HEADER}: budget\n"
-            "Content-Type: text/plain; charset=utf-8\n\n"
+        body = (
             f"{agent} will not call its model: {problem}.\n\n"
             "Its mail is kept and waits. Raise the budget (budget:, budget_tokens: or "
             "agents.defaults.budget in the config, or --budget, --budget-tokens) and restart "
             "to go on.\n"
-        ).encode()
+        )
+        raw = notice(self.router.postmaster, self.config.user,
+                     f"{agent} waits: budget spent", body,
+                     message_id=new_message_id(self.config.domain),
+                     headers={ERROR_HEADER: "budget"})
         try:
             await self.submit(raw, origin="system")
         except SubmitError:
@@ -307,33 +306,24 @@ def memory_plans(store: Store, address: str, path: Path | None,
     shipped memory written for ``@localdomain`` used in another domain.
     """
     plans: list[WritePlan] = []
+    earlier: dict[str, MessageMeta] = {}
     if path is not None:
         for raw in mbox.read(path):  # mboxrd un-quoted; the original's files verbatim
             for old, new in rewrite:
                 raw = raw.replace(old.encode(), new.encode())
-            plans.append(_copy_plan(store, raw, address))
+            plans.append(_copy_plan(store, raw, address, earlier))
     if plans:
         plans[0].party_states[address] = ("agent", {"model": None, "expect": []})
     return plans
 
 
-def _copy_plan(store: Store, raw: bytes, address: str) -> WritePlan:
-    from ..mailtext import parse_message
-
-    message = parse_message(raw)
-    senders, _ = parse_address_list(message.get_all("From", []))
-    rcpts, _ = parse_address_list(message.get_all("To", []) + message.get_all("Cc", []))
-    message_id = str(message.get("Message-ID", "")).strip()
-    meta = MessageMeta(
-        id=store.allocate_message_id(),
-        message_id=message_id,
-        sender=senders[0] if senders else "",
-        recipients=tuple(rcpts),
-        subject=str(message.get("Subject", "")),
-        in_reply_to=str(message.get("In-Reply-To", "")).strip(),
-        thread=message_id,
-        auto_round=0,
-        cost=0.0,
-        received_at=time.time(),
-    )
+def _copy_plan(store: Store, raw: bytes, address: str,
+               earlier: dict[str, MessageMeta]) -> WritePlan:
+    # Threads follow the earlier messages of the same file, not yet in the store.
+    fields = header_fields(raw)
+    thread = resolve_thread(
+        fields, lambda mid: earlier.get(mid) or store.find_by_message_id(mid), auto=False)
+    meta = new_meta(fields, id=store.allocate_message_id(), thread=thread)
+    if meta.message_id:
+        earlier.setdefault(meta.message_id, meta)
     return WritePlan(raw=raw, meta=meta, file="copies", memory_appends=[address])

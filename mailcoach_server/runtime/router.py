@@ -14,13 +14,14 @@ made one after the other on the event loop never race.
 from __future__ import annotations
 
 import logging
-import time
-from dataclasses import dataclass
+from dataclasses import replace
 
 from ..addresses import ancestors, rewrite_address
 from ..config import Config
 from ..errors import SubmitError
+from ..notices import notice
 from ..postmaster import Submission, new_message_id, prepare
+from ..records import Thread, new_meta, resolve_thread
 from ..store.store import MessageMeta, Store, WritePlan
 from .context import ERROR_HEADER, starts_with_original_primer
 from .headers import AgentState, apply_control_headers
@@ -35,12 +36,6 @@ FOLDERS = {"INBOX": "", "Sent": "\\Sent", "Drafts": "\\Drafts", "Trash": "\\Tras
 
 #: how far back ``users_question`` follows In-Reply-To
 _MAX_ANCESTORS = 10_000
-
-
-@dataclass(frozen=True, slots=True)
-class _Thread:
-    thread: str
-    auto_round: int
 
 
 class Router:
@@ -102,61 +97,29 @@ class Router:
 
     def _copy_plan(self, raw: bytes, meta: MessageMeta, old: str, new: str) -> WritePlan:
         text = rewrite_address(raw.decode("utf-8", "surrogateescape"), old, new)
-        copy = MessageMeta(
+        copy = replace(
+            meta,
             id=self.store.allocate_message_id(),
-            message_id=meta.message_id,
             sender=new if meta.sender == old else meta.sender,
             recipients=tuple(new if r == old else r for r in meta.recipients),
-            subject=meta.subject,
-            in_reply_to=meta.in_reply_to,
-            thread=meta.thread,
-            auto_round=meta.auto_round,
             cost=0.0,  # the ancestor paid for it
-            received_at=meta.received_at,
         )
         return WritePlan(raw=text.encode("utf-8", "surrogateescape"), meta=copy, file="copies",
                          memory_appends=[new])
 
     # -- messages ------------------------------------------------------------
 
-    def _thread_of(self, sub: Submission) -> _Thread:
-        parent = self.store.find_by_message_id(sub.in_reply_to) if sub.in_reply_to else None
-        latest = None
-        for reference in reversed(sub.references):
-            latest = self.store.find_by_message_id(reference)
-            if latest is not None:
-                break
-        parent = parent or latest
-        if parent is None:
-            thread = sub.references[0] if sub.references else sub.message_id
-            return _Thread(thread, 1 if sub.auto else 0)
-        # A reply to the user answers the user's question (In-Reply-To) but follows
-        # the last message of the chain (References): count rounds from the later.
-        rounds = max(parent.auto_round, latest.auto_round if latest else 0)
-        return _Thread(parent.thread, rounds + 1 if sub.auto else 0)
-
     def plan(self, sub: Submission, *, completes: int | None = None, cost: float = 0.0,
-             thread: _Thread | None = None, act: bool = True) -> list[WritePlan]:
+             thread: Thread | None = None, act: bool = True) -> list[WritePlan]:
         """Everything ``sub`` changes, in commit order (new parties first)."""
         plans: list[WritePlan] = []
         parties = list(dict.fromkeys((sub.sender, *sub.recipients)))
         for address in parties:
             plans.extend(self.clone_plans(address))
-        thread = thread or self._thread_of(sub)
+        thread = thread or resolve_thread(sub, self.store.find_by_message_id, auto=sub.auto)
         limit = self.config.limits.max_auto_rounds
         stopped = thread.auto_round >= limit
-        meta = MessageMeta(
-            id=self.store.allocate_message_id(),
-            message_id=sub.message_id,
-            sender=sub.sender,
-            recipients=sub.recipients,
-            subject=sub.subject,
-            in_reply_to=sub.in_reply_to,
-            thread=thread.thread,
-            auto_round=thread.auto_round,
-            cost=cost,
-            received_at=time.time(),
-        )
+        meta = new_meta(sub, id=self.store.allocate_message_id(), thread=thread, cost=cost)
         main = WritePlan(raw=sub.raw, meta=meta, completes=completes)
         for address in parties:
             if address not in self.store.parties and not any(
@@ -218,8 +181,9 @@ class Router:
         # X-Drop still answers, from the memory the headers left (the original's
         # "X-Rollback: N" + "X-Drop": undo and regenerate).
         if acts and not effect.state.expect:
-            # a model chosen in the headers (M-Model) wins over the configured one
-            model = effect.state.model or self.config.party_settings(address).model
+            spec = self.config.agent_spec(address)
+            model = (effect.state.model or spec.model or self.config.agent_defaults.model
+                     or self.config.models.default)
             main.deliveries.append((address, model))
 
     def users_question(self, meta: MessageMeta) -> MessageMeta | None:
@@ -267,18 +231,11 @@ class Router:
             "nobody acts on it.\n\nReply in the thread to let it go on, or raise "
             "limits.max_auto_rounds in the config.\n"
         )
-        raw = (
-            f"From: Mail Delivery System <{self.postmaster}>\n"
-            f"To: {self.config.user}\n"
-            f"Subject: Stopped: {sub.subject}\n"
-            f"Message-ID: {new_message_id(self.config.domain)}\n"
-            f"In-Reply-To: {sub.message_id}\n"
-            f"References: {' '.join((*sub.references, sub.message_id))}\n"
-            "Auto-Submitted: auto-generated\n"
-            f"{ERROR_HEADER}: auto-round limit\n"
-            "Content-Type: text/plain; charset=utf-8\n\n" + body
-        ).encode()
+        raw = notice(self.postmaster, self.config.user, f"Stopped: {sub.subject}", body,
+                     message_id=new_message_id(self.config.domain),
+                     in_reply_to=sub.message_id, references=(*sub.references, sub.message_id),
+                     headers={ERROR_HEADER: "auto-round limit"})
         note = prepare(raw, domain=self.config.domain, max_size=1 << 30,
                        max_hops=self.config.limits.max_hops, origin="system")
         # Past the limit itself, so the note never calls for another note.
-        return self.plan(note, thread=_Thread(thread, limit + 1))
+        return self.plan(note, thread=Thread(thread, limit + 1))
