@@ -219,14 +219,13 @@ class Engine:
             used = self.tokens.spent()
             if used >= self.budget_tokens:
                 return f"the budget of {self.budget_tokens} tokens is spent ({used} tokens)"
-        spec = self.config.agent_spec(agent)
-        defaults = self.config.agent_defaults
-        limit = spec.budget if spec.budget is not None else defaults.budget
+        settings = self.config.party_settings(agent)
+        limit = settings.budget
         if limit is not None:
             spent = self.store.spent(agent)
             if spent >= limit:
                 return f"{agent}'s budget of ${limit:.4f} is spent (${spent:.4f})"
-        tokens = spec.budget_tokens if spec.budget_tokens is not None else defaults.budget_tokens
+        tokens = settings.budget_tokens
         if tokens is not None:
             used = self.tokens.spent(agent)
             if used >= tokens:

@@ -181,9 +181,8 @@ class Router:
         # X-Drop still answers, from the memory the headers left (the original's
         # "X-Rollback: N" + "X-Drop": undo and regenerate).
         if acts and not effect.state.expect:
-            spec = self.config.agent_spec(address)
-            model = (effect.state.model or spec.model or self.config.agent_defaults.model
-                     or self.config.models.default)
+            # a model chosen in the headers (M-Model) wins over the configured one
+            model = effect.state.model or self.config.party_settings(address).model
             main.deliveries.append((address, model))
 
     def users_question(self, meta: MessageMeta) -> MessageMeta | None:
