@@ -1,12 +1,16 @@
 """The ``mailcoach`` command line: ``serve``, ``shell-stub``, ``health``, else the console.
 
-Only argument parsing lives here; everything else is imported when a
-command runs, so ``mailcoach --help`` stays fast.
+One argparse parser: the console's flags, with the subcommands as subparsers.
+A subcommand counts only as the first word (``mailcoach serve ...``); with
+none, ``mailcoach`` is the console, flag for flag. Only argument parsing
+lives here; everything else is imported when a command runs, so
+``mailcoach --help`` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -16,17 +20,42 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .config import Config
 
-__all__ = ["config_from_args", "main", "serve_parser", "setup_logging"]
+__all__ = ["config_from_args", "main", "parser", "serve_parser", "setup_logging"]
 
-SUBCOMMANDS = ("serve", "shell-stub", "health")
+SERVE_HELP = "run the mail server headless (SMTP and IMAP)"
+SERVE_DESCRIPTION = ("Run the mail server headless: SMTP and IMAP on loopback, agents and "
+                     "robots answering mail. Stop with Ctrl+C or SIGTERM.")
+#: subcommands whose module parses its own arguments: name -> (module, help)
+_DELEGATED = {
+    "shell-stub": ("shell_stub", "run shell commands for the remote-shell robot over HTTP"),
+    "health": ("health", "check that a running server answers (exit 0 healthy, 1 not)"),
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    """``mailcoach``: the console's flags, and the subcommands."""
+    from .console.cli import console_parser
+
+    top = console_parser()
+    commands = top.add_subparsers(dest="command", metavar="COMMAND", title="subcommands",
+                                  description="'mailcoach COMMAND --help' for its flags; "
+                                  "with no COMMAND, the console",
+                                  parser_class=argparse.ArgumentParser)
+    _add_serve_arguments(commands.add_parser("serve", prog="mailcoach serve", help=SERVE_HELP,
+                                             description=SERVE_DESCRIPTION))
+    for name, (_, text) in _DELEGATED.items():
+        # their own parser reads the rest of the line, --help included
+        commands.add_parser(name, prog=f"mailcoach {name}", help=text, add_help=False)
+    return top
 
 
 def serve_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="mailcoach serve",
-        description="Run the mail server headless: SMTP and IMAP on loopback, agents and robots "
-        "answering mail. Stop with Ctrl+C or SIGTERM.",
-    )
+    """``mailcoach serve`` alone (the container entrypoint parses its arguments with it)."""
+    return _add_serve_arguments(argparse.ArgumentParser(prog="mailcoach serve",
+                                                        description=SERVE_DESCRIPTION))
+
+
+def _add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--config", metavar="FILE", default=os.environ.get("MAILCOACH_CONFIG"),
                         help="YAML config (default: $MAILCOACH_CONFIG, else the shipped one)")
     parser.add_argument("--data-dir", metavar="DIR", help="where mail is kept "
@@ -81,7 +110,11 @@ def setup_logging(debug: bool) -> None:
 
 
 def serve_main(argv: list[str]) -> int:
-    args = serve_parser().parse_args(argv)
+    return serve(serve_parser().parse_args(argv))
+
+
+def serve(args: argparse.Namespace) -> int:
+    """``mailcoach serve`` with parsed flags."""
     if args.print_config:
         from .config import default_config_text
 
@@ -104,20 +137,24 @@ def serve_main(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "serve":
-        return serve_main(argv[1:])
-    if argv and argv[0] == "shell-stub":
-        from .shell_stub import main as stub_main
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = parser()
+    args, unknown = top.parse_known_args(argv)
+    if args.command is not None and argv[0] != args.command:
+        # e.g. `mailcoach -c serve`: a console flag, then a word; as before, not a command
+        top.error(f"unrecognized arguments: {args.command}")
+    if args.command in _DELEGATED:  # the rest of the line is theirs, untouched
+        module = importlib.import_module(f".{_DELEGATED[args.command][0]}", __package__)
+        return int(module.main(argv[1:]))
+    if args.command == "serve":
+        if unknown:
+            serve_parser().error(f"unrecognized arguments: {' '.join(unknown)}")
+        return serve(args)
+    if unknown:
+        top.error(f"unrecognized arguments: {' '.join(unknown)}")
+    from .console.cli import run
 
-        return stub_main(argv[1:])
-    if argv and argv[0] == "health":
-        from .health import main as health_main
-
-        return health_main(argv[1:])
-    from .console.cli import main as console_main
-
-    return console_main(argv)
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -22,11 +22,9 @@ from typing import TYPE_CHECKING, NoReturn
 if TYPE_CHECKING:
     from .session import Session
 
-__all__ = ["main"]
+__all__ = ["console_parser", "main", "run"]
 
-DESCRIPTION = """Chat with AI agents by mail, run queue files, or let a model play the user.
-Subcommands: 'mailcoach serve' (headless SMTP/IMAP server), 'mailcoach shell-stub',
-'mailcoach health'."""
+DESCRIPTION = "Chat with AI agents by mail, run queue files, or let a model play the user."
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,7 +32,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"mailcoach: {message} (see mailcoach --help)\n")
 
 
-def _parser() -> argparse.ArgumentParser:
+def console_parser() -> argparse.ArgumentParser:
+    """The console's flags; ``mailcoach_server.cli`` adds the subcommands to it."""
     parser = _Parser(prog="mailcoach", description=DESCRIPTION)
     parser.add_argument("-m", "--memory", metavar="PATH",
                         help="history to start from: an mbox file, or a trace directory of "
@@ -69,7 +68,11 @@ def shipped_memory_dir() -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    return run(console_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """The console with parsed flags: checks them, then chats or runs the queue."""
     if args.auto and args.budget is None and args.budget_tokens is None:
         print("mailcoach: --auto needs --budget (e.g. --budget 0.05) or --budget-tokens: a "
               "model playing the user never stops by itself", file=sys.stderr)
