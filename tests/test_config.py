@@ -365,3 +365,56 @@ def test_party_settings_resolve_own_then_defaults_then_models_default(tmp_path):
     config = load_config(path)
     assert config.party_settings("plain@localdomain").model == "fallback/model"
     assert config.models_in_use() == {"base/model", "fallback/model"}
+
+
+def test_help_is_the_console_and_lists_the_subcommands(capsys):
+    from mailcoach_server.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith("usage: mailcoach [-h] [-m PATH]")
+    for flag in ("--queue", "--chat", "--auto", "--budget", "--memory", "--serve"):
+        assert flag in text
+    for command in ("serve", "shell-stub", "health"):
+        assert f"\n    {command} " in text, command
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["-q", "file", "--budget", "0.05", "-c"],
+     {"command": None, "queue": "file", "budget": 0.05, "chat": True}),
+    (["-m", "dir", "--auto", "--budget", "2"],
+     {"command": None, "memory": "dir", "auto": True, "budget": 2.0}),
+    (["-m", "serve"], {"command": None, "memory": "serve"}),  # a value, not a command
+    (["serve", "--budget", "3", "--smtp-port", "0"],
+     {"command": "serve", "budget": 3.0, "smtp_port": 0, "print_config": False}),
+])
+def test_console_flags_need_no_subcommand(argv, expected):
+    from mailcoach_server.cli import parser
+
+    args, unknown = parser().parse_known_args(argv)
+    assert unknown == []
+    assert {key: getattr(args, key) for key in expected} == expected
+
+
+def test_a_subcommand_counts_only_as_the_first_word(capsys):
+    from mailcoach_server.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["-c", "serve"])
+    assert done.value.code == 2
+    assert "unrecognized arguments: serve" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as done:
+        main(["serve", "--no-such-flag"])
+    assert done.value.code == 2
+    assert "mailcoach serve: error: unrecognized arguments: --no-such-flag" in (
+        capsys.readouterr().err)
+    assert main(["serve", "--print-config"]) == 0
+    from mailcoach_server.config import default_config_text
+
+    assert capsys.readouterr().out == default_config_text()
+    with pytest.raises(SystemExit) as done:  # the rest of the line reaches health's own parser
+        main(["health", "--help"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: mailcoach health")
