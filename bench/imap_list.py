@@ -78,9 +78,8 @@ async def main(runs: int) -> None:
     async with running(load_config(path)) as server:
         store = server.store
         names = worst_tree()
-        await store.execute(
-            "INSERT OR IGNORE INTO folders(name, uidvalidity, uidnext) "
-            "SELECT value, 1, 1 FROM json_each(?)", (json.dumps(names),))
+        for name in names:  # through the store's own operation, as CREATE does
+            await store.folders.create_folder(name)
         count = len(list_folders(store, "", ["*"]))
         print(f"tree: {len(names)} folders of the user's own, depth {MAX_FOLDER_DEPTH}, "
               f"names up to {max(len(n.encode()) for n in names)} bytes; LIST * gives {count}")
