@@ -19,7 +19,7 @@ CHARSET checking is the command layer's (see ``BadCharset``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import date, datetime
 from email import message_from_bytes
 from email.header import decode_header, make_header
@@ -147,60 +147,118 @@ def _contains(haystack: str, needle: str) -> bool:
     return needle.casefold() in haystack.casefold()
 
 
+# Each matcher answers one family of keys: (key, message, max_seq, max_uid) -> bool.
+_Matcher = Callable[[SearchKey, SearchMessage, int, int], bool]
+
+
+def _match_and(key: SearchKey, message: SearchMessage, max_seq: int, max_uid: int) -> bool:
+    return all(matches(k, message, max_seq=max_seq, max_uid=max_uid) for k in key.children)
+
+
+def _match_or(key: SearchKey, message: SearchMessage, max_seq: int, max_uid: int) -> bool:
+    return any(matches(k, message, max_seq=max_seq, max_uid=max_uid) for k in key.children)
+
+
+def _match_not(key: SearchKey, message: SearchMessage, max_seq: int, max_uid: int) -> bool:
+    return not matches(key.children[0], message, max_seq=max_seq, max_uid=max_uid)
+
+
+def _match_all(key: SearchKey, message: SearchMessage, max_seq: int, max_uid: int) -> bool:
+    return True
+
+
+def _match_flag(key: SearchKey, message: SearchMessage, max_seq: int, max_uid: int) -> bool:
+    flag, wanted = _FLAG_KEYS[key.name]
+    return (flag.lower() in message.flags) == wanted
+
+
+def _match_new(key: SearchKey, message: SearchMessage, max_seq: int, max_uid: int) -> bool:
+    return "\\recent" in message.flags and "\\seen" not in message.flags
+
+
+def _match_keyword(key: SearchKey, message: SearchMessage, max_seq: int, max_uid: int) -> bool:
+    return (str(key.arg).lower() in message.flags) == (key.name == "KEYWORD")
+
+
+def _match_sequence(key: SearchKey, message: SearchMessage, max_seq: int, max_uid: int) -> bool:
+    assert isinstance(key.arg, SequenceSet)
+    return key.arg.contains(message.seq, max_seq)
+
+
+def _match_uid(key: SearchKey, message: SearchMessage, max_seq: int, max_uid: int) -> bool:
+    assert isinstance(key.arg, SequenceSet)
+    return key.arg.contains(message.uid, max_uid)
+
+
+def _match_size(key: SearchKey, message: SearchMessage, max_seq: int, max_uid: int) -> bool:
+    assert isinstance(key.arg, int)
+    if key.name == "LARGER":
+        return message.size > key.arg
+    return message.size < key.arg
+
+
+def _match_date(key: SearchKey, message: SearchMessage, max_seq: int, max_uid: int) -> bool:
+    name, arg = key.name, key.arg
+    assert isinstance(arg, date)
+    day = message.sent_date if name.startswith("SENT") else message.internaldate.date()
+    if name.endswith("BEFORE"):
+        return day < arg
+    return day == arg if name.endswith("ON") else day >= arg
+
+
+def _match_address(key: SearchKey, message: SearchMessage, max_seq: int, max_uid: int) -> bool:
+    arg = key.arg
+    assert isinstance(arg, str)
+    field = _ADDRESS_KEYS[key.name]
+    if any(_contains(v, arg) for v in message.header_values(field)):
+        return True
+    # The addresses as they are meant: <a (comment)@ (comment) b> is a@b.
+    return field != "subject" and any(_contains(v, arg) for v in message.addresses(field))
+
+
+def _match_header(key: SearchKey, message: SearchMessage, max_seq: int, max_uid: int) -> bool:
+    assert isinstance(key.arg, tuple)
+    field, needle = key.arg
+    return any(_contains(v, needle) for v in message.header_values(field))
+
+
+def _match_body(key: SearchKey, message: SearchMessage, max_seq: int, max_uid: int) -> bool:
+    assert isinstance(key.arg, str)
+    return key.arg.casefold() in message.body_text
+
+
+def _match_text(key: SearchKey, message: SearchMessage, max_seq: int, max_uid: int) -> bool:
+    assert isinstance(key.arg, str)
+    needle = key.arg.casefold()
+    return any(needle in f"{n}: {v}".casefold() for n, v in message.headers) or (
+        needle in message.body_text
+    )
+
+
+_MATCHERS: dict[str, _Matcher] = {
+    "AND": _match_and,
+    "OR": _match_or,
+    "NOT": _match_not,
+    "ALL": _match_all,
+    **dict.fromkeys(_FLAG_KEYS, _match_flag),
+    "NEW": _match_new,
+    "KEYWORD": _match_keyword,
+    "UNKEYWORD": _match_keyword,
+    "SEQUENCE": _match_sequence,
+    "UID": _match_uid,
+    "LARGER": _match_size,
+    "SMALLER": _match_size,
+    **dict.fromkeys(("BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"), _match_date),
+    **dict.fromkeys(_ADDRESS_KEYS, _match_address),
+    "HEADER": _match_header,
+    "BODY": _match_body,
+    "TEXT": _match_text,
+}
+
+
 def matches(key: SearchKey, message: SearchMessage, *, max_seq: int, max_uid: int) -> bool:
     """Does ``message`` satisfy ``key``? ``max_seq``/``max_uid`` give ``*`` its value."""
-    name, arg = key.name, key.arg
-    if name == "AND":
-        return all(matches(k, message, max_seq=max_seq, max_uid=max_uid) for k in key.children)
-    if name == "OR":
-        return any(matches(k, message, max_seq=max_seq, max_uid=max_uid) for k in key.children)
-    if name == "NOT":
-        return not matches(key.children[0], message, max_seq=max_seq, max_uid=max_uid)
-    if name == "ALL":
-        return True
-    if name in _FLAG_KEYS:
-        flag, wanted = _FLAG_KEYS[name]
-        return (flag.lower() in message.flags) == wanted
-    if name == "NEW":
-        return "\\recent" in message.flags and "\\seen" not in message.flags
-    if name in ("KEYWORD", "UNKEYWORD"):
-        return (str(arg).lower() in message.flags) == (name == "KEYWORD")
-    if name == "SEQUENCE":
-        assert isinstance(arg, SequenceSet)
-        return arg.contains(message.seq, max_seq)
-    if name == "UID":
-        assert isinstance(arg, SequenceSet)
-        return arg.contains(message.uid, max_uid)
-    if name == "LARGER":
-        assert isinstance(arg, int)
-        return message.size > arg
-    if name == "SMALLER":
-        assert isinstance(arg, int)
-        return message.size < arg
-    if name in ("BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"):
-        assert isinstance(arg, date)
-        day = message.sent_date if name.startswith("SENT") else message.internaldate.date()
-        if name.endswith("BEFORE"):
-            return day < arg
-        return day == arg if name.endswith("ON") else day >= arg
-    if name in _ADDRESS_KEYS:
-        assert isinstance(arg, str)
-        field = _ADDRESS_KEYS[name]
-        if any(_contains(v, arg) for v in message.header_values(field)):
-            return True
-        # The addresses as they are meant: <a (comment)@ (comment) b> is a@b.
-        return field != "subject" and any(_contains(v, arg) for v in message.addresses(field))
-    if name == "HEADER":
-        assert isinstance(arg, tuple)
-        field, needle = arg
-        return any(_contains(v, needle) for v in message.header_values(field))
-    if name == "BODY":
-        assert isinstance(arg, str)
-        return arg.casefold() in message.body_text
-    if name == "TEXT":
-        assert isinstance(arg, str)
-        needle = arg.casefold()
-        return any(needle in f"{n}: {v}".casefold() for n, v in message.headers) or (
-            needle in message.body_text
-        )
-    raise ValueError(f"unknown search key {name}")
+    matcher = _MATCHERS.get(key.name)
+    if matcher is None:
+        raise ValueError(f"unknown search key {key.name}")
+    return matcher(key, message, max_seq, max_uid)
