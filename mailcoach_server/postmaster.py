@@ -136,6 +136,37 @@ def prepare(
     Raises:
         SubmitError: with the SMTP reply the sender should get.
     """
+    fields, body = _checked_shape(raw, max_size=max_size, max_hops=max_hops,
+                                  max_mime_depth=max_mime_depth)
+    message = HeaderView(fields)
+    sender = _checked_sender(message, domain=domain)
+    to, rcpts = _checked_recipients(message, domain=domain, envelope_rcpts=envelope_rcpts)
+    acting = tuple(a for a in to if a in rcpts)
+    remembering = tuple(a for a in rcpts if a not in acting)
+    stamped_raw, message_id = _stamped(fields, body, message, domain=domain,
+                                       origin=origin, received_from=received_from)
+    auto_header = message.get("Auto-Submitted", "no").lower()
+    auto = origin in ("agent", "robot") or auto_header not in ("", "no")
+    references = tuple(message.get("References").split())
+    return Submission(
+        raw=stamped_raw,
+        message=message,
+        sender=sender,
+        to=acting,
+        cc=remembering,
+        message_id=message_id,
+        subject=decoded_header(message.get("Subject")),
+        in_reply_to=message.get("In-Reply-To"),
+        references=references,
+        auto=auto,
+    )
+
+
+def _checked_shape(
+    raw: bytes, *, max_size: int, max_hops: int, max_mime_depth: int
+) -> tuple[list[bytes], bytes]:
+    """The header lines and body of ``raw`` (LF line ends), or a refusal for its size,
+    header syntax, hop count or MIME nesting."""
     if len(raw) > max_size:
         raise SubmitError(552, "5.3.4", f"message too big ({len(raw)} > {max_size} bytes)")
     raw = raw.replace(b"\r\n", b"\n")
@@ -151,8 +182,11 @@ def prepare(
     if mime_depth(b"".join(fields), body, max_mime_depth) > max_mime_depth:
         raise SubmitError(554, "5.6.0", "message content rejected: MIME nesting exceeds "
                           f"the safety limit of {max_mime_depth} levels")
-    message = HeaderView(fields)
+    return fields, body
 
+
+def _checked_sender(message: HeaderView, *, domain: str) -> str:
+    """The one From address, checked against ``domain``."""
     senders, bad = parse_address_list(message.get_all("From", []))
     if bad:
         raise SubmitError(553, "5.1.7", f"bad sender address {_shown(bad[0])}: "
@@ -161,14 +195,19 @@ def prepare(
         raise SubmitError(553, "5.1.7", "the From header must hold exactly one address")
     sender = senders[0]
     check_sender(sender, domain=domain)
+    return sender
 
+
+def _checked_recipients(
+    message: HeaderView, *, domain: str, envelope_rcpts: list[str] | None
+) -> tuple[list[str], list[str]]:
+    """The To addresses and every recipient (the envelope's, else To, Cc and Bcc),
+    all in ``domain``."""
     to, bad_to = parse_address_list(message.get_all("To", []))
     cc, bad_cc = parse_address_list(message.get_all("Cc", []))
     bcc, bad_bcc = parse_address_list(message.get_all("Bcc", []))
     if envelope_rcpts is not None:
-        rcpts = []
-        for rcpt in envelope_rcpts:
-            rcpts.append(checked_recipient(rcpt))
+        rcpts = [checked_recipient(rcpt) for rcpt in envelope_rcpts]
     else:
         if bad_to or bad_cc or bad_bcc:
             first = (bad_to + bad_cc + bad_bcc)[0]
@@ -180,9 +219,15 @@ def prepare(
     for rcpt in rcpts:
         if not _in_domain(rcpt, domain):
             raise SubmitError(550, "5.7.1", f"relay denied: {rcpt} is not in {domain}")
-    acting = tuple(a for a in to if a in rcpts)
-    remembering = tuple(a for a in rcpts if a not in acting)
+    return to, rcpts
 
+
+def _stamped(
+    fields: list[bytes], body: bytes, message: HeaderView, *,
+    domain: str, origin: str, received_from: str,
+) -> tuple[bytes, str]:
+    """The message as stored, and its Message-ID: a Received line on top, Bcc dropped,
+    Message-ID, Date and (for agents and robots) Auto-Submitted added when missing."""
     stamped: list[bytes] = [
         f"Received: from {received_from} by {domain} (mailcoach) with {_protocol(origin)};\n"
         f"\t{formatdate(localtime=True)}\n".encode()
@@ -197,25 +242,9 @@ def prepare(
         stamped.append(f"Message-ID: {message_id}\n".encode())
     if "Date" not in message:
         stamped.append(f"Date: {format_datetime(localtime())}\n".encode())
-    auto_header = message.get("Auto-Submitted", "no").lower()
-    auto = origin in ("agent", "robot") or auto_header not in ("", "no")
     if origin in ("agent", "robot") and "Auto-Submitted" not in message:
         stamped.append(b"Auto-Submitted: auto-replied\n")
-    stamped_raw = b"".join(stamped) + b"\n" + body
-
-    references = tuple(message.get("References").split())
-    return Submission(
-        raw=stamped_raw,
-        message=message,
-        sender=sender,
-        to=acting,
-        cc=remembering,
-        message_id=message_id,
-        subject=decoded_header(message.get("Subject")),
-        in_reply_to=message.get("In-Reply-To"),
-        references=references,
-        auto=auto,
-    )
+    return b"".join(stamped) + b"\n" + body, message_id
 
 
 def checked_recipient(raw: str) -> str:
