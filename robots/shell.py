@@ -195,18 +195,7 @@ async def run_command(
         OSError: the shell (or the wrapper) could not be started.
     """
     started = time.monotonic()
-    proc = await asyncio.create_subprocess_exec(
-        *argv_prefix,
-        shell,
-        "-c",
-        command,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True,  # its own process group: killpg reaches grandchildren
-        cwd=cwd,
-        env=None if env is None else dict(env),
-    )
+    proc = await _start_shell(command, cwd=cwd, env=env, argv_prefix=argv_prefix, shell=shell)
     pgid = proc.pid
     if process_groups is not None:
         process_groups.add(pgid)
@@ -223,32 +212,68 @@ async def run_command(
             await asyncio.wait({reader}, timeout=grace)
     finally:
         # Always: kills the command at its deadline, and its background jobs after it.
-        kill_group(pgid)
-        if process_groups is not None:
-            process_groups.discard(pgid)
-        await _wait_exit(proc, time.monotonic() + _REAP_WAIT)
-        # A killed group closes the pipe at once; only a process that left
-        # the group (setsid) could keep it open past this bound.
-        if not await _settle(reader, 1.0):
-            transport = getattr(proc, "_transport", None)  # no public way to drop the pipe
-            if transport is not None:
-                transport.close()
-        await _settle(writer, 0.0)
-    returncode = proc.returncode
-    if timed_out:
-        exit_code = EXIT_TIMEOUT
-    elif returncode is None:
-        exit_code = 128 + signal.SIGKILL
-    elif returncode < 0:
-        exit_code = 128 - returncode
-    else:
-        exit_code = returncode
+        await _kill_and_reap(proc, reader, writer, process_groups)
     return CommandResult(
-        exit_code=exit_code,
+        exit_code=_exit_code(proc.returncode, timed_out=timed_out),
         output_text=collector.finish(),
         timed_out=timed_out,
         seconds=time.monotonic() - started,
     )
+
+
+async def _start_shell(
+    command: str,
+    *,
+    cwd: Path | str,
+    env: Mapping[str, str] | None,
+    argv_prefix: Sequence[str],
+    shell: str,
+) -> asyncio.subprocess.Process:
+    """``shell -c command`` with piped stdin, stdout+stderr merged, in its own session."""
+    return await asyncio.create_subprocess_exec(
+        *argv_prefix,
+        shell,
+        "-c",
+        command,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,  # its own process group: killpg reaches grandchildren
+        cwd=cwd,
+        env=None if env is None else dict(env),
+    )
+
+
+async def _kill_and_reap(
+    proc: asyncio.subprocess.Process,
+    reader: asyncio.Task[None],
+    writer: asyncio.Task[None],
+    process_groups: set[int] | None,
+) -> None:
+    """Kill the command's process group, reap the shell and settle the pipe tasks."""
+    pgid = proc.pid
+    kill_group(pgid)
+    if process_groups is not None:
+        process_groups.discard(pgid)
+    await _wait_exit(proc, time.monotonic() + _REAP_WAIT)
+    # A killed group closes the pipe at once; only a process that left
+    # the group (setsid) could keep it open past this bound.
+    if not await _settle(reader, 1.0):
+        transport = getattr(proc, "_transport", None)  # no public way to drop the pipe
+        if transport is not None:
+            transport.close()
+    await _settle(writer, 0.0)
+
+
+def _exit_code(returncode: int | None, *, timed_out: bool) -> int:
+    """The shell convention: 124 for a timeout, 128+N for death by signal N."""
+    if timed_out:
+        return EXIT_TIMEOUT
+    if returncode is None:
+        return 128 + signal.SIGKILL
+    if returncode < 0:
+        return 128 - returncode
+    return returncode
 
 
 def _seconds_text(seconds: float) -> str:
