@@ -129,24 +129,13 @@ def mime_depth(header: bytes, body: bytes, limit: int) -> int:
         if kind == "message":  # the body is a message: its header block starts here
             level += 1
             deepest = max(deepest, level)
-            end = body.find(b"\n\n", pos)
-            block = body[pos:] if end < 0 else body[pos:end + 1]
-            pos = len(body) if end < 0 else end + 2
+            block, pos = _header_block_at(body, pos)
             kind, boundary = _kind(block, False)
             digest = kind == "multipart" and b"multipart/digest" in block.lower()
             continue
         if kind == "multipart" and boundary:
             stack.append((b"--" + boundary, level, digest))
-        found = None
-        for line in _DASH_LINE.finditer(body, pos):
-            text = line.group(0).rstrip(b" \t\r")
-            for index in range(len(stack) - 1, -1, -1):
-                delimiter = stack[index][0]
-                if text == delimiter or text == delimiter + b"--":
-                    found = (line, index, text != delimiter)
-                    break
-            if found:
-                break
+        found = _next_delimiter(body, pos, stack)
         if found is None:
             break
         line, index, closing = found
@@ -159,15 +148,36 @@ def mime_depth(header: bytes, body: bytes, limit: int) -> int:
         _, parent_level, in_digest = stack[-1]
         level = parent_level + 1
         deepest = max(deepest, level)
-        if body[pos:pos + 1] == b"\n":
+        if body[pos:pos + 1] == b"\n":  # a part with no header lines
             block, pos = b"", pos + 1
         else:
-            end = body.find(b"\n\n", pos)
-            block = body[pos:] if end < 0 else body[pos:end + 1]
-            pos = len(body) if end < 0 else end + 2
+            block, pos = _header_block_at(body, pos)
         kind, boundary = _kind(block, in_digest)
         digest = kind == "multipart" and b"multipart/digest" in block.lower()
     return deepest
+
+
+def _header_block_at(body: bytes, pos: int) -> tuple[bytes, int]:
+    """The header block starting at ``pos`` (through its last LF), and where its content starts."""
+    end = body.find(b"\n\n", pos)
+    if end < 0:
+        return body[pos:], len(body)
+    return body[pos:end + 1], end + 2
+
+
+def _next_delimiter(
+    body: bytes, pos: int, stack: list[tuple[bytes, int, bool]]
+) -> tuple[re.Match[bytes], int, bool] | None:
+    """The first boundary line from ``pos`` that belongs to an open multipart:
+    the line, the index in ``stack`` of the innermost multipart it closes or
+    separates, and whether it is a closing ``--boundary--``; None if none is left."""
+    for line in _DASH_LINE.finditer(body, pos):
+        text = line.group(0).rstrip(b" \t\r")
+        for index in range(len(stack) - 1, -1, -1):
+            delimiter = stack[index][0]
+            if text == delimiter or text == delimiter + b"--":
+                return line, index, text != delimiter
+    return None
 
 
 def _decoded(part: Message) -> str:
