@@ -348,52 +348,20 @@ class _Builder:
         return cls(**kwargs)
 
     def build(self, data: dict[str, Any]) -> Config:
-        known = {f.name for f in dataclasses.fields(Config)} - {
-            "agent_defaults", "auto_create_agents", "source"
-        }
-        for key in data:
-            if key not in known:
-                raise self.fail(key, f"unknown key (known: {', '.join(sorted(known))})")
-        domain = self.value("domain", self.setting(data, "domain"), str).strip().lower()
-        if not domain or "@" in domain or " " in domain:
-            raise self.fail("domain", f"not a domain name: {domain!r}")
+        # Steps run in file order so that the first error reported is the same one.
+        self.check_top_keys(data)
+        domain = self.domain(data)
         user = self.address("user", self.setting(data, "user"), domain)
         budget = self.optional("budget", self.setting(data, "budget"), float)
         budget_tokens = self.optional("budget_tokens", self.setting(data, "budget_tokens"), int)
-        models_section = self.section(data, "models")
-        templates = self.chat_templates(self.section(models_section, "chat_templates",
-                                                     "models."))
-        models_section.pop("chat_templates", None)
-        models = self.dataclass_from(ModelsConfig, models_section, "models.",
-                                     chat_templates=templates)
-        if not models.default.strip():
-            raise self.fail("models.default", "must name a model")
-        agents_section = self.section(data, "agents")
-        for key in agents_section:
-            if key not in ("auto_create", "defaults", "parties"):
-                raise self.fail(f"agents.{key}",
-                                "unknown key (known: auto_create, defaults, parties)")
-        auto_create = self.value(
-            "agents.auto_create", self.setting(agents_section, "auto_create", "agents."), bool
-        )
-        defaults = self.agent("agents.defaults", "",
-                              self.section(agents_section, "defaults", "agents."),
-                              complete=True)
-        agents = tuple(
-            self.agent(f"agents.parties.{addr}",
-                       self.address(f"agents.parties.{addr}", addr, domain), spec or {})
-            for addr, spec in self.section(agents_section, "parties", "agents.").items()
-            if spec is not False  # `false` removes a party that the defaults declare
-        )
+        models = self.models(data)
+        auto_create, defaults, agents = self.agents_table(data, domain)
         robots = tuple(
             self.robot(f"robots.{addr}", self.address(f"robots.{addr}", addr, domain), spec)
             for addr, spec in self.section(data, "robots").items()
             if spec not in (None, False)  # null or false removes a default robot
         )
-        taken = [a.address for a in agents] + [r.address for r in robots] + [user]
-        for address in taken:
-            if taken.count(address) > 1:
-                raise self.fail("robots", f"{address} is configured more than once")
+        self.check_unique([a.address for a in agents] + [r.address for r in robots] + [user])
         data_dir = self.value("data_dir", self.setting(data, "data_dir"), str)
         return Config(
             domain=domain,
@@ -413,6 +381,59 @@ class _Builder:
             robots=robots,
             source=self.source,
         )
+
+    def check_top_keys(self, data: dict[str, Any]) -> None:
+        known = {f.name for f in dataclasses.fields(Config)} - {
+            "agent_defaults", "auto_create_agents", "source"
+        }
+        for key in data:
+            if key not in known:
+                raise self.fail(key, f"unknown key (known: {', '.join(sorted(known))})")
+
+    def domain(self, data: dict[str, Any]) -> str:
+        domain = self.value("domain", self.setting(data, "domain"), str).strip().lower()
+        if not domain or "@" in domain or " " in domain:
+            raise self.fail("domain", f"not a domain name: {domain!r}")
+        return domain
+
+    def models(self, data: dict[str, Any]) -> ModelsConfig:
+        models_section = self.section(data, "models")
+        templates = self.chat_templates(self.section(models_section, "chat_templates",
+                                                     "models."))
+        models_section.pop("chat_templates", None)
+        models = self.dataclass_from(ModelsConfig, models_section, "models.",
+                                     chat_templates=templates)
+        if not models.default.strip():
+            raise self.fail("models.default", "must name a model")
+        return models
+
+    def agents_table(
+        self, data: dict[str, Any], domain: str
+    ) -> tuple[bool, AgentSpec, tuple[AgentSpec, ...]]:
+        """The ``[agents]`` table: auto_create, the defaults, and the parties."""
+        agents_section = self.section(data, "agents")
+        for key in agents_section:
+            if key not in ("auto_create", "defaults", "parties"):
+                raise self.fail(f"agents.{key}",
+                                "unknown key (known: auto_create, defaults, parties)")
+        auto_create = self.value(
+            "agents.auto_create", self.setting(agents_section, "auto_create", "agents."), bool
+        )
+        defaults = self.agent("agents.defaults", "",
+                              self.section(agents_section, "defaults", "agents."),
+                              complete=True)
+        parties = tuple(
+            self.agent(f"agents.parties.{addr}",
+                       self.address(f"agents.parties.{addr}", addr, domain), spec or {})
+            for addr, spec in self.section(agents_section, "parties", "agents.").items()
+            if spec is not False  # `false` removes a party that the defaults declare
+        )
+        return auto_create, defaults, parties
+
+    def check_unique(self, taken: list[str]) -> None:
+        for address in taken:
+            if taken.count(address) > 1:
+                raise self.fail("robots", f"{address} is configured more than once")
 
     def address(self, key: str, raw: Any, domain: str) -> str:
         if not isinstance(raw, str):
