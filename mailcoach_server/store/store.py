@@ -384,14 +384,30 @@ class Store:
     def _write_group(self, plans: Sequence[WritePlan], appended: set[str],
                      parties: set[str]) -> list[StoredMessage]:
         """Files first (fsync), then one SQLite transaction; ``appended``/``parties`` say
-        what was touched, for ``_write_batch`` to undo."""
-        results: list[StoredMessage] = []
+        what was touched, for ``_write_batch`` to undo. In-memory sizes change only
+        after the commit."""
         entries: dict[str, list[tuple[WritePlan, bytes, int]]] = {}
         framed: dict[int, bytes] = {}
         for plan in plans:
             entry, head = mbox.frame(plan.raw, plan.meta.sender, plan.meta.received_at)
             entries.setdefault(plan.file, []).append((plan, entry, head))
             framed[plan.meta.id] = entry
+        offsets, sizes = self._append_message_files(entries, appended)
+        touched = {p for plan in plans for p in (*plan.memory_appends, *plan.memory_rewrites)}
+        party_sizes = self._write_party_files(plans, framed, touched, parties)
+        results = self._index_group(plans, offsets, party_sizes)
+        self._files.update(sizes)
+        self._party_sizes.update(party_sizes)
+        self._dirty_parties -= touched
+        return results
+
+    def _append_message_files(
+        self, entries: dict[str, list[tuple[WritePlan, bytes, int]]], appended: set[str]
+    ) -> tuple[dict[int, tuple[int, int]], dict[str, int]]:
+        """Append each file's framed entries in one write and fsync it.
+
+        Returns ``(offset, length)`` of each message's body by id, and each file's new size.
+        """
         offsets: dict[int, tuple[int, int]] = {}
         sizes: dict[str, int] = {}
         for name, items in entries.items():
@@ -413,11 +429,16 @@ class Store:
             if start == 0:
                 _fsync_dir(self.data_dir)
             sizes[name] = position
+        return offsets, sizes
 
-        # Party files: rewrites (atomic replace) then appends, each file fsynced once.
+    def _write_party_files(self, plans: Sequence[WritePlan], framed: dict[int, bytes],
+                           touched: set[str], parties: set[str]) -> dict[str, int]:
+        """Party files: rewrites (atomic replace) then appends, each file fsynced once.
+
+        Returns each written party file's new size.
+        """
         party_sizes: dict[str, int] = {}
         appends: dict[str, list[bytes]] = {}
-        touched = {p for plan in plans for p in (*plan.memory_appends, *plan.memory_rewrites)}
         for party in self._dirty_parties & touched:  # a failed group rewrote it: from the index
             parties.add(party)
             party_sizes[party] = self._rewrite_party_file(party)
@@ -431,53 +452,18 @@ class Store:
             for party in plan.memory_appends:
                 appends.setdefault(party, []).append(framed[plan.meta.id])
         self._flush_appends(appends, party_sizes)
+        return party_sizes
 
+    def _index_group(self, plans: Sequence[WritePlan], offsets: dict[int, tuple[int, int]],
+                     party_sizes: dict[str, int]) -> list[StoredMessage]:
+        """Record the whole group in one SQLite transaction (rolled back on any error)."""
         db = self._db
-        next_pos: dict[str, int] = {}
+        results: list[StoredMessage] = []
+        next_pos: dict[str, int] = {}  # the next memory position of each party in this group
         db.execute("BEGIN")
         try:
             for plan in plans:
-                meta = plan.meta
-                offset, length = offsets[meta.id]
-                db.execute(
-                    "INSERT INTO messages VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (meta.id, plan.file, offset, length, len(mbox.to_lf(plan.raw)),
-                     meta.message_id, meta.sender, ",".join(meta.recipients), meta.subject,
-                     meta.in_reply_to, meta.thread, meta.auto_round, meta.cost,
-                     meta.received_at),
-                )
-                for address, (kind, state) in plan.party_states.items():
-                    db.execute(
-                        "INSERT INTO parties VALUES (?,?,?,0) ON CONFLICT(address) "
-                        "DO UPDATE SET kind=excluded.kind, state=excluded.state",
-                        (address, kind, json.dumps(state)),
-                    )
-                for party, memory in plan.memory_rewrites.items():
-                    db.execute("DELETE FROM memory WHERE party=?", (party,))
-                    db.executemany(
-                        "INSERT INTO memory VALUES (?,?,?)",
-                        [(party, pos, m) for pos, m in enumerate(memory)],
-                    )
-                    next_pos[party] = len(memory)
-                for party in plan.memory_appends:
-                    pos = next_pos.get(party)
-                    if pos is None:
-                        pos = db.execute("SELECT COALESCE(MAX(pos)+1, 0) FROM memory "
-                                         "WHERE party=?", (party,)).fetchone()[0]
-                    db.execute("INSERT INTO memory VALUES (?,?,?)", (party, pos, meta.id))
-                    next_pos[party] = pos + 1
-                for party, model in plan.deliveries:
-                    db.execute(
-                        "INSERT INTO deliveries(party, message, model) VALUES (?,?,?)",
-                        (party, meta.id, model),
-                    )
-                if plan.completes is not None:
-                    db.execute("UPDATE deliveries SET done=1 WHERE id=?", (plan.completes,))
-                uids = {
-                    folder: self._file_in_folder(folder, meta.id, plan.folder_flags.get(folder, ""))
-                    for folder in plan.folders
-                }
-                results.append(StoredMessage(meta, len(mbox.to_lf(plan.raw)), uids))
+                results.append(self._index_plan(plan, offsets[plan.meta.id], next_pos))
             for party, size in party_sizes.items():
                 db.execute("UPDATE parties SET mbox_size=? WHERE address=?", (size, party))
             db.execute("COMMIT")
@@ -485,10 +471,53 @@ class Store:
             if db.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
                 db.execute("ROLLBACK")
             raise
-        self._files.update(sizes)
-        self._party_sizes.update(party_sizes)
-        self._dirty_parties -= touched
         return results
+
+    def _index_plan(self, plan: WritePlan, span: tuple[int, int],
+                    next_pos: dict[str, int]) -> StoredMessage:
+        """Inside ``_index_group``'s transaction: one plan's rows; ``next_pos`` is updated."""
+        db = self._db
+        meta = plan.meta
+        offset, length = span
+        db.execute(
+            "INSERT INTO messages VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (meta.id, plan.file, offset, length, len(mbox.to_lf(plan.raw)),
+             meta.message_id, meta.sender, ",".join(meta.recipients), meta.subject,
+             meta.in_reply_to, meta.thread, meta.auto_round, meta.cost,
+             meta.received_at),
+        )
+        for address, (kind, state) in plan.party_states.items():
+            db.execute(
+                "INSERT INTO parties VALUES (?,?,?,0) ON CONFLICT(address) "
+                "DO UPDATE SET kind=excluded.kind, state=excluded.state",
+                (address, kind, json.dumps(state)),
+            )
+        for party, memory in plan.memory_rewrites.items():
+            db.execute("DELETE FROM memory WHERE party=?", (party,))
+            db.executemany(
+                "INSERT INTO memory VALUES (?,?,?)",
+                [(party, pos, m) for pos, m in enumerate(memory)],
+            )
+            next_pos[party] = len(memory)
+        for party in plan.memory_appends:
+            pos = next_pos.get(party)
+            if pos is None:
+                pos = db.execute("SELECT COALESCE(MAX(pos)+1, 0) FROM memory "
+                                 "WHERE party=?", (party,)).fetchone()[0]
+            db.execute("INSERT INTO memory VALUES (?,?,?)", (party, pos, meta.id))
+            next_pos[party] = pos + 1
+        for party, model in plan.deliveries:
+            db.execute(
+                "INSERT INTO deliveries(party, message, model) VALUES (?,?,?)",
+                (party, meta.id, model),
+            )
+        if plan.completes is not None:
+            db.execute("UPDATE deliveries SET done=1 WHERE id=?", (plan.completes,))
+        uids = {
+            folder: self._file_in_folder(folder, meta.id, plan.folder_flags.get(folder, ""))
+            for folder in plan.folders
+        }
+        return StoredMessage(meta, len(mbox.to_lf(plan.raw)), uids)
 
     def _file_in_folder(self, folder: str, message: int, flags: str) -> int:
         """Writer thread, inside a transaction: the next UID of ``folder``, never reused."""
