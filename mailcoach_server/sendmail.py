@@ -382,18 +382,35 @@ def _load(opts: _Options) -> tuple[Config, Path]:
 
 def _run(argv: list[str]) -> int:
     opts = _parse_args(argv)
-    if opts.show == "help":
-        print(USAGE)
-        return EX_OK
-    if opts.show == "version":
-        from . import __version__
-
-        print(f"{PROG} (mailcoach) {__version__}")
-        return EX_OK
+    if opts.show is not None:
+        return _show(opts.show)
     config, data_dir = _load(opts)
     messages, queue = _split_input(sys.stdin.buffer.read(), opts.ignore_dots)
     if not messages:
         raise _Fail(EX_DATAERR, "no message on standard input")
+    outgoing = _prepare_all(messages, opts, config, queue)
+    client = _connect_or_spool(outgoing, config, data_dir)
+    if isinstance(client, int):
+        return client
+    _submit_all(client, outgoing, opts, config, data_dir, queue)
+    return EX_OK
+
+
+def _show(what: str) -> int:
+    """Print the usage ("help") or the version ("version")."""
+    if what == "help":
+        print(USAGE)
+    else:
+        from . import __version__
+
+        print(f"{PROG} (mailcoach) {__version__}")
+    return EX_OK
+
+
+def _prepare_all(
+    messages: list[bytes], opts: _Options, config: Config, queue: bool
+) -> list[_Outgoing]:
+    """Every message checked before any is sent: one bad message refuses the whole queue."""
     outgoing: list[_Outgoing] = []
     for number, raw in enumerate(messages, start=1):
         try:
@@ -402,22 +419,37 @@ def _run(argv: list[str]) -> int:
             if queue:
                 fail.reason = f"message {number} of {len(messages)}: {fail.reason}; none submitted"
             raise
-    host, port = _server_address(config)
+    return outgoing
+
+
+def _connect_or_spool(
+    outgoing: list[_Outgoing], config: Config, data_dir: Path
+) -> smtplib.SMTP | int:
+    """A session to the server, or, when nobody answers, the exit code of spooling ``outgoing``."""
     try:
-        client = _connect(config)
+        return _connect(config)
     except OSError as exc:
         from .spool import spool_lock
 
+        host, port = _server_address(config)
         why = f"{host}:{port}: {(exc.strerror or str(exc)).lower()}"
         try:
             with spool_lock(data_dir):
                 try:  # once more, under the lock: a server starting now lists the spool after
-                    client = _connect(config)
+                    return _connect(config)
                 except OSError:
                     return _spool(outgoing, config, data_dir, why)
         except OSError as lock_exc:
             raise _Fail(EX_TEMPFAIL, f"server not running ({why}) and the spool in {data_dir} "
                         f"cannot be used: {lock_exc.strerror or lock_exc}") from None
+
+
+def _submit_all(
+    client: smtplib.SMTP, outgoing: list[_Outgoing], opts: _Options,
+    config: Config, data_dir: Path, queue: bool,
+) -> None:
+    """Log in and send each message in turn; the session is closed in any case."""
+    host, port = _server_address(config)
     submitted = 0
     try:
         _login(client, config, data_dir)
@@ -441,7 +473,6 @@ def _run(argv: list[str]) -> int:
             client.quit()
         except (smtplib.SMTPException, OSError):
             client.close()
-    return EX_OK
 
 
 def main(argv: list[str] | None = None) -> int:
