@@ -15,6 +15,7 @@ import argparse
 import datetime
 import logging
 import sys
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -91,11 +92,46 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
+@dataclass(slots=True)
+class _Inputs:
+    """What the flags name, read and checked before anything is written."""
+
+    memory: Path | None
+    history: list[bytes]  # messages of an mbox memory
+    party_files: dict[str, Path]  # <address>.mbox files of a memory directory
+    in_place: bool  # the memory is a trace of ours, continued where it is
+    queue: list[bytes]
+    trace: Path
+
+
 def _run(args: argparse.Namespace) -> int:
     from ..config import load_config
+
+    inputs = _checked_inputs(args)
+    overrides = {"data_dir": str(inputs.trace), "user": args.user, "budget": args.budget,
+                 "budget_tokens": args.budget_tokens,
+                 "models.default": args.model, "smtp.port": args.smtp_port,
+                 "imap.port": args.imap_port}
+    config = load_config(args.config, **overrides)
+
+    from .session import Session
+
+    out = sys.stdout
+    session = Session(config, out=out, serve=args.serve, debug=args.debug, auto=args.auto,
+                      shipped_memory=inputs.memory is None).open()
+    try:
+        _load_and_announce(session, inputs, args)
+        return _drive(session, inputs, args)
+    finally:
+        session.close()
+        print(f"trace saved in {inputs.trace}; continue with: mailcoach -m {inputs.trace}",
+              file=out)
+
+
+def _checked_inputs(args: argparse.Namespace) -> _Inputs:
+    """Step 1: check every input before anything is written."""
     from .inputs import ConsoleError, check_queue, memory_files, read_mbox
 
-    # 1. Check every input before anything is written.
     memory = Path(args.memory) if args.memory else None
     history: list[bytes] = []
     party_files: dict[str, Path] = {}
@@ -117,70 +153,65 @@ def _run(args: argparse.Namespace) -> int:
         else Path(f"./mailcoach.{datetime.datetime.now():%Y%m%d%H%M%S}"))
     if trace.exists() and not trace.is_dir():
         raise ConsoleError(f"trace {trace} exists and is not a directory")
+    return _Inputs(memory, history, party_files, in_place, queue, trace)
 
-    overrides = {"data_dir": str(trace), "user": args.user, "budget": args.budget,
-                 "budget_tokens": args.budget_tokens,
-                 "models.default": args.model, "smtp.port": args.smtp_port,
-                 "imap.port": args.imap_port}
-    config = load_config(args.config, **overrides)
 
-    from .session import Session
+def _load_and_announce(session: Session, inputs: _Inputs, args: argparse.Namespace) -> None:
+    """Load the memory into the session and say what runs where."""
+    out, config = session.out, session.config
+    if inputs.memory is None:
+        print(f"memory: {shipped_memory_dir()} (default)", file=out)
+    elif inputs.in_place:
+        print(f"memory: {inputs.memory} (continuing this trace)", file=out)
+    else:
+        print(f"memory: {inputs.memory}", file=out)
+    if inputs.party_files:
+        session.load_party_files(inputs.party_files)
+    if inputs.history:
+        history = inputs.history
+        session.load_history(history[:-1] if args.auto and not inputs.queue else history)
+    print(f"trace: {inputs.trace.resolve()}", file=out)
+    from ..app import price_note
 
-    out = sys.stdout
-    session = Session(config, out=out, serve=args.serve, debug=args.debug, auto=args.auto,
-                      shipped_memory=memory is None).open()
-    try:
-        if memory is None:
-            print(f"memory: {shipped_memory_dir()} (default)", file=out)
-        elif in_place:
-            print(f"memory: {memory} (continuing this trace)", file=out)
-        else:
-            print(f"memory: {memory}", file=out)
-        if party_files:
-            session.load_party_files(party_files)
-        if history:
-            session.load_history(history[:-1] if args.auto and not queue else history)
-        print(f"trace: {trace.resolve()}", file=out)
-        from ..app import price_note
+    note = price_note(config)
+    if note:
+        print(note.strip(), file=out)
+    if session.server and session.server.smtp_address:
+        host, port = session.server.smtp_address
+        imap = session.server.imap_address
+        print(f"serving: SMTP {host}:{port}"
+              + (f", IMAP {imap[0]}:{imap[1]}" if imap else "")
+              + f" (login {config.user}, password in {session.server.credentials.path})",
+              file=out)
+    out.flush()
 
-        note = price_note(config)
-        if note:
-            print(note.strip(), file=out)
-        if session.server and session.server.smtp_address:
-            host, port = session.server.smtp_address
-            imap = session.server.imap_address
-            print(f"serving: SMTP {host}:{port}"
-                  + (f", IMAP {imap[0]}:{imap[1]}" if imap else "")
-                  + f" (login {config.user}, password in {session.server.credentials.path})",
-                  file=out)
-        out.flush()
 
-        if args.auto and history and not queue:
-            session.submit(history[-1])  # the task that starts the auto pilot
-            return _finish(session, session.wait())
-        if queue:
-            from ..queuefile import message_id_of
+def _drive(session: Session, inputs: _Inputs, args: argparse.Namespace) -> int:
+    """Run the auto pilot or the queue, then chat unless the run ends there."""
+    history, queue = inputs.history, inputs.queue
+    if args.auto and history and not queue:
+        session.submit(history[-1])  # the task that starts the auto pilot
+        return _finish(session, session.wait())
+    if queue:
+        from ..queuefile import message_id_of
 
-            for raw in queue:
-                if session.engine.store.find_by_message_id(message_id_of(raw)) is None:
-                    session.submit(raw)
-                blocked = session.wait()
-                if blocked:
-                    return _finish(session, blocked)
-            _finish(session, [])
-            if not args.chat:
-                return 0
-        elif args.auto:
-            return _finish(session, session.wait())
-        else:
-            session.wait()  # work left over from a continued trace
-        from .chat import chat
+        for raw in queue:
+            if session.engine.store.find_by_message_id(message_id_of(raw)) is None:
+                session.submit(raw)
+            blocked = session.wait()
+            if blocked:
+                return _finish(session, blocked)
+        _finish(session, [])
+        if not args.chat:
+            return 0
+    elif args.auto:
+        return _finish(session, session.wait())
+    else:
+        session.wait()  # work left over from a continued trace
+    from .chat import chat
 
-        chat(session, out)
-        return 0
-    finally:
-        session.close()
-        print(f"trace saved in {trace}; continue with: mailcoach -m {trace}", file=out)
+    chat(session, session.out)
+    return 0
 
 
 def _finish(session: Session, blocked: list[str]) -> int:
