@@ -147,3 +147,15 @@ def test_the_sql_checker_sees_sql(tmp_path):
     finally:
         SOURCE = saved
     assert found == {"sqlite3", ".query() line 4", ".execute() line 5", "._db line 6"}
+
+
+def test_functions_are_short_or_say_why():
+    # Issue 11: no function over ~60 lines without a reason in its docstring.
+    long_ones = []
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > 60 and "Long because" not in (ast.get_docstring(node) or ""):
+                    long_ones.append(f"{name}.{node.name}: {lines} lines")
+    assert long_ones == []
