@@ -21,6 +21,9 @@ for tool in swaks:swaks msmtp:msmtp mbsync:isync neomutt:neomutt bwrap:bubblewra
     PATH="$PATH:/usr/sbin:/sbin" command -v "${tool%%:*}" >/dev/null 2>&1 \
         || need+=("${tool##*:}")
 done
+python=${PYTHON:-python3}
+# Debian's python3 needs python3-venv for "python3 -m venv" (ensurepip)
+"$python" -c "import ensurepip, venv" >/dev/null 2>&1 || need+=(python3-venv)
 if ((${#need[@]})); then
     if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
     echo "installing Debian packages: ${need[*]}"
@@ -28,7 +31,6 @@ if ((${#need[@]})); then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 
-python=${PYTHON:-python3}
 venv=${MAILCOACH_VENV:-.venv}
 if [ ! -x "$venv/bin/python" ]; then
     "$python" -m venv "$venv"
