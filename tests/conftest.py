@@ -36,9 +36,11 @@ def _import_the_installed_package() -> None:
         import mailcoach_server
     finally:
         sys.path[:] = saved
+    # The source directories, not the whole checkout: CI keeps its venv in it.
+    sources = [SOURCE_TREE / d for d in ("mailcoach_server", "robots", "config")]
     for module in (mailcoach_server, mailcoach_robots, mailcoach_server.defaults):
         origin = Path(module.__file__).resolve()
-        if SOURCE_TREE in origin.parents:
+        if any(source in origin.parents for source in sources):
             raise RuntimeError(f"{module.__name__} was imported from the checkout ({origin}), "
                                "not from the installed package")
 
