@@ -1,42 +1,22 @@
-"""Tokens spent, for budgets in tokens (``budget_tokens``): read back from the stored mail.
+"""Tokens spent, for budgets in tokens (``budget_tokens``): a query over the index.
 
-Every message a model wrote carries ``M-Tokens-Input`` and ``M-Tokens-Output``;
-the store keeps the mail, so the tally survives restarts without an index
-column of its own, the way the USD budget sums the index's ``cost``. Only
-model-written mail of this server counts: the postmaster's own ``Received``
-line (always the first header) says ``with local (agent)`` for it, which a
-sender cannot forge and which history loaded with ``-m`` (``local (memory)``)
-and cloned memories (the ``copies`` file) do not have.
+The store records each message's input + output tokens at commit (its
+``tokens`` column, from the ``M-Tokens-*`` headers of model replies, see
+:mod:`..store.tokens`), so the tally survives restarts the way the USD
+budget, which sums the index's ``cost``, does, and no stored mail is read again.
 
-Read lazily and incrementally: nothing is read until a token budget is asked
-about, then each new message once.
+Incremental: each call sums only the messages indexed since the last one
+(a range of ids, so its cost does not grow with the store).
 """
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
-from typing import Final
 
 from ..store.store import Store
+from ..store.tokens import tokens_of
 
 __all__ = ["TokenTally", "tokens_of"]
-
-_HEADER_END: Final = re.compile(rb"\r?\n\r?\n")
-# postmaster.prepare stamps "Received: from ... by <domain> (mailcoach) with local (agent);"
-_AGENT_STAMP: Final = re.compile(rb"\AReceived:[^\n]*\(mailcoach\) with local \(agent\)",
-                                 re.IGNORECASE)
-_TOKENS: Final = re.compile(rb"^M-Tokens-(?:Input|Output):[ \t]*(\d{1,12})[ \t]*\r?$",
-                            re.IGNORECASE | re.MULTILINE)
-
-
-def tokens_of(raw: bytes) -> int:
-    """Input + output tokens a stored message cost; 0 unless a model of ours wrote it."""
-    match = _HEADER_END.search(raw)
-    head = raw[: match.start()] if match else raw
-    if not _AGENT_STAMP.match(head):
-        return 0
-    return sum(int(value) for value in _TOKENS.findall(head))
 
 
 class TokenTally:
@@ -55,7 +35,6 @@ class TokenTally:
         return self._by_sender.get(sender, 0)
 
     def _catch_up(self) -> None:
-        for number, sender in self._store.senders_after(self._seen, "trace"):
-            raw, _ = self._store.read(number)
-            self._by_sender[sender] += tokens_of(raw)
-            self._seen = number
+        self._seen, spent = self._store.tokens_after(self._seen)
+        for sender, tokens in spent.items():
+            self._by_sender[sender] += tokens

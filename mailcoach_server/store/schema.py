@@ -5,20 +5,31 @@ party's memory order, pending deliveries (the "processed up to" state),
 party state (model, expectations), IMAP folders with UIDs and flags, and
 costs. WAL mode, one writer. The file is created 0600 before SQLite opens
 it; SQLite gives its ``-wal`` and ``-shm`` files the database file's mode.
+
+An index of an older schema is brought up to date at open (:func:`migrate`):
+version 2 added the ``tokens`` column, filled from each stored message's
+header, and the indexes that make IMAP reads range queries (a folder by
+flags, a memory by message).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 from pathlib import Path
 
-__all__ = ["INDEX_FILES", "SCHEMA_VERSION", "connect"]
+from .spans import SpanReader
+from .tokens import HEAD_PROBE, tokens_of
+
+__all__ = ["INDEX_FILES", "SCHEMA_VERSION", "connect", "migrate"]
+
+log = logging.getLogger(__name__)
 
 #: The index and the files SQLite keeps beside it (WAL mode).
 INDEX_FILES = ("index.sqlite", "index.sqlite-wal", "index.sqlite-shm")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -36,7 +47,8 @@ CREATE TABLE IF NOT EXISTS messages (
     thread      TEXT NOT NULL,           -- Message-ID of the thread's first message
     auto_round  INTEGER NOT NULL,        -- automatic messages since the last human one
     cost        REAL NOT NULL,           -- USD spent to generate it
-    received_at REAL NOT NULL
+    received_at REAL NOT NULL,
+    tokens      INTEGER NOT NULL DEFAULT 0  -- input + output tokens spent to generate it
 );
 CREATE INDEX IF NOT EXISTS messages_by_mid ON messages(message_id);
 CREATE TABLE IF NOT EXISTS parties (
@@ -75,6 +87,14 @@ CREATE TABLE IF NOT EXISTS folder_messages (
 );
 """
 
+# Made after the tables (and after migrating them): the column they cover must exist.
+_INDEXES = """
+-- a memory as an IMAP folder (Agents/<address>): UID ranges are message ranges
+CREATE INDEX IF NOT EXISTS memory_by_message ON memory(party, message);
+-- SELECT and STATUS on a big folder: distinct flag sets, first unseen, counts, Deleted
+CREATE INDEX IF NOT EXISTS folder_messages_by_flags ON folder_messages(folder, flags, uid);
+"""
+
 
 def connect(path: Path) -> sqlite3.Connection:
     os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))  # private from the start
@@ -87,3 +107,41 @@ def connect(path: Path) -> sqlite3.Connection:
     if row is None:
         conn.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
     return conn
+
+
+def migrate(conn: sqlite3.Connection, data_dir: Path) -> None:
+    """Bring an index written by an older version to :data:`SCHEMA_VERSION`, in place.
+
+    Version 1 had no ``tokens`` column: it is added and filled from the header
+    of every message of the trace (the only file model replies are in), in one
+    transaction, so a crash during it leaves the old schema to migrate again.
+    """
+    columns = {name for _, name, *_ in conn.execute("PRAGMA table_info(messages)")}
+    if "tokens" not in columns:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("ALTER TABLE messages ADD COLUMN tokens INTEGER NOT NULL DEFAULT 0")
+            filled = _fill_tokens(conn, data_dir)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        log.info("index migrated: tokens of %d stored replies filled in", filled)
+    conn.executescript(_INDEXES)
+    conn.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
+
+
+def _fill_tokens(conn: sqlite3.Connection, data_dir: Path) -> int:
+    """Inside ``migrate``'s transaction: the ``tokens`` of every trace message."""
+    filled = 0
+    with SpanReader(data_dir) as spans:
+        rows = conn.execute("SELECT id, offset, length FROM messages WHERE file='trace'")
+        for number, offset, length in rows.fetchall():
+            head = spans.read("trace", offset, min(length, HEAD_PROBE))
+            if b"\n\n" not in head and length > HEAD_PROBE:  # a header longer than the probe
+                head = spans.read("trace", offset, length)
+            tokens = tokens_of(head)
+            if tokens:
+                conn.execute("UPDATE messages SET tokens=? WHERE id=?", (tokens, number))
+                filled += 1
+    return filled

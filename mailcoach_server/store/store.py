@@ -51,8 +51,9 @@ from ..errors import StoreError
 from . import mbox
 from .files import open_append, open_new, party_path, private_dir, truncate_to
 from .folders import FolderIndex
-from .schema import INDEX_FILES, connect
+from .schema import INDEX_FILES, connect, migrate
 from .spans import MESSAGE_FILES
+from .tokens import tokens_of
 
 __all__ = [
     "FILES", "Delivery", "MessageMeta", "Store", "StoredMessage", "WritePlan", "party_file_name",
@@ -140,6 +141,7 @@ class Store:
         self.data_dir = data_dir
         self.trace_path = data_dir / "trace"
         self._db = connect(data_dir / "index.sqlite")
+        migrate(self._db, data_dir)
         self._read = sqlite3.connect(
             data_dir / "index.sqlite", isolation_level=None, check_same_thread=False
         )
@@ -480,11 +482,11 @@ class Store:
         meta = plan.meta
         offset, length = span
         db.execute(
-            "INSERT INTO messages VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO messages VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (meta.id, plan.file, offset, length, len(mbox.to_lf(plan.raw)),
              meta.message_id, meta.sender, ",".join(meta.recipients), meta.subject,
              meta.in_reply_to, meta.thread, meta.auto_round, meta.cost,
-             meta.received_at),
+             meta.received_at, tokens_of(plan.raw) if plan.file == "trace" else 0),
         )
         for address, (kind, state) in plan.party_states.items():
             db.execute(
@@ -728,6 +730,20 @@ class Store:
                     "SELECT COALESCE(SUM(cost), 0) FROM messages WHERE sender=?", (sender,)
                 ).fetchone()
         return float(row[0])
+
+    def tokens_after(self, number: int) -> tuple[int, dict[str, int]]:
+        """Tokens spent per sender by the trace's messages after id ``number``.
+
+        Returns:
+            (top, spent): the highest id indexed (count from there next time), and
+            sender -> tokens of the messages in ``number < id <= top`` that cost any.
+        """
+        with self._read_lock:
+            (top,) = self._read.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()
+            rows = self._read.execute(
+                "SELECT sender, SUM(tokens) FROM messages WHERE id > ? AND id <= ? "
+                "AND file = 'trace' AND tokens > 0 GROUP BY sender", (number, top)).fetchall()
+        return max(int(top), number), {sender: int(total) for sender, total in rows}
 
     @property
     def closed(self) -> bool:
