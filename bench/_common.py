@@ -5,6 +5,10 @@ nothing here puts the checkout on ``sys.path``, and every child Python runs
 with ``-P`` so its working directory cannot shadow the install either. The
 one file taken from the checkout is the tests' scripted model server, which is
 not part of the product (:func:`scripted_model_server`).
+
+``MAILCOACH_BENCH_PROFILE=FILE`` runs the server under cProfile and writes its
+profile to ``FILE`` when the server stops (``python -m pstats FILE`` reads it):
+a switch of the benchmarks, not of the product.
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["ROOT", "PYTHON", "child_env", "peak_rss_mib", "require_install", "scratch",
-           "scripted_model_server", "start_server", "stop"]
+__all__ = ["ROOT", "PYTHON", "child_env", "cpu_seconds", "peak_rss_mib", "require_install",
+           "scratch", "scripted_model_server", "start_server", "stop"]
 
 ROOT = Path(__file__).resolve().parent.parent
 #: This interpreter, never prepending a script's or the working directory to sys.path.
@@ -64,8 +68,10 @@ def start_server(config: dict, workdir: Path) -> tuple[subprocess.Popen, int, st
     path = workdir / "bench.yaml"
     path.write_text(yaml.safe_dump(config))
     log = open(workdir / "server.log", "w")  # noqa: SIM115 - lives as long as the server
+    profile = os.environ.get("MAILCOACH_BENCH_PROFILE")
+    profiler = ["-m", "cProfile", "-o", str(Path(profile).resolve())] if profile else []
     proc = subprocess.Popen(
-        [*PYTHON, "-m", "mailcoach_server", "serve", "--config", str(path)],
+        [*PYTHON, *profiler, "-m", "mailcoach_server", "serve", "--config", str(path)],
         stdout=subprocess.PIPE, stderr=log, text=True, cwd=workdir, env=child_env(),
     )
     port = 0
@@ -93,6 +99,13 @@ def peak_rss_mib(pid: int) -> float:
     text = Path(f"/proc/{pid}/status").read_text()
     match = re.search(r"VmHWM:\s+(\d+) kB", text)
     return int(match.group(1)) / 1024 if match else float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process used so far (all its threads), from /proc."""
+    # Fields after the command name (which may hold spaces): utime and stime are 14 and 15.
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def scratch() -> Path:

@@ -1,14 +1,15 @@
 """SMTP ingest: messages per second into mailcoach vs a bare aiosmtpd server, same run.
 
-    python bench/smtp_ingest.py [--messages 5000] [--size 2048]
+    python bench/smtp_ingest.py [--messages 5000] [--size 2048] [--sessions 1,20]
 
 Both servers run as their own processes on 127.0.0.1; the client (the stdlib
 smtplib, one thread per session) sends over 1 and over 20 concurrent sessions,
 each session one connection that sends its share of the messages. mailcoach
 stores every message durably (fsync, group commit) before answering 250; the
 bare server throws it away.
-Prints messages/s for both, the ratio (target: >= 0.5 at 20 sessions) and
-mailcoach's peak RSS.
+Prints messages/s for both, the ratio (targets: >= 0.6 at 20 sessions, >= 0.5
+at 1 session), each server's CPU per message (user + system, every thread: less
+sensitive than messages/s to other load on the machine) and mailcoach's peak RSS.
 """
 
 from __future__ import annotations
@@ -23,7 +24,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common, even under -P
-from _common import PYTHON, child_env, peak_rss_mib, require_install, scratch, start_server, stop
+from _common import (
+    PYTHON,
+    child_env,
+    cpu_seconds,
+    peak_rss_mib,
+    require_install,
+    scratch,
+    start_server,
+    stop,
+)
 
 BARE_SERVER = """
 import asyncio, sys
@@ -81,6 +91,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--size", type=int, default=2048)
+    parser.add_argument("--sessions", default="1,20",
+                        help="comma-separated session counts to run (default 1,20)")
     args = parser.parse_args()
     require_install()
 
@@ -92,11 +104,17 @@ def main() -> None:
     proc, port, password = start_server(config, work)
     try:
         print(f"{args.messages} messages of {args.size} bytes")
-        for sessions in (1, 20):
+        for sessions in (int(n) for n in args.sessions.split(",")):
+            bare_cpu = cpu_seconds(bare.pid)
             baseline = send_all(bare_port, args.messages, sessions, args.size, None)
+            bare_cpu = cpu_seconds(bare.pid) - bare_cpu
+            our_cpu = cpu_seconds(proc.pid)
             ours = send_all(port, args.messages, sessions, args.size, password)
+            our_cpu = cpu_seconds(proc.pid) - our_cpu
+            count = args.messages // sessions * sessions
             print(f"  {sessions:2d} session(s): bare aiosmtpd {baseline:7.0f} msg/s, "
-                  f"mailcoach {ours:7.0f} msg/s, ratio {ours / baseline:.2f}")
+                  f"mailcoach {ours:7.0f} msg/s, ratio {ours / baseline:.2f}; "
+                  f"CPU per message {bare_cpu / count * 1e6:.0f} / {our_cpu / count * 1e6:.0f} us")
         print(f"  mailcoach peak RSS {peak_rss_mib(proc.pid):.0f} MiB, "
               f"bare aiosmtpd peak RSS {peak_rss_mib(bare.pid):.0f} MiB")
     finally:

@@ -170,9 +170,11 @@ class FolderIndex:
 
     def appended_uids(self, folder: str, message_ids: Iterable[str]) -> list[int]:
         """UIDs in ``folder`` of messages a client APPENDed that carry one of ``message_ids``."""
+        # CROSS JOIN: look the Message-IDs up first (by index; usually none was APPENDed),
+        # not every row of the folder: this runs after each commit that files in Sent.
         rows = self._query(
-            "SELECT fm.uid FROM folder_messages fm JOIN messages m ON m.id = fm.message "
-            "WHERE fm.folder = ? AND m.file = 'imap' "
+            "SELECT fm.uid FROM messages m CROSS JOIN folder_messages fm "
+            "ON fm.folder = ? AND fm.message = m.id WHERE m.file = 'imap' "
             "AND m.message_id IN (SELECT value FROM json_each(?)) ORDER BY fm.uid",
             (folder, json.dumps(list(message_ids))))
         return [uid for (uid,) in rows]
