@@ -46,6 +46,11 @@ else
     "$venv/bin/python" -m pip install -q -e '.[test]'
 fi
 
+# The real model of tests/realmodel and bench/agent_tasks.py (llama.cpp + Gemma 3 270M),
+# in a per-machine cache: built once (about 15 minutes), then reused. If it cannot be
+# installed, tests/realmodel fail with CI=true and skip elsewhere.
+bash tests/realmodel/setup.sh || echo "tests/realmodel/setup.sh failed" >&2
+
 status=0
 "$venv/bin/python" -m pytest "$@" || status=$?
 if [ "$status" = 5 ]; then

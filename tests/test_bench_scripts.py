@@ -48,6 +48,12 @@ BENCHES = {
         rf'list_folders LIST "" "\*" +median +{NUMBER} ms +max +{NUMBER} ms',
         rf'imaplib LIST "" "\*" \(round trip\) +median +{NUMBER} ms',
     ]),
+    "agent_tasks": (["--scripted", "--tasks", "1"], [
+        rf"warm-up answer \(pays the litellm import and loads the model\): {NUMBER} s",
+        r"== scripted run: openai/scripted@http://127\.0\.0\.1:\d+/v1 ",
+        rf"count_lines +yes +\d+ +\d+ +{NUMBER} +\d+ +\d+  reply",
+        r"scripted total: (\d+)/\1 solved, \d+ model calls, \d+ tokens",
+    ]),
     "startup": (["--runs", "1"], [
         rf"python -c pass +{NUMBER} ms \(baseline\)",
         rf"mailcoach --help +{NUMBER} ms",
