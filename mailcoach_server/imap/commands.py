@@ -199,9 +199,9 @@ async def do_select(session: Session, command: MailboxCommand) -> Tagged:
     session.unselect()  # a failed SELECT leaves nothing selected (RFC 3501 §6.3.1)
     catalogue = session.backend.catalogue
     folder = await catalogue.folder(command.mailbox)
-    rows = catalogue.rows(folder)
     read_only = command.name == "EXAMINE" or folder.read_only
-    mailbox = SelectedMailbox(catalogue, folder, rows, read_only=read_only)
+    # UIDs only (4 bytes each, read in a thread): flags and places are read per command
+    mailbox = await SelectedMailbox.open(catalogue, folder, read_only=read_only)
     session.select(mailbox)
     uidnext = max(folder.uidnext, mailbox.last_uid + 1)
     out = [bytes(mailbox.flags_response()), bytes(Exists(mailbox.exists)),

@@ -28,6 +28,9 @@ what a session was told (``selected``), IMAP command semantics (``commands``).
 
 from __future__ import annotations
 
+import asyncio
+import bisect
+from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -37,7 +40,7 @@ from .responses import Cannot, LimitExceeded, MailboxExists, MailboxNotFound, No
 
 __all__ = [
     "AGENTS", "DELIMITER", "MAX_FOLDERS", "MAX_FOLDER_DEPTH", "MAX_FOLDER_NAME", "PROTECTED",
-    "Catalogue", "Folder", "Row", "flags_text",
+    "Catalogue", "Folder", "Row", "Snapshot", "flags_text",
 ]
 
 #: Levels of a folder name (``a/b/c`` has 3); Dovecot's default is 16 as well.
@@ -88,6 +91,21 @@ class Row:
     offset: int
     length: int
     received_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What SELECT needs of a folder, read without a row per message in Python."""
+
+    #: every UID, ascending (4 bytes each)
+    uids: array[int]
+    #: keywords (flags without a backslash) some message carries
+    keywords: frozenset[str]
+    #: the lowest UID without \Seen, if any
+    first_unseen: int | None
+
+
+_TOP = 2**32 - 1
 
 
 def _inbox_folded(name: str) -> str:
@@ -153,15 +171,38 @@ class Catalogue:
             await self.index.raise_uidnext(name, uidnext)
         return Folder(name, validity, uidnext, party=party)
 
-    def rows(self, folder: Folder, after: int = 0) -> list[Row]:
-        """The folder's messages with a UID above ``after``, by UID."""
+    def uids(self, folder: Folder) -> array[int]:
+        """Every UID of the folder, ascending (safe to call from a thread)."""
         if folder.party is not None:
-            raw = self.index.memory_rows(folder.party, after)
+            return self.index.memory_uids(folder.party)
+        return self.index.folder_uids(folder.name)
+
+    async def snapshot(self, folder: Folder) -> Snapshot:
+        """The folder as SELECT shows it; the UID list is read off the event loop."""
+        uids = await asyncio.to_thread(self.uids, folder)
+        if folder.read_only:  # archives: everything is \Seen, no keywords
+            return Snapshot(uids, frozenset(), None)
+        sets = {text: text.split() for text in self.index.flag_sets(folder.name)}
+        keywords = frozenset(f for flags in sets.values() for f in flags
+                             if not f.startswith("\\"))
+        unseen = [self.index.first_uid_with(folder.name, text)
+                  for text, flags in sets.items() if "\\Seen" not in flags]
+        return Snapshot(uids, keywords, min((u for u in unseen if u is not None), default=None))
+
+    def rows(self, folder: Folder, after: int = 0, upto: int = _TOP) -> list[Row]:
+        """The folder's messages with ``after < UID <= upto``, by UID."""
+        if folder.party is not None:
+            raw = self.index.memory_rows(folder.party, after, upto)
         else:
-            raw = self.index.folder_rows(folder.name, after)
+            raw = self.index.folder_rows(folder.name, after, upto)
         if folder.read_only:  # archives: nothing to read, nothing to mark
             return [Row(u, m, _SEEN, f, o, n, r) for u, m, _, f, o, n, r in raw]
         return [Row(u, m, tuple(fl.split()), f, o, n, r) for u, m, fl, f, o, n, r in raw]
+
+    def rows_of(self, folder: Folder, uids: Sequence[int]) -> list[Row]:
+        """The rows of exactly ``uids`` of a real folder (read before they are expunged)."""
+        return [Row(u, m, tuple(fl.split()), f, o, n, r)
+                for u, m, fl, f, o, n, r in self.index.folder_rows_of(folder.name, uids)]
 
     def counts(self, folder: Folder) -> tuple[int, int]:
         """``(messages, unseen)`` for STATUS."""
@@ -177,7 +218,7 @@ class Catalogue:
             return set()
         key = (folder.name, folder.uidvalidity)
         mark = self._recent_mark.get(key, 0)
-        fresh = {uid for uid in uids if uid > mark}
+        fresh = set(uids[bisect.bisect_right(uids, mark):])  # only what is above the mark
         if claim and uids[-1] > mark:
             self._recent_mark[key] = uids[-1]
         return fresh

@@ -9,6 +9,10 @@ to the other sessions with the folder selected. A notice only records what
 changed and sets an event; the session turns it into responses when it may
 (at once in IDLE, else with its next command), so a notice costs nothing
 on the commit path. That is how new mail reaches IDLE within milliseconds.
+
+An expunge is told twice: the rows first (:meth:`Hub.expunging`, before they
+leave the index, so another session can still fetch what it was told about),
+then the UIDs once they are gone (:meth:`Hub.expunged`).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from ..store.store import Store, WritePlan
-from .folders import AGENTS, DELIMITER
+from .folders import AGENTS, DELIMITER, Row
 
 __all__ = ["Hub", "Watcher"]
 
@@ -28,6 +32,7 @@ class Watcher(Protocol):
     def on_appended(self) -> None: ...
     def on_rescan(self) -> None: ...
     def on_flags(self, changes: dict[int, tuple[str, ...]]) -> None: ...
+    def on_expunging(self, rows: Sequence[Row]) -> None: ...
     def on_expunged(self, uids: Sequence[int]) -> None: ...
 
 
@@ -83,6 +88,14 @@ class Hub:
                       origin: Any = None) -> None:
         for watcher in self._each(name, origin):
             watcher.on_flags(changes)
+
+    def watched(self, name: str, origin: Any = None) -> bool:
+        """Does a session other than ``origin`` have ``name`` selected?"""
+        return bool(self._each(name, origin))
+
+    def expunging(self, name: str, rows: Sequence[Row], origin: Any = None) -> None:
+        for watcher in self._each(name, origin):
+            watcher.on_expunging(rows)
 
     def expunged(self, name: str, uids: Sequence[int], origin: Any = None) -> None:
         for watcher in self._each(name, origin):

@@ -1,12 +1,17 @@
 """IMAP commands on messages: FETCH, STORE, SEARCH, COPY/MOVE, EXPUNGE, CLOSE, APPEND.
 
 Same contract as :mod:`.commands`: write untagged responses to the session,
-return the tagged one or raise a domain error. What makes them fast on a
-big folder: the session's snapshot already knows where each message's bytes
-are, so FETCH reads them in batches without SQL (through the shared
-:class:`~.messages.MessageCache`) and writes one chunk per batch; flag and
-expunge writes are one SQL statement per command; SEARCH reads messages
-only when a key looks inside them.
+return the tagged one or raise a domain error. What makes them cost the
+work and not the folder: a sequence set becomes ranges of positions in the
+session's UID snapshot (no list of a million numbers), and FETCH and SEARCH
+walk them a batch at a time: one range query for the batch's rows (flags
+and where the bytes are), the bytes read in one go (through the shared
+:class:`~.messages.MessageCache`, which keeps only what small fetches
+read), one chunk written and drained before the next batch is read, and the
+event loop given to other clients in between. Flag and expunge writes are
+one SQL statement per command (per batch for a FETCH that sets \\Seen);
+SEARCH reads messages only when a key looks inside them, and SEARCH ALL is
+written straight from the snapshot.
 
 Sent mail is kept once: APPEND or COPY to the ``\\Sent`` folder of a message
 whose Message-ID is already there (it went out over SMTP, and the router
@@ -43,7 +48,6 @@ from .responses import (
     ImapError,
     MailboxNotFound,
     ResponseCode,
-    Search,
     Tagged,
     TryCreate,
     Untagged,
@@ -59,6 +63,7 @@ __all__ = [
 ]
 
 _BATCH = 256  # messages per write: big enough for few syscalls, small enough to interleave
+_SEARCH_CHUNK = 16384  # numbers per piece of a SEARCH response
 _EMPTY = MessageView(b"")
 _NO_CONTENT = frozenset({"UID", "FLAGS", "INTERNALDATE"})
 _CONTENT_KEYS = frozenset({
@@ -79,11 +84,15 @@ def ordered_set(numbers: Sequence[int]) -> SequenceSet:
     return SequenceSet(tuple(ranges))
 
 
-def _targets(mailbox: SelectedMailbox, numbers: SequenceSet, uid: bool) -> list[tuple[int, Row]]:
+def _spans(mailbox: SelectedMailbox, numbers: SequenceSet, uid: bool) -> list[tuple[int, int]]:
     try:
-        return mailbox.resolve(numbers, uid=uid)
+        return mailbox.spans(numbers, uid=uid)
     except ValueError as exc:
         raise BadArguments(str(exc)) from None
+
+
+def _targets(mailbox: SelectedMailbox, numbers: SequenceSet, uid: bool) -> list[tuple[int, Row]]:
+    return mailbox.targets(_spans(mailbox, numbers, uid))
 
 
 def _internaldate(row: Row) -> datetime:
@@ -131,22 +140,30 @@ async def _store_flags(session: Session, mailbox: SelectedMailbox, rows: Sequenc
 
 async def do_fetch(session: Session, command: FetchCommand) -> Tagged:
     mailbox = session.require_selected()
-    targets = _targets(mailbox, command.sequence_set, command.uid)
+    spans = _spans(mailbox, command.sequence_set, command.uid)
     attributes = ensure_uid(command.attributes) if command.uid else command.attributes
-    marked: set[int] = set()
-    if sets_seen(attributes) and not mailbox.read_only:
-        unseen = [row for _, row in targets if "\\Seen" not in row.flags]
-        if unseen:
-            await _store_flags(session, mailbox, unseen, StoreMode.ADD, ("\\Seen",))
-            marked = {row.uid for row in unseen}
+    sets_seen_here = sets_seen(attributes) and not mailbox.read_only
     with_flags = attributes
-    if marked and not any(a.name == "FLAGS" for a in attributes):
+    if sets_seen_here and not any(a.name == "FLAGS" for a in attributes):
         with_flags = (*attributes, FetchAttr("FLAGS"))  # RFC 3501 §6.4.5: say \Seen was set
     content = any(a.name not in _NO_CONTENT for a in attributes)
+    # What a client fetches a few at a time it fetches again (BODYSTRUCTURE, then a part);
+    # a sweep over the folder would only push that out of the cache.
+    keep = sum(stop - start for start, stop in spans) <= _BATCH
     cache = session.backend.cache
-    for start in range(0, len(targets), _BATCH):
-        batch = targets[start : start + _BATCH]
-        views = cache.views([row for _, row in batch]) if content else [_EMPTY] * len(batch)
+    for batch in mailbox.batches(spans, _BATCH):
+        marked: set[int] = set()
+        if sets_seen_here:
+            unseen = [row for _, row in batch if "\\Seen" not in row.flags]
+            if unseen:
+                stored = await _store_flags(session, mailbox, unseen, StoreMode.ADD, ("\\Seen",))
+                for row in unseen:
+                    row.flags = stored[row.uid]
+                marked = {row.uid for row in unseen}
+        if mailbox.note_keywords(f for _, row in batch for f in row.flags):
+            session.send(bytes(mailbox.flags_response()))  # before a FETCH shows a new keyword
+        rows = [row for _, row in batch]
+        views = cache.views(rows, keep=keep) if content else [_EMPTY] * len(batch)
         out = []
         for (seq, row), view in zip(batch, views, strict=True):
             items = fetch_items(
@@ -155,6 +172,7 @@ async def do_fetch(session: Session, command: FetchCommand) -> Tagged:
             out.append(b"* %d FETCH (%s)\r\n" % (seq, b" ".join(n + b" " + v for n, v in items)))
         session.send(b"".join(out))
         await session.out.drain()
+        await asyncio.sleep(0)  # a long FETCH lets the other clients in between batches
     return Tagged.ok(command.tag, "FETCH completed")
 
 
@@ -192,6 +210,21 @@ def _is_all(key: SearchKey) -> bool:
     return key.name == "ALL" or (key.name == "AND" and all(_is_all(k) for k in key.children))
 
 
+async def _send_search(session: Session, numbers: Iterable[int]) -> None:
+    """``* SEARCH n n ...`` written in pieces: a million UIDs are never one string."""
+    session.send(b"* SEARCH")
+    chunk: list[int] = []
+    for number in numbers:
+        chunk.append(number)
+        if len(chunk) == _SEARCH_CHUNK:
+            session.send(b" " + " ".join(map(str, chunk)).encode("ascii"))
+            chunk.clear()
+            await session.out.drain()
+    if chunk:
+        session.send(b" " + " ".join(map(str, chunk)).encode("ascii"))
+    session.send(b"\r\n")
+
+
 async def do_search(session: Session, command: SearchCommand) -> Tagged:
     mailbox = session.require_selected()
     if command.charset:
@@ -200,26 +233,23 @@ async def do_search(session: Session, command: SearchCommand) -> Tagged:
         except LookupError:
             raise BadCharset() from None
     if _is_all(command.key):  # what syncing clients ask most: no per-message work
-        every = mailbox.uids if command.uid else range(1, mailbox.exists + 1)
-        session.send(bytes(Search(tuple(every))))
+        await _send_search(session, mailbox.uids if command.uid
+                           else range(1, mailbox.exists + 1))
         return Tagged.ok(command.tag, "SEARCH completed")
-    rows = mailbox.all()
     content = _needs_content(command.key)
-    views = (session.backend.cache.views([row for _, row in rows]) if content
-             else [_EMPTY] * len(rows))
+    cache = session.backend.cache
     top_uid = mailbox.uids[-1] if mailbox.uids else 0
-    hits = []
-    for start in range(0, len(rows), _BATCH):
-        for (seq, row), view in zip(rows[start : start + _BATCH],
-                                    views[start : start + _BATCH], strict=True):
+    hits: list[int] = []
+    for batch in mailbox.batches(mailbox.every(), _BATCH):
+        views = (cache.views([row for _, row in batch], keep=False) if content
+                 else [_EMPTY] * len(batch))
+        for (seq, row), view in zip(batch, views, strict=True):
             if matches(command.key, SearchMessage(
                     view.raw, seq=seq, uid=row.uid, flags=mailbox.flags_of(row),
                     internaldate=_internaldate(row)), max_seq=mailbox.exists, max_uid=top_uid):
-                hits.append((seq, row))
-        if content:
-            await asyncio.sleep(0)  # a long search lets the other clients in between batches
-    numbers = tuple(row.uid if command.uid else seq for seq, row in hits)
-    session.send(bytes(Search(numbers)))
+                hits.append(row.uid if command.uid else seq)
+        await asyncio.sleep(0)  # a long search lets the other clients in between batches
+    await _send_search(session, hits)
     return Tagged.ok(command.tag, "SEARCH completed")
 
 
@@ -236,6 +266,10 @@ async def _expunge(session: Session, mailbox: SelectedMailbox,
             if only is not None:
                 top = max(mailbox.last_uid, uids[-1] if uids else 0)
                 uids = [u for u in uids if only.contains(u, top)]
+        if uids and backend.hub.watched(mailbox.name, origin=mailbox):
+            # the others may still fetch them until they are told (RFC 3501 §2.3.1.2)
+            backend.hub.expunging(mailbox.name, backend.catalogue.rows_of(mailbox.folder, uids),
+                                  origin=mailbox)
         await backend.catalogue.expunge(mailbox.folder, uids)
     backend.hub.expunged(mailbox.name, uids, origin=mailbox)
     return list(uids)

@@ -6,7 +6,11 @@ batch of messages costs one ``pread`` each and no SQL (the store's
 once stored, which makes the cache trivially correct: a
 :class:`~mailcoach_server.imap.fetch.MessageView` (CRLF bytes, MIME tree
 parsed on first need) is shared by every session until it is evicted, least
-recently used first, past ``max_bytes``.
+recently used first, past ``max_bytes``. A sweep over a big folder (a header
+FETCH of everything, a SEARCH of the text) reads through the cache without
+filling it (``keep=False``): those messages are not asked for again soon, and
+what is (the message a client has open) stays. The server empties it when
+the last client goes.
 
 Not here: which messages a command wants (``commands``), the FETCH grammar
 (``fetch``).
@@ -27,14 +31,17 @@ __all__ = ["MessageCache"]
 class MessageCache:
     """Message id → :class:`MessageView`, filled from the store's mbox files."""
 
-    def __init__(self, data_dir: Path, *, max_bytes: int = 96 * 1024 * 1024) -> None:
+    def __init__(self, data_dir: Path, *, max_bytes: int = 32 * 1024 * 1024) -> None:
         self._data_dir = data_dir
         self._max_bytes = max_bytes
         self._bytes = 0
         self._views: OrderedDict[int, MessageView] = OrderedDict()
 
-    def views(self, rows: Sequence[Row]) -> list[MessageView]:
-        """The views of ``rows``, in order; each file is opened once for the batch."""
+    def views(self, rows: Sequence[Row], *, keep: bool = True) -> list[MessageView]:
+        """The views of ``rows``, in order; each file is opened once for the batch.
+
+        ``keep``: add the ones read to the cache (not for a sweep over a folder).
+        """
         out: list[MessageView] = []
         cached = self._views
         with SpanReader(self._data_dir) as spans:
@@ -45,7 +52,8 @@ class MessageCache:
                     out.append(view)
                     continue
                 view = MessageView(spans.read(row.file, row.offset, row.length))
-                self._add(row.message, view)
+                if keep:
+                    self._add(row.message, view)
                 out.append(view)
         return out
 

@@ -1,27 +1,34 @@
-"""The selected mailbox as one session knows it: sequence numbers, flags, pending news.
+"""The selected mailbox as one session knows it: sequence numbers, pending news.
 
 RFC 3501 §2.3.1.2 ties sequence numbers to what the client has been told,
 not to the store: a message another session expunged keeps its number here
 until this session reports the EXPUNGE (and its bytes can still be fetched,
-because the files never lose a message). So each session keeps a snapshot
-(UIDs ascending, a :class:`~mailcoach_server.imap.folders.Row` each) and the
-:class:`~mailcoach_server.imap.hub.Hub` tells it what changed: new
-messages (fetched with one ``uid > last`` query), flag changes and expunges
-from other sessions (carried in the notice), or "look again" (a rewritten
-memory, a deleted folder).
+because the files never lose a message). So each session keeps a snapshot:
+the UIDs it has been told about, ascending, in a compact ``array('I')`` (4
+bytes a message: a million-message folder is 4 MB, read off the event loop
+at SELECT). Sequence number ``n`` is position ``n - 1``; everything else
+(flags, where the bytes are) is read from the store when a command needs it,
+a batch of UIDs at a time by UID range, so a command costs what it touches,
+not what the folder holds. Rows another session is expunging are handed to
+this one first (:meth:`SelectedMailbox.on_expunging`) and kept until the
+EXPUNGE is reported.
 
-:meth:`SelectedMailbox.poll` turns the pending news into untagged
-responses, expunges only when the command in progress allows them (not
-during FETCH, STORE or SEARCH: RFC 3501 §7.4.1).
+The :class:`~mailcoach_server.imap.hub.Hub` tells the session what changed:
+new messages (fetched with one ``uid > last`` query), flag changes and
+expunges from other sessions (carried in the notice), or "look again" (a
+rewritten memory, a deleted folder). :meth:`SelectedMailbox.poll` turns the
+pending news into untagged responses, expunges only when the command in
+progress allows them (not during FETCH, STORE or SEARCH: RFC 3501 §7.4.1).
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
-from collections.abc import Iterable, Sequence
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
 
-from .folders import Catalogue, Folder, Row
+from .folders import Catalogue, Folder, Row, Snapshot
 from .responses import Exists, Expunge, FetchResponse, Flags, Recent, ResponseCode, Untagged
 from .sequence import SequenceSet
 from .wire import format_list
@@ -31,36 +38,59 @@ __all__ = ["PERMANENT_FLAGS", "SYSTEM_FLAGS", "SelectedMailbox", "flag_items"]
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 PERMANENT_FLAGS = (*SYSTEM_FLAGS, "\\*")
 
+Span = tuple[int, int]  # [start, stop) positions in the snapshot
+
 
 def flag_items(flags: Iterable[str]) -> bytes:
     return format_list(f.encode("ascii", "replace") for f in flags)
 
 
+def _keywords(flags: Iterable[str]) -> set[str]:
+    return {f for f in flags if not f.startswith("\\")}
+
+
+def _missing(ours: Sequence[int], current: Sequence[int]) -> list[int]:
+    """UIDs of ``ours`` not in ``current`` (both ascending): one merge, no set of either."""
+    gone: list[int] = []
+    j, size = 0, len(current)
+    for uid in ours:
+        while j < size and current[j] < uid:
+            j += 1
+        if j == size or current[j] != uid:
+            gone.append(uid)
+    return gone
+
+
 class SelectedMailbox:
     """One session's snapshot of its selected folder (a :class:`Watcher` for the hub)."""
 
-    def __init__(self, catalogue: Catalogue, folder: Folder, rows: list[Row], *,
+    def __init__(self, catalogue: Catalogue, folder: Folder, snapshot: Snapshot, *,
                  read_only: bool) -> None:
         self.catalogue = catalogue
         self.folder = folder
         self.read_only = read_only
-        self.uids = [row.uid for row in rows]
-        self.rows = {row.uid: row for row in rows}
+        self.uids: array[int] = snapshot.uids
         self.last_uid = self.uids[-1] if self.uids else 0
-        self.keywords = self._keywords(rows)
+        self.keywords = set(snapshot.keywords)
+        self._first_unseen = snapshot.first_unseen
         #: UIDs this session is the first to see (RFC 3501 §2.3.2 \Recent); an EXAMINE
         #: sees them too but leaves them recent for the next SELECT
         self.recent = catalogue.claim_recent(folder, self.uids, claim=not read_only)
         #: set when there is news to report; IDLE waits on it
         self.changed = asyncio.Event()
-        self._appended = False
+        # The snapshot was read off the loop: mail that came meanwhile is looked for
+        # with the first poll (one range query).
+        self._appended = True
         self._rescan = False
         self._flags: dict[int, tuple[str, ...]] = {}
         self._expunged: set[int] = set()
+        #: rows another session expunges, fetchable until the EXPUNGE is reported here
+        self._ghosts: dict[int, Row] = {}
 
-    @staticmethod
-    def _keywords(rows: Iterable[Row]) -> set[str]:
-        return {f for row in rows for f in row.flags if not f.startswith("\\")}
+    @classmethod
+    async def open(cls, catalogue: Catalogue, folder: Folder, *,
+                   read_only: bool) -> SelectedMailbox:
+        return cls(catalogue, folder, await catalogue.snapshot(folder), read_only=read_only)
 
     @property
     def exists(self) -> int:
@@ -69,6 +99,11 @@ class SelectedMailbox:
     @property
     def name(self) -> str:
         return self.folder.name
+
+    def holds(self, uid: int) -> bool:
+        """Is ``uid`` in what this session was told?"""
+        i = bisect.bisect_left(self.uids, uid)
+        return i < len(self.uids) and self.uids[i] == uid
 
     # -- what SELECT says --------------------------------------------------------------
 
@@ -84,33 +119,64 @@ class SelectedMailbox:
         return Untagged.ok("flags that stick", ResponseCode.permanent_flags(flags))
 
     def first_unseen(self) -> int | None:
-        for seq, uid in enumerate(self.uids, 1):
-            if "\\Seen" not in self.rows[uid].flags:
-                return seq
-        return None
+        uid = self._first_unseen
+        if uid is None or not self.holds(uid):
+            return None
+        return bisect.bisect_left(self.uids, uid) + 1
 
     # -- addressing --------------------------------------------------------------------
 
     def seq_of(self, uid: int) -> int:
         return bisect.bisect_left(self.uids, uid) + 1
 
-    def resolve(self, numbers: SequenceSet, *, uid: bool) -> list[tuple[int, Row]]:
-        """``(seq, row)`` for each message a sequence set names, ascending.
+    def spans(self, numbers: SequenceSet, *, uid: bool) -> list[Span]:
+        """The positions a sequence set names, as ascending ``[start, stop)`` ranges.
 
         Raises:
             ValueError: a sequence number beyond the mailbox (RFC 3501 §9: BAD).
         """
         if uid:
-            uids = numbers.iter_uids(self.uids)
-            return [(self.seq_of(u), self.rows[u]) for u in uids]
+            return numbers.uid_spans(self.uids)
         if not numbers.uses_star and numbers.highest(self.exists) > self.exists:
             raise ValueError("no such message sequence number")
-        return [(s, self.rows[self.uids[s - 1]]) for s in numbers.iter_seq(self.exists)]
+        return numbers.seq_spans(self.exists)
 
-    def all(self) -> list[tuple[int, Row]]:
-        return [(seq, self.rows[uid]) for seq, uid in enumerate(self.uids, 1)]
+    def every(self) -> list[Span]:
+        return [(0, self.exists)] if self.uids else []
+
+    def rows(self, start: int, stop: int) -> list[tuple[int, Row]]:
+        """``(seq, row)`` of positions ``start..stop-1``: one range query.
+
+        A message expunged meanwhile comes from the rows handed over before it went.
+        """
+        uids = self.uids[start:stop]
+        if not uids:
+            return []
+        found = {row.uid: row for row in self.catalogue.rows(self.folder, uids[0] - 1, uids[-1])}
+        out = []
+        for seq, uid in enumerate(uids, start + 1):
+            row = found.get(uid) or self._ghosts.get(uid)
+            if row is not None:
+                out.append((seq, row))
+        return out
+
+    def batches(self, spans: Iterable[Span], size: int) -> Iterator[list[tuple[int, Row]]]:
+        """The rows of ``spans``, ``size`` at a time, each batch read when it is reached."""
+        for start, stop in spans:
+            for low in range(start, stop, size):
+                yield self.rows(low, min(stop, low + size))
+
+    def targets(self, spans: Iterable[Span]) -> list[tuple[int, Row]]:
+        """Every ``(seq, row)`` of ``spans`` (STORE, COPY: work on all of them at once)."""
+        return [item for batch in self.batches(spans, 4096) for item in batch]
 
     # -- changes made by this session ------------------------------------------------------
+
+    def note_keywords(self, flags: Iterable[str]) -> bool:
+        """Remember keywords seen in stored flags; True when one is new (say FLAGS first)."""
+        new = _keywords(flags) - self.keywords
+        self.keywords |= new
+        return bool(new)
 
     def set_flags(self, changes: dict[int, tuple[str, ...]], *, own: bool = False) -> bool:
         """Record flags; True when a new keyword appeared (say FLAGS before any FETCH).
@@ -122,13 +188,10 @@ class SelectedMailbox:
         for uid, flags in changes.items():
             if own:
                 self._flags.pop(uid, None)
-            row = self.rows.get(uid)
-            if row is not None:
-                row.flags = flags
-            for f in flags:
-                if not f.startswith("\\") and f not in self.keywords:
-                    self.keywords.add(f)
-                    new_keyword = True
+            ghost = self._ghosts.get(uid)
+            if ghost is not None:
+                ghost.flags = flags
+            new_keyword |= self.note_keywords(flags)
         return new_keyword
 
     def remove(self, uids: Iterable[int]) -> list[bytes]:
@@ -136,15 +199,21 @@ class SelectedMailbox:
 
         Said from the highest number down, so no number shifts under the next one.
         """
-        gone = set(uids) & self.rows.keys()
+        gone = {u for u in set(uids) if self.holds(u)}
         if not gone:
             return []
-        seqs = [seq for seq, uid in enumerate(self.uids, 1) if uid in gone]
-        self.uids = [uid for uid in self.uids if uid not in gone]
+        positions = sorted(bisect.bisect_left(self.uids, u) for u in gone)
+        kept: array[int] = array("I")
+        previous = 0
+        for i in positions:  # slices between the gaps: copies in C, not a loop per message
+            kept.extend(self.uids[previous:i])
+            previous = i + 1
+        kept.extend(self.uids[previous:])
+        self.uids = kept
         for uid in gone:
-            del self.rows[uid]
+            self._ghosts.pop(uid, None)
         self.recent -= gone
-        return [bytes(Expunge(seq)) for seq in reversed(seqs)]
+        return [bytes(Expunge(i + 1)) for i in reversed(positions)]
 
     # -- news from the hub (Watcher) ----------------------------------------------------
 
@@ -160,6 +229,12 @@ class SelectedMailbox:
         self._flags.update(changes)
         self.changed.set()
 
+    def on_expunging(self, rows: Sequence[Row]) -> None:
+        """Another session is about to expunge ``rows``: keep them until it is reported."""
+        for row in rows:
+            if self.holds(row.uid):
+                self._ghosts[row.uid] = row
+
     def on_expunged(self, uids: Sequence[int]) -> None:
         self._expunged.update(uids)
         self.changed.set()
@@ -170,14 +245,8 @@ class SelectedMailbox:
         out: list[bytes] = []
         if self._rescan and expunge:
             self._rescan = self._appended = False
-            current = {row.uid: row for row in self.catalogue.rows(self.folder)}
-            gone = [u for u in self.uids if u not in current]
-            out += self.remove(gone)
-            for uid, row in current.items():
-                if uid in self.rows and self.rows[uid].flags != row.flags:
-                    self._flags[uid] = row.flags
-            fresh = [row for uid, row in current.items() if uid > self.last_uid]
-            out += self._add(fresh)
+            out += self.remove(_missing(self.uids, self.catalogue.uids(self.folder)))
+            out += self._add(self.catalogue.rows(self.folder, self.last_uid))
         elif self._appended or self._rescan:
             self._appended = False
             out += self._add(self.catalogue.rows(self.folder, self.last_uid))
@@ -186,12 +255,13 @@ class SelectedMailbox:
             self._expunged.clear()
         if self._flags:
             changes = {u: f for u, f in self._flags.items()
-                       if u in self.rows and u not in self._expunged}
+                       if u not in self._expunged and self.holds(u)}
             self._flags.clear()
             if self.set_flags(changes):
                 out.append(bytes(self.flags_response()))
             for uid in sorted(changes):
-                shown = flag_items(self.flags_of(self.rows[uid]))
+                shown = flag_items((*changes[uid], "\\Recent") if uid in self.recent
+                                   else changes[uid])
                 items = ((b"UID", b"%d" % uid), (b"FLAGS", shown))
                 out.append(bytes(FetchResponse(self.seq_of(uid), items)))
         if self._rescan or (self._expunged and not expunge):
@@ -202,19 +272,13 @@ class SelectedMailbox:
         rows = [row for row in rows if row.uid > self.last_uid]
         if not rows:
             return []
-        for row in rows:
-            self.uids.append(row.uid)
-            self.rows[row.uid] = row
-        self.last_uid = rows[-1].uid
-        self.recent |= self.catalogue.claim_recent(
-            self.folder, [row.uid for row in rows], claim=not self.read_only)
+        fresh = [row.uid for row in rows]
+        self.uids.extend(fresh)
+        self.last_uid = fresh[-1]
+        self.recent |= self.catalogue.claim_recent(self.folder, fresh,
+                                                   claim=not self.read_only)
         out = []
-        if self._new_keywords(rows):
+        if self.note_keywords(f for row in rows for f in row.flags):
             out.append(bytes(self.flags_response()))
         out += [bytes(Exists(self.exists)), bytes(Recent(len(self.recent)))]
         return out
-
-    def _new_keywords(self, rows: Iterable[Row]) -> bool:
-        new = self._keywords(rows) - self.keywords
-        self.keywords |= new
-        return bool(new)

@@ -116,6 +116,27 @@ class SequenceSet:
             found.update(range(max(low, 1), min(high, max_seq) + 1))
         return sorted(found)
 
+    def seq_spans(self, max_seq: int) -> list[tuple[int, int]]:
+        """The set as ``[start, stop)`` index ranges of a mailbox of ``max_seq`` messages
+        (sequence number ``n`` is index ``n - 1``): ascending, disjoint, clipped.
+
+        What :meth:`iter_seq` says, without a number per message: ``1:*`` on a
+        million messages is one range.
+        """
+        if max_seq < 1:
+            return []
+        spans = [(max(low, 1) - 1, min(high, max_seq)) for low, high in self._bounds(max_seq)]
+        return _merged(spans)
+
+    def uid_spans(self, uids: Sequence[int]) -> list[tuple[int, int]]:
+        """The positions in ``uids`` (ascending) of the UIDs in the set, as ``[start, stop)``
+        index ranges: ascending, disjoint; what :meth:`iter_uids` says, one range per range."""
+        if not uids:
+            return []
+        spans = [(bisect.bisect_left(uids, low), bisect.bisect_right(uids, high))
+                 for low, high in self._bounds(uids[-1])]
+        return _merged(spans)
+
     def iter_uids(self, uids: Sequence[int]) -> list[int]:
         """The UIDs of ``uids`` (ascending, as a mailbox lists them) that are in the set."""
         if not uids:
@@ -137,6 +158,17 @@ class SequenceSet:
                 if n not in seen:
                     seen.add(n)
                     yield n
+
+
+def _merged(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Non-empty ``[start, stop)`` ranges, sorted, overlapping and touching ones joined."""
+    out: list[tuple[int, int]] = []
+    for start, stop in sorted(span for span in spans if span[0] < span[1]):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], stop))
+        else:
+            out.append((start, stop))
+    return out
 
 
 def _bound(text: str) -> Bound:

@@ -121,8 +121,11 @@ class Backend:
     async def _drop_early_sent_copies(self, message_ids: list[str]) -> None:
         try:
             async with self.lock(_SENT):
+                folder = Folder(_SENT, 0, 0)
                 uids = self.store.folders.appended_uids(_SENT, message_ids)
-                await self.catalogue.expunge(Folder(_SENT, 0, 0), uids)
+                if uids and self.hub.watched(_SENT):
+                    self.hub.expunging(_SENT, self.catalogue.rows_of(folder, uids))
+                await self.catalogue.expunge(folder, uids)
             self.hub.expunged(_SENT, uids)
         except Exception:  # never worth more than a log line: the copy just stays
             log.exception("could not drop an early Sent copy of %s", message_ids)
@@ -281,3 +284,5 @@ class Session:
             self.backend.hub.unwatch(self.selected.name, self.selected)
             self.selected = None
         self.backend.sessions.discard(self)
+        if not self.backend.sessions:  # nobody left to fetch again soon: give the memory back
+            self.backend.cache.clear()

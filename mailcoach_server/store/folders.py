@@ -8,6 +8,13 @@ commits and the UIDs they hand out (RENAME of a tree included: all or
 nothing). The writer's UIDNEXT cache is corrected by exactly the writes
 that can make it wrong (rename, delete, a move of messages).
 
+Reads on a big folder cost what they return, not what the folder holds:
+UID lists come back as a compact ``array('I')`` (4 bytes a message), read
+on a connection of their own so a thread can build one while the event
+loop keeps using the shared read connection; rows are read by UID range;
+the flag sets in use, the first unseen message and the \\Deleted ones come
+from the ``(folder, flags, uid)`` index without touching the other rows.
+
 Not here: what a folder name may be, ``Agents/`` views as IMAP shows them,
 \\Recent (``imap.folders``).
 """
@@ -19,6 +26,7 @@ import json
 import sqlite3
 import threading
 import time
+from array import array
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,6 +36,9 @@ from ..errors import StoreError
 
 __all__ = ["FolderIndex", "FolderRecord", "FolderRow", "new_uidvalidity"]
 
+#: Distinct flag sets found one index probe at a time before a plain scan is cheaper.
+_MAX_FLAG_SETS = 512
+
 _T = TypeVar("_T")
 
 #: (uid, message, flags, file, offset, length, received_at)
@@ -36,13 +47,15 @@ FolderRow = tuple[int, int, str, str, int, int, float]
 _ROW_COLUMNS = "m.file, m.offset, m.length, m.received_at"
 _FOLDER_ROWS = (
     f"SELECT fm.uid, fm.message, fm.flags, {_ROW_COLUMNS} FROM folder_messages fm "
-    "JOIN messages m ON m.id = fm.message WHERE fm.folder = ? AND fm.uid > ? ORDER BY fm.uid"
+    "JOIN messages m ON m.id = fm.message WHERE fm.folder = ? AND fm.uid BETWEEN ? AND ? "
+    "ORDER BY fm.uid"
 )
 _MEMORY_ROWS = (
     f"SELECT DISTINCT m.id, m.id, '', {_ROW_COLUMNS} FROM memory mem "
-    "JOIN messages m ON m.id = mem.message WHERE mem.party = ? AND mem.message > ? "
-    "ORDER BY m.id"
+    "JOIN messages m ON m.id = mem.message WHERE mem.party = ? "
+    "AND mem.message BETWEEN ? AND ? ORDER BY m.id"
 )
+_TOP = 2**32 - 1  # above every UID (RFC 3501: 32-bit)
 _HAS_FLAG = "instr(' ' || flags || ' ', ' ' || ? || ' ')"
 
 
@@ -68,6 +81,9 @@ class FolderIndex:
                  uidnext: dict[str, int]) -> None:
         self._db = db  # the writer's connection: used in the executor only
         self._read = read
+        #: where the index is, for the connections that read whole UID lists in a thread
+        self._path = next(file for _, name, file in db.execute("PRAGMA database_list")
+                          if name == "main")
         self._read_lock = read_lock
         self._executor = executor
         self._uidnext = uidnext  # the writer's cache, shared with the message path
@@ -113,13 +129,69 @@ class FolderIndex:
             (top, len(top) + 1, top + delimiter))[0]
         return int(count)
 
-    def folder_rows(self, folder: str, after_uid: int = 0) -> list[FolderRow]:
-        """The folder's messages with a UID above ``after_uid``, by UID."""
-        return self._query(_FOLDER_ROWS, (folder, after_uid))  # type: ignore[return-value]
+    def folder_rows(self, folder: str, after_uid: int = 0,
+                    upto_uid: int = _TOP) -> list[FolderRow]:
+        """The folder's messages with ``after_uid < UID <= upto_uid``, by UID."""
+        return self._query(_FOLDER_ROWS,  # type: ignore[return-value]
+                           (folder, after_uid + 1, upto_uid))
 
-    def memory_rows(self, party: str, after: int = 0) -> list[FolderRow]:
+    def folder_rows_of(self, folder: str, uids: Iterable[int]) -> list[FolderRow]:
+        """The folder's rows of exactly ``uids`` (those still there), by UID."""
+        return self._query(  # type: ignore[return-value]
+            f"SELECT fm.uid, fm.message, fm.flags, {_ROW_COLUMNS} FROM folder_messages fm "
+            "JOIN messages m ON m.id = fm.message WHERE fm.folder = ? "
+            "AND fm.uid IN (SELECT value FROM json_each(?)) ORDER BY fm.uid",
+            (folder, json.dumps(list(uids))))
+
+    def memory_rows(self, party: str, after: int = 0, upto: int = _TOP) -> list[FolderRow]:
         """A party's memory as folder rows: the UID is the message id, flags empty."""
-        return self._query(_MEMORY_ROWS, (party, after))  # type: ignore[return-value]
+        return self._query(_MEMORY_ROWS, (party, after + 1, upto))  # type: ignore[return-value]
+
+    def _uid_array(self, sql: str, args: Sequence[Any]) -> array[int]:
+        """UIDs as a compact array, from a connection of this call's own: a thread may
+        build a million of them without holding the shared read connection."""
+        uids: array[int] = array("I")
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        try:
+            cursor = conn.execute(sql, args)
+            while rows := cursor.fetchmany(16384):
+                uids.extend([uid for (uid,) in rows])
+        finally:
+            conn.close()
+        return uids
+
+    def folder_uids(self, folder: str) -> array[int]:
+        """Every UID of the folder, ascending."""
+        return self._uid_array("SELECT uid FROM folder_messages WHERE folder = ? ORDER BY uid",
+                               (folder,))
+
+    def memory_uids(self, party: str) -> array[int]:
+        """The message ids in a party's memory (its folder's UIDs), ascending, once each."""
+        return self._uid_array("SELECT DISTINCT message FROM memory WHERE party = ? "
+                               "ORDER BY message", (party,))
+
+    def flag_sets(self, folder: str) -> list[str]:
+        """The distinct flags texts of the folder's messages, one index probe each."""
+        found: list[str] = []
+        sql = "SELECT flags FROM folder_messages WHERE folder = ? AND flags {} ? " \
+              "ORDER BY flags LIMIT 1"
+        with self._read_lock:
+            row = self._read.execute(sql.format(">="), (folder, "")).fetchone()
+            while row is not None and len(found) < _MAX_FLAG_SETS:
+                found.append(row[0])
+                row = self._read.execute(sql.format(">"), (folder, row[0])).fetchone()
+        if row is None:
+            return found
+        # Many sets (keywords per message): one scan of the index is cheaper from here.
+        rest = self._query("SELECT DISTINCT flags FROM folder_messages WHERE folder = ? "
+                           "AND flags >= ?", (folder, row[0]))
+        return found + [flags for (flags,) in rest]
+
+    def first_uid_with(self, folder: str, flags: str) -> int | None:
+        """The lowest UID whose flags text is exactly ``flags``."""
+        (uid,) = self._query("SELECT MIN(uid) FROM folder_messages WHERE folder = ? "
+                             "AND flags = ?", (folder, flags))[0]
+        return None if uid is None else int(uid)
 
     def memory_top(self, party: str) -> int:
         """The highest message id in the party's memory (0 if none)."""
@@ -156,8 +228,13 @@ class FolderIndex:
             "AND uid IN (SELECT value FROM json_each(?))", (folder, json.dumps(list(uids)))))
 
     def uids_flagged(self, folder: str, flag: str) -> list[int]:
-        rows = self._query(f"SELECT uid FROM folder_messages WHERE folder = ? AND {_HAS_FLAG} > 0 "
-                           "ORDER BY uid", (folder, flag))
+        """UIDs carrying ``flag``: only the flag sets that hold it are read (by index)."""
+        sets = [flags for flags in self.flag_sets(folder) if flag in flags.split()]
+        if not sets:
+            return []
+        rows = self._query("SELECT uid FROM folder_messages WHERE folder = ? "
+                           "AND flags IN (SELECT value FROM json_each(?)) ORDER BY uid",
+                           (folder, json.dumps(sets)))
         return [uid for (uid,) in rows]
 
     def uids_of_message_ids(self, folder: str, message_ids: Iterable[str]) -> dict[str, int]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailcoach_server.imap.sequence import SequenceSet
 
@@ -77,3 +79,32 @@ def test_from_numbers_rejects_empty() -> None:
         SequenceSet.from_numbers([])
     with pytest.raises(ValueError):
         list(S("1:*"))
+
+
+_bounds = st.one_of(st.none(), st.integers(1, 60))
+
+
+@settings(max_examples=300, deadline=None)
+@given(ranges=st.lists(st.tuples(_bounds, _bounds), min_size=1, max_size=5),
+       uids=st.lists(st.integers(1, 80), max_size=40, unique=True), max_seq=st.integers(0, 50))
+def test_spans_name_exactly_what_the_iterators_name(ranges, uids, max_seq) -> None:
+    numbers = SequenceSet(tuple(ranges))
+    uids = sorted(uids)
+    uid_spans = numbers.uid_spans(uids)
+    assert [uids[i] for start, stop in uid_spans for i in range(start, stop)] == \
+        numbers.iter_uids(uids)
+    seq_spans = numbers.seq_spans(max_seq)
+    assert [i + 1 for start, stop in seq_spans for i in range(start, stop)] == \
+        numbers.iter_seq(max_seq)
+    for spans in (uid_spans, seq_spans):  # ascending, disjoint, not touching, not empty
+        assert all(a < b for a, b in spans)
+        assert all(prev[1] < nxt[0] for prev, nxt in zip(spans, spans[1:]))
+
+
+def test_one_to_star_on_a_million_is_one_span() -> None:
+    from array import array
+
+    uids = array("I", range(3, 3_000_003, 3))
+    assert SequenceSet.parse("1:*").uid_spans(uids) == [(0, 1_000_000)]
+    assert SequenceSet.parse("1:*").seq_spans(1_000_000) == [(0, 1_000_000)]
+    assert SequenceSet.parse("2999998:*,1:5").uid_spans(uids) == [(0, 1), (999_999, 1_000_000)]
