@@ -63,6 +63,9 @@ from _common import PYTHON, child_env, require_install, scratch
 require_install()
 from mailcoach_server.store.store import MessageMeta, Store, WritePlan  # noqa: E402
 
+# imaplib refuses lines over 1 MB; UID SEARCH ALL of a million messages is one 7 MB line.
+imaplib._MAXLINE = 64 * 1024 * 1024
+
 HEADER_FETCH = ("(UID FLAGS RFC822.SIZE INTERNALDATE "
                 "BODY.PEEK[HEADER.FIELDS (FROM TO SUBJECT DATE MESSAGE-ID)])")
 LABELS = {
