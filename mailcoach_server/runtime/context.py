@@ -14,7 +14,7 @@ Cc, and with the body of a multipart message as text.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from email.message import EmailMessage, Message
 
 from ..addresses import address_problem, parse_address_list
@@ -138,13 +138,50 @@ def re_subject(subject: str) -> str:
     return subject if subject.lower().startswith("re:") else f"Re: {subject}".rstrip()
 
 
-def message_from_model(text: str, *, agent: str, default_to: str,
-                       default_subject: str) -> EmailMessage:
+def message_from_model(text: str, *, agent: str, default_to: str, default_subject: str,
+                       robots: Collection[str] = ()) -> EmailMessage:
     """Read a model's answer as a message from ``agent``.
 
     Text with a header block (``To:``/``Subject:`` lines, a blank line,
     the body) is a message; anything else is a plain body to ``default_to``.
+    Without a Subject it gets ``Re: <default_subject>``, except mail to one of
+    ``robots``: a Subject the runtime made up must never become a robot's
+    command line, so it stays empty and the robot answers with its protocol.
     """
+    headers, body = _split_model_text(text)
+    reply = EmailMessage()
+    reply["From"] = agent
+    given = {name.lower(): value for name, value in headers}
+    to, refused = parse_address_list([given.get("to", "")])
+    reply["To"] = ", ".join(to) if to else default_to
+    cc, bad_cc = parse_address_list([given.get("cc", "")])
+    if cc:
+        reply["Cc"] = ", ".join(cc)
+    bcc, bad_bcc = parse_address_list([given.get("bcc", "")])
+    if bcc:
+        reply["Bcc"] = ", ".join(bcc)
+    subject = given.get("subject")
+    if not subject:
+        to_robot = any(address in robots for address in (*(to or [default_to]), *cc))
+        subject = "" if to_robot else re_subject(default_subject)
+    reply["Subject"] = subject
+    for name, value in headers:  # the control headers an agent may pass on
+        if name.lower().startswith("x-") and name.lower() != ERROR_HEADER.lower():
+            reply[name] = value
+        elif name.lower() not in _MODEL_MAY_SET and name.lower() != "from":
+            continue
+    # Refused recipients (model output is untrusted): the reply still goes, saying so in
+    # a header; in the body too when it falls back to the sender (not a robot's stdin else).
+    notes = [f"[mailcoach: not sent to {a[:80]!r}: {address_problem(a)}]"
+             for a in (*refused, *bad_cc, *bad_bcc)]
+    if notes:
+        reply["X-Mailcoach-Refused"] = " ".join(notes)[:900]
+    reply.set_content("\n".join(notes) + "\n\n" + body if notes and not to else body)
+    return reply
+
+
+def _split_model_text(text: str) -> tuple[list[tuple[str, str]], str]:
+    """The header block (name, value pairs; none if not a message) and the body."""
     fenced = _FENCE.match(text)
     if fenced:
         text = fenced.group(1)
@@ -170,32 +207,7 @@ def message_from_model(text: str, *, agent: str, default_to: str,
     if not any(name.lower() in ("to", "subject") for name, _ in headers):
         headers, body_start = [], 0
     body = "\n".join(lines[body_start:]).strip("\n") + "\n"
-
-    reply = EmailMessage()
-    reply["From"] = agent
-    given = {name.lower(): value for name, value in headers}
-    to, refused = parse_address_list([given.get("to", "")])
-    reply["To"] = ", ".join(to) if to else default_to
-    cc, bad_cc = parse_address_list([given.get("cc", "")])
-    if cc:
-        reply["Cc"] = ", ".join(cc)
-    bcc, bad_bcc = parse_address_list([given.get("bcc", "")])
-    if bcc:
-        reply["Bcc"] = ", ".join(bcc)
-    reply["Subject"] = given.get("subject") or re_subject(default_subject)
-    for name, value in headers:  # the control headers an agent may pass on
-        if name.lower().startswith("x-") and name.lower() != ERROR_HEADER.lower():
-            reply[name] = value
-        elif name.lower() not in _MODEL_MAY_SET and name.lower() != "from":
-            continue
-    # Refused recipients (model output is untrusted): the reply still goes, saying so in
-    # a header; in the body too when it falls back to the sender (not a robot's stdin else).
-    notes = [f"[mailcoach: not sent to {a[:80]!r}: {address_problem(a)}]"
-             for a in (*refused, *bad_cc, *bad_bcc)]
-    if notes:
-        reply["X-Mailcoach-Refused"] = " ".join(notes)[:900]
-    reply.set_content("\n".join(notes) + "\n\n" + body if notes and not to else body)
-    return reply
+    return headers, body
 
 
 def reply_headers(reply: EmailMessage, *, author: str, incoming: Message,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from email.message import Message
 from importlib import resources
 from pathlib import Path
@@ -28,11 +28,14 @@ from ..records import header_fields, new_meta, resolve_thread
 from ..store import mbox
 from ..store.store import MessageMeta, Store, WritePlan
 from .budgets import TokenTally
-from .context import ERROR_HEADER, reply_headers, turn_text
+from .context import ERROR_HEADER, primer, turn_text
 from .llm import ChatModel, ChatTurn, LiteLLMModel, ModelPrice
+from .local_mailbox import StoreMailbox
+from .party import AgentProfile, BeforeModelCall
 from .plugins import load_robot
 from .router import FOLDERS, Router
-from .workers import AgentWorker, RobotWorker, Worker, error_message
+from .spending import Spending
+from .workers import AgentWorker, RobotWorker, Worker
 
 __all__ = ["Engine", "memory_plans"]
 
@@ -63,14 +66,11 @@ class Engine:
             spec.address: load_robot(spec, store.data_dir) for spec in config.robots
         }
         self.workers: dict[str, Worker] = {}
-        self.budget = config.budget
-        self.budget_tokens = config.budget_tokens
-        self.tokens = TokenTally(store)
-        self._budget_event = asyncio.Event()
-        self._budget_noted: set[str] = set()
+        self.mailboxes: dict[str, StoreMailbox] = {}
+        self.spending = Spending(config, store, tell=self._budget_note)
         self._activity = asyncio.Event()
         #: called before each model call (the console's --debug waits for Enter there)
-        self.before_model_call: Callable[[str, str, list[ChatTurn]], Awaitable[None]] | None = None
+        self.before_model_call: BeforeModelCall | None = None
         # message id -> (sender, turn text): messages never change, contexts re-read them
         self._turns: OrderedDict[int, tuple[str, str | None]] = OrderedDict()
 
@@ -93,7 +93,7 @@ class Engine:
             self.notify(party)
 
     async def aclose(self) -> None:
-        tasks = [w.task for w in self.workers.values()]
+        tasks = [w.task for w in self.workers.values() if w.task is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -152,16 +152,43 @@ class Engine:
         return next(p.meta for p in plans if p.raw is sub.raw)
 
     def notify(self, party: str) -> None:
+        """Wake ``party``'s worker, starting one if it has none."""
         worker = self.workers.get(party)
-        if worker is None or worker.task.done():
-            kind = self.router.kind_of(party)
-            cls = RobotWorker if kind == "robot" else AgentWorker
-            if kind == "robot" and party not in self.robots:
-                log.error("no robot is configured for %s; its mail waits", party)
-                return
-            self.workers[party] = cls(self, party)
+        if worker is not None and worker.running:
+            self.mailboxes[party].notify()
+            return
+        kind = self.router.kind_of(party)
+        if kind == "robot" and party not in self.robots:
+            log.error("no robot is configured for %s; its mail waits", party)
+            return
+        mailbox = StoreMailbox(party, self.store, submit=self.submit, turn_of=self.turn_of,
+                               human_for=self._human_for, answers=self.reply_answers)
+        self.mailboxes[party] = mailbox
+        if kind == "robot":
+            worker = RobotWorker(mailbox, self.robots[party], on_change=self.worker_changed)
         else:
-            worker.wakeup.set()
+            worker = AgentWorker(mailbox, self._profile(party), model=self.model,
+                                 budget=self.spending, before_call=self._before_model_call,
+                                 on_change=self.worker_changed)
+        self.workers[party] = worker.start()
+
+    def _profile(self, agent: str) -> AgentProfile:
+        config = self.config
+        settings = config.party_settings(agent)
+        system = primer(agent, domain=config.domain, user=config.user,
+                        robots=[(r.address, r.kind) for r in config.robots],
+                        system=settings.system)
+        return AgentProfile(address=agent, system=system, model=settings.model,
+                            robots=frozenset(r.address for r in config.robots))
+
+    async def _before_model_call(self, agent: str, model: str, turns: list[ChatTurn]) -> None:
+        # Looked up at each call: the console sets it after the engine started.
+        if self.before_model_call is not None:
+            await self.before_model_call(agent, model, turns)
+
+    def _human_for(self, sender: str) -> str:
+        """Mail between agents and robots that fails is told to the user."""
+        return sender if self.router.kind_of(sender) == "user" else self.config.user
 
     def turn_of(self, number: int) -> tuple[str, str | None]:
         """(sender, text) of a stored message as a model sees it, cached."""
@@ -196,56 +223,21 @@ class Engine:
         """For SMTP RCPT TO: raise the SubmitError a recipient would get."""
         self.router.check_recipient(address)
 
-    async def error_reply(self, *, author: str, meta: MessageMeta, message: Message,
-                          completes: int, problem: str, hint: str, cost: float = 0.0) -> None:
-        """Tell a human what failed. Mail between agents and robots goes to the user."""
-        to = meta.sender if self.router.kind_of(meta.sender) == "user" else self.config.user
-        log.warning("%s could not answer %s: %s", author, meta.message_id, problem)
-        reply = error_message(author=author, to=to, message=message, problem=problem,
-                              hint=hint)
-        reply_headers(reply, author=author, incoming=message, default_to=to,
-                      answers=self.reply_answers(reply, meta))
-        await self.submit(reply.as_bytes(), origin="agent", completes=completes, cost=cost)
-
     # -- budgets -------------------------------------------------------------
+
+    @property
+    def tokens(self) -> TokenTally:
+        return self.spending.tokens
 
     def budget_problem(self, agent: str) -> str | None:
         """Why ``agent`` may not start a model call now, or None."""
-        if self.budget is not None:
-            spent = self.store.spent()
-            if spent >= self.budget:
-                return f"the budget of ${self.budget:.4f} is spent (${spent:.4f})"
-        if self.budget_tokens is not None:
-            used = self.tokens.spent()
-            if used >= self.budget_tokens:
-                return f"the budget of {self.budget_tokens} tokens is spent ({used} tokens)"
-        settings = self.config.party_settings(agent)
-        limit = settings.budget
-        if limit is not None:
-            spent = self.store.spent(agent)
-            if spent >= limit:
-                return f"{agent}'s budget of ${limit:.4f} is spent (${spent:.4f})"
-        tokens = settings.budget_tokens
-        if tokens is not None:
-            used = self.tokens.spent(agent)
-            if used >= tokens:
-                return f"{agent}'s budget of {tokens} tokens is spent ({used} tokens)"
-        return None
-
-    async def budget_changed(self) -> None:
-        await self._budget_event.wait()
+        return self.spending.problem(agent)
 
     def set_budget(self, budget: float | None) -> None:
         """Change the global budget at run time; waiting agents look again."""
-        self.budget = budget
-        self._budget_event.set()
-        self._budget_event = asyncio.Event()
-        self._budget_noted.clear()
+        self.spending.set_budget(budget)
 
-    async def budget_note(self, agent: str, problem: str) -> None:
-        if agent in self._budget_noted:
-            return
-        self._budget_noted.add(agent)
+    async def _budget_note(self, agent: str, problem: str) -> None:
         body = (
             f"{agent} will not call its model: {problem}.\n\n"
             "Its mail is kept and waits. Raise the budget (budget:, budget_tokens: or "
@@ -265,7 +257,7 @@ class Engine:
 
     def idle(self) -> bool:
         """No worker is acting (workers blocked on a budget count as idle)."""
-        return all(not w.busy or w.blocked or w.task.done() for w in self.workers.values())
+        return all(not w.busy or w.blocked or not w.running for w in self.workers.values())
 
     def cancel_model_calls(self) -> int:
         """Cancel what every agent is doing now; each sender gets a note. Returns how many."""

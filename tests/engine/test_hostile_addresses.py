@@ -307,7 +307,7 @@ def test_a_refused_reply_is_kept_for_a_human_with_why():
     from email.message import EmailMessage
 
     from mailcoach_server.runtime.context import ERROR_HEADER
-    from mailcoach_server.runtime.workers import refused_reply
+    from mailcoach_server.runtime.party import refused_reply
 
     reply = EmailMessage()
     reply["From"] = "swe1@localdomain"

@@ -247,7 +247,7 @@ async def test_disk_full_gets_451_then_mail_is_accepted_again_without_restart(tm
             accepted.append(str(waiting["Subject"]))
             filler = fill(disk)
             hold.unlink()
-            await wait_for(lambda: any("store refused a write" in r.getMessage()
+            await wait_for(lambda: any("mailbox refused a write" in r.getMessage()
                                        for r in caplog.records),
                            what="the shell's reply refused by the full disk")
             codes = [await mail(f"full {n}") for n in range(5)]

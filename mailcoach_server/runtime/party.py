@@ -1,0 +1,123 @@
+"""What an agent or robot does with one message: pure steps, no store, no sockets.
+
+An agent reads its memory as chat turns, calls its model and turns the
+answer into a reply; a robot hands the message to its plug-in. Both only
+make mail: ``runtime/workers.py`` takes it from a ``Mailbox`` and sends it
+back through the same ``Mailbox``, wherever that mailbox lives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass
+from email.message import EmailMessage, Message
+
+from mailcoach_robots import Robot
+
+from ..mailtext import text_of
+from ..postmaster import decoded_header
+from .context import (
+    ERROR_HEADER,
+    message_from_model,
+    re_subject,
+    reply_headers,
+    thread_to_turns,
+)
+from .llm import ChatModel, ChatTurn
+from .mailbox import Incoming, Turn
+
+__all__ = ["AgentProfile", "Answers", "BeforeModelCall", "agent_reply", "error_message",
+           "refused_reply", "robot_reply"]
+
+#: called before each model call with (agent, model, turns): the console's --debug waits there
+BeforeModelCall = Callable[[str, str, list[ChatTurn]], Awaitable[None]]
+#: the Message-ID a reply threads under when not the answered message's (``Mailbox.answers``)
+Answers = Callable[[Message], "str | None"] | None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentProfile:
+    """Who an agent is: its address, its system turn, its model, the robots it may mail."""
+
+    address: str
+    system: str
+    model: str
+    robots: Collection[str] = ()
+
+
+async def agent_reply(profile: AgentProfile, incoming: Incoming, message: Message,
+                      memory: Sequence[Turn], *, model: ChatModel, answers: Answers = None,
+                      before_call: BeforeModelCall | None = None) -> tuple[EmailMessage, float]:
+    """The agent's reply to ``incoming`` and what it cost (USD).
+
+    ``answers(reply)`` names the Message-ID the reply threads under when it is
+    not ``incoming``'s (``Mailbox.answers``).
+
+    Raises:
+        ModelError: the model call failed (the caller answers with an error note).
+    """
+    turns = thread_to_turns(profile.address, memory, profile.system)
+    spec = incoming.model or profile.model
+    if before_call is not None:
+        await before_call(profile.address, spec, turns)
+    completion = await model.complete(turns, model=spec)
+    reply = message_from_model(completion.text, agent=profile.address,
+                               default_to=incoming.sender, default_subject=incoming.subject,
+                               robots=profile.robots)
+    reply_headers(reply, author=profile.address, incoming=message, default_to=incoming.sender,
+                  answers=answers(reply) if answers else None)
+    reply["M-Model"] = completion.model
+    reply["M-Tokens-Input"] = str(completion.tokens_input)
+    reply["M-Tokens-Output"] = str(completion.tokens_output)
+    reply["M-Cost"] = f"{completion.cost:.6f}"
+    return reply, completion.cost
+
+
+async def robot_reply(robot: Robot, address: str, incoming: Incoming,
+                      message: EmailMessage) -> EmailMessage | None:
+    """The robot's reply to ``incoming``, threaded; None when it has nothing to say."""
+    reply = await robot.handle(message)
+    if reply is None:
+        return None
+    if reply["Subject"] is None:
+        reply["Subject"] = re_subject(incoming.subject)
+    reply_headers(reply, author=address, incoming=message, default_to=incoming.sender)
+    return reply
+
+
+def error_message(*, author: str, to: str, message: Message, problem: str, hint: str,
+                  answers: Answers = None) -> EmailMessage:
+    """The mail a sender gets when its message could not be answered."""
+    subject = decoded_header(str(message.get("Subject", "")))
+    reply = EmailMessage()
+    reply["To"] = to
+    reply["Subject"] = re_subject(subject)
+    reply[ERROR_HEADER] = problem.splitlines()[0][:200] if problem else "error"
+    reply.set_content(
+        f"{author} could not answer the message \"{subject}\".\n\n"
+        f"What failed: {problem}\n"
+        f"How to fix it: {hint}\n\n"
+        "Nothing was lost: the message is stored. Reply to this mail to try again.\n"
+    )
+    reply_headers(reply, author=author, incoming=message, default_to=to,
+                  answers=answers(reply) if answers else None)
+    return reply
+
+
+def refused_reply(reply: EmailMessage, *, to: str, problem: str) -> EmailMessage:
+    """``reply`` as written, readdressed to ``to`` with a note on why it was refused."""
+    shown = ", ".join(f"{name}: {reply[name]}" for name in ("To", "Cc", "Bcc") if reply[name])
+    body = reply.get_content() if not reply.is_multipart() else text_of(reply)
+    note = EmailMessage()
+    note["From"] = str(reply["From"])
+    note["To"] = to
+    note["Subject"] = str(reply["Subject"] or "")
+    note[ERROR_HEADER] = f"reply refused: {problem}"[:200]
+    for name, value in reply.items():  # what the model call cost stays on record
+        if name.lower().startswith("m-"):
+            note[name] = value
+    note.set_content(
+        f"This reply could not be sent as written ({shown}): {problem}\n"
+        "Here it is, so nothing is lost.\n\n" + str(body)
+    )
+    return note
