@@ -26,6 +26,10 @@ import yaml
 import mailcoach_server
 from tests.support import mbox_messages
 
+#: building the wheel and installing it with its dependencies into a fresh venv takes
+#: minutes on a loaded 2-core machine (pip resolves litellm's tree from the registry)
+pytestmark = pytest.mark.timeout(1200)
+
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = {"mailcoach_server": ROOT / "mailcoach_server", "mailcoach_robots": ROOT / "robots",
            "mailcoach_server/defaults": ROOT / "config"}
