@@ -207,3 +207,44 @@ def test_a_memory_longer_than_the_context_does_not_fail_forever(tmp_path, record
     assert recorded.exchanges[-1].status == 200, recorded.exchanges[-1].response
     written = agent_mail(read_mbox(tmp_path / "trace" / "trace"), SWE1)
     assert written, "the model's answers were not stored"
+
+
+def two_questions_memory(path: Path) -> Path:
+    """Two mails from the user in a row: two user turns, which Gemma's template refuses."""
+    path.write_text(
+        f"From {USER} Thu Jan  1 00:00:00 2026\nFrom: {USER}\nTo: {SWE1}\n"
+        "Subject: hello\nMessage-ID: <q1@localdomain>\n\nHello.\n\n"
+        f"From {USER} Thu Jan  1 00:00:01 2026\nFrom: {USER}\nTo: {SWE1}\n"
+        "Subject: hello again\nMessage-ID: <q2@localdomain>\n\nAre you there?\n\n"
+    )
+    return path
+
+
+def _alternates(request) -> bool:
+    roles = [m["role"] for m in request["messages"] if m["role"] != "system"]
+    return all(role == ("user" if i % 2 == 0 else "assistant") for i, role in enumerate(roles))
+
+
+@pytest.mark.parametrize("strict_rule", [True, False], ids=["shipped-rule", "rule-removed"])
+def test_the_strict_template_meets_the_runtime(tmp_path, recorded, strict_rule):
+    spec = recorded.spec()
+    extra = {} if strict_rule else {"models": {"chat_templates": {"*gemma*": None}}}
+    config = realmodel_config(tmp_path / "mailcoach.yaml", tmp_path / "unused", spec, **extra)
+    memory = two_questions_memory(tmp_path / "memory.mbox")
+    task = queue_file(tmp_path / "task.mbox", spec, "Say hello to me.")
+    result = mailcoach("-m", str(memory), "-q", str(task), "-t", "trace", "--config",
+                       str(config), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    first = recorded.exchanges[0]
+    user_box = read_mbox(tmp_path / "trace" / f"{USER}.mbox")
+    if strict_rule:  # the runtime merged the turns: the server accepted every call
+        assert all(x.status == 200 for x in recorded.exchanges), recorded.exchanges
+        assert all(_alternates(x.request) for x in recorded.exchanges)
+        check_trace(tmp_path / "trace", spec, recorded.exchanges, user_box)
+    else:  # the real 400, and the user is told which rule to add
+        assert not _alternates(first.request)
+        assert first.status == 400, first.response
+        assert "roles must alternate" in first.response["error"]["message"].lower()
+        notes = [m for m in heard_back(user_box, USER) if m["X-Mailcoach-Error"] is not None]
+        assert notes, "no error note reached the user"
+        assert "models.chat_templates" in notes[-1].get_body(("plain",)).get_content()
