@@ -1,0 +1,273 @@
+"""One IMAP connection as a party, through aioimaplib: the commands the worker uses.
+
+aioimaplib (GPL-3.0-only, hence the optional ``mailcoach[worker]`` extra) does
+the protocol; this adapter adds what the worker needs around it: TLS or
+STARTTLS, a clear error for a refused login or an unreachable server, one
+command at a time (an ``asyncio.Lock``), CONDSTORE enabled, and responses read
+into values (``worker/fetch.py``). Every failure of the connection itself is a
+:class:`ServerAway` (an ``OSError``): the caller reconnects with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..errors import MailcoachError
+from .fetch import Fetched, parse_fetch, response_code, search_uids
+from .settings import MailServer
+
+try:
+    import aioimaplib
+except ImportError:  # pragma: no cover - the extra is not installed
+    aioimaplib = None
+
+__all__ = ["ImapConnection", "LoginRefused", "SelectedFolder", "ServerAway", "imap_library"]
+
+log = logging.getLogger("mailcoach.worker.imap")
+
+#: seconds one command may take before the connection counts as gone
+_COMMAND_TIMEOUT = 60.0
+
+
+class ServerAway(ConnectionError):
+    """The IMAP server cannot be reached now, or the connection dropped."""
+
+
+class LoginRefused(MailcoachError):
+    """The server refused the login: a wrong password or user; retrying will not help."""
+
+
+@dataclass(frozen=True, slots=True)
+class SelectedFolder:
+    name: str
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    exists: int
+
+
+def imap_library() -> object:
+    """aioimaplib, or a clear error when the worker extra is not installed."""
+    if aioimaplib is None:
+        raise MailcoachError("mailcoach worker needs aioimaplib: "
+                             "pip install 'mailcoach[worker]'")
+    return aioimaplib
+
+
+class ImapConnection:
+    """Logged in as one party; ``await ImapConnection.open(server, login, password)``."""
+
+    def __init__(self, client: object, server: MailServer, login: str) -> None:
+        self._client = client
+        self.server = server
+        self.login = login
+        self.lock = asyncio.Lock()
+        self.selected: SelectedFolder | None = None
+        self.capabilities: frozenset[str] = frozenset()
+
+    @classmethod
+    async def open(cls, server: MailServer, login: str, password: str) -> ImapConnection:
+        """Connect, secure the connection as configured, log in, enable CONDSTORE.
+
+        Raises:
+            ServerAway: the server is not reachable or dropped the connection.
+            LoginRefused: the server said NO to the login.
+        """
+        library = imap_library()
+        where = f"{server.host}:{server.port}"
+        context = _tls_context(server)
+        lost: list[object] = []
+
+        def connection_lost(_exc: object) -> None:  # wakes an IDLE waiting for a push
+            if lost:
+                lost[0].idle_queue.put_nowait([b"* BYE connection lost"])
+        try:
+            client = library.IMAP4(server.host, server.port, timeout=_COMMAND_TIMEOUT,
+                                   conn_lost_cb=connection_lost,
+                                   ssl_context=context if server.security == "tls" else None)
+            lost.append(client.protocol)
+            await client.wait_hello_from_server()
+        except (TimeoutError, OSError, ssl.SSLError) as exc:
+            raise ServerAway(f"cannot reach the IMAP server {where}: {_reason(exc)}") from None
+        self = cls(client, server, login)
+        try:
+            if server.security == "starttls":
+                await self._starttls(context)
+            response = await client.login(login, password)
+        except (TimeoutError, OSError, ssl.SSLError) as exc:
+            await self.close()
+            raise ServerAway(f"the IMAP server {where} dropped the connection: "
+                             f"{_reason(exc)}") from None
+        if response.result != "OK":
+            await self.close()
+            said = _text(response.lines[-1:]) if response.lines else response.result
+            raise LoginRefused(f"the IMAP server {where} refused the login {login!r}: {said}")
+        await self._capabilities()
+        if "CONDSTORE" in self.capabilities:
+            await self.command("enable", "CONDSTORE")
+        return self
+
+    async def _starttls(self, context: ssl.SSLContext) -> None:
+        # aioimaplib knows the STARTTLS command but not the upgrade: RFC 3501 §6.2.1,
+        # then the transport is wrapped in place and the capabilities asked again.
+        library = imap_library()
+        protocol = self._client.protocol
+        await self._client.protocol.capability()
+        if "STARTTLS" not in protocol.capabilities:
+            raise ServerAway(f"{self.server.host}:{self.server.port} offers no STARTTLS "
+                             "(set imap.security: tls or none)")
+        # aioimaplib's protocol method is named like a DB call; it sends one IMAP command
+        send_command = protocol.execute
+        response = await send_command(
+            library.Command("STARTTLS", protocol.new_tag(), loop=protocol.loop))
+        if response.result != "OK":
+            raise ServerAway(f"STARTTLS refused: {_text(response.lines)}")
+        loop = asyncio.get_running_loop()
+        protocol.transport = await loop.start_tls(protocol.transport, protocol, context,
+                                                  server_hostname=self.server.host)
+
+    async def _capabilities(self) -> None:
+        try:  # after LOGIN the server may offer more (RFC 3501 §6.2.3)
+            await asyncio.wait_for(self._client.protocol.capability(), _COMMAND_TIMEOUT)
+        except (OSError, TimeoutError) as exc:
+            raise ServerAway(f"IMAP CAPABILITY failed: {_reason(exc)}") from None
+        self.capabilities = frozenset(c.upper() for c in self._client.protocol.capabilities)
+
+    async def close(self) -> None:
+        try:
+            if self._client.protocol is not None and self._client.protocol.transport is not None:
+                await asyncio.wait_for(self._client.logout(), 5)
+        except Exception:  # closing a connection that is already gone
+            pass
+        finally:
+            transport = getattr(self._client.protocol, "transport", None)
+            if transport is not None:
+                transport.close()
+
+    # -- commands ------------------------------------------------------------------------
+
+    async def command(self, name: str, *args: str) -> object:
+        """Run one aioimaplib command; a dropped connection or timeout is ServerAway."""
+        method = getattr(self._client, name)
+        try:
+            return await asyncio.wait_for(method(*args), _COMMAND_TIMEOUT)
+        except (TimeoutError, OSError, ssl.SSLError) as exc:
+            raise ServerAway(f"IMAP {name.upper()} failed: {_reason(exc)}") from None
+        except Exception as exc:  # aioimaplib's Abort/Error: the connection is unusable
+            if type(exc).__module__.startswith("aioimaplib"):
+                raise ServerAway(f"IMAP {name.upper()} failed: {exc}") from None
+            raise
+
+    async def select(self, folder: str, *, create: bool = False) -> SelectedFolder:
+        """SELECT ``folder`` (creating it first if asked); returns its UIDVALIDITY and more."""
+        response = await self.command("select", _quote(folder))
+        if response.result != "OK" and create:
+            await self.command("create", _quote(folder))
+            await self.command("subscribe", _quote(folder))
+            response = await self.command("select", _quote(folder))
+        if response.result != "OK":
+            self.selected = None
+            raise ServerAway(f"cannot select {folder}: {_text(response.lines)}")
+
+        def code(name: str) -> int:
+            value = response_code(response.lines, name)
+            return int(value[0]) if value and value[0].isdigit() else 0
+        exists = next((int(line.split()[0]) for line in response.lines
+                       if isinstance(line, bytes) and line.endswith(b" EXISTS")), 0)
+        self.selected = SelectedFolder(folder, code("UIDVALIDITY"), code("UIDNEXT"),
+                                       code("HIGHESTMODSEQ"), exists)
+        return self.selected
+
+    async def uid_search(self, *criteria: str) -> list[int]:
+        response = await self.command("uid_search", *criteria)
+        _check(response, "UID SEARCH")
+        return search_uids(response.lines)
+
+    async def uid_fetch(self, uids: str, items: str) -> list[Fetched]:
+        response = await self.command("uid", "fetch", uids, items)
+        _check(response, "UID FETCH")
+        return parse_fetch(response.lines)
+
+    async def uid_store(self, uids: str, *args: str) -> tuple[bool, list[Fetched]]:
+        """UID STORE; False when an UNCHANGEDSINCE condition failed (RFC 7162 MODIFIED)."""
+        response = await self.command("uid", "store", uids, *args)
+        _check(response, "UID STORE")
+        return response_code(response.lines, "MODIFIED") is None, parse_fetch(response.lines)
+
+    async def append(self, raw: bytes, folder: str, flags: Sequence[str] = (),
+                     date: object = None) -> int | None:
+        """APPEND; the new message's UID when the server says (UIDPLUS), else None."""
+        response = await self.command("append", raw, _quote(folder),
+                                      "(" + " ".join(flags) + ")" if flags else None, date)
+        if response.result != "OK":
+            full = b"OVERQUOTA" in b" ".join(bytes(x) for x in response.lines).upper()
+            raise ServerAway(f"APPEND to {folder} refused{' (mailbox full)' if full else ''}: "
+                             f"{_text(response.lines)}")
+        uid = response_code(response.lines, "APPENDUID")
+        return int(uid[1]) if uid and len(uid) > 1 and uid[1].isdigit() else None
+
+    async def expunge_uids(self, uids: Sequence[int]) -> None:
+        """Remove messages already flagged \\Deleted (UID EXPUNGE, RFC 4315)."""
+        if uids and "UIDPLUS" in self.capabilities:
+            await self.command("uid", "expunge", ",".join(map(str, uids)))
+
+    async def idle(self, seconds: float) -> bool:
+        """IDLE for at most ``seconds``; True when the server said something happened."""
+        if "IDLE" not in self.capabilities:
+            await asyncio.sleep(seconds)
+            return True
+        try:
+            waiting = await self._client.idle_start(timeout=seconds)
+            try:
+                pushed = await self._client.wait_server_push(timeout=seconds + 5)
+            finally:
+                self._client.idle_done()
+                await asyncio.wait_for(waiting, 10)
+        except (TimeoutError, OSError, ssl.SSLError) as exc:
+            raise ServerAway(f"IDLE ended: {_reason(exc)}") from None
+        except Exception as exc:
+            if type(exc).__module__.startswith("aioimaplib"):
+                raise ServerAway(f"IDLE ended: {exc}") from None
+            raise
+        if not self.alive:
+            raise ServerAway("the server closed the connection during IDLE")
+        return any(isinstance(line, bytes) and (line.endswith(b"EXISTS") or b"FETCH" in line)
+                   for line in (pushed if isinstance(pushed, list) else []))
+
+    @property
+    def alive(self) -> bool:
+        protocol = self._client.protocol
+        return (protocol is not None and protocol.transport is not None
+                and not protocol.transport.is_closing() and protocol.state != "LOGOUT")
+
+
+def _tls_context(server: MailServer) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    if not server.verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _quote(folder: str) -> str:
+    return '"' + folder.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _text(lines: Sequence[bytes | bytearray]) -> str:
+    return " ".join(bytes(line).decode("utf-8", "replace") for line in lines
+                    if not isinstance(line, bytearray))[:300]
+
+
+def _check(response: object, what: str) -> None:
+    if response.result != "OK":
+        raise ServerAway(f"{what} answered {response.result}: {_text(response.lines)}")
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return "no answer in time"
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
