@@ -10,6 +10,7 @@ layer's job (:func:`sets_seen` tells it when).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from functools import lru_cache
@@ -17,11 +18,12 @@ from typing import Any, TypeVar, cast
 
 from .bodystructure import body_structure, envelope
 from .command import FetchAttr, Section
-from .mime import MimePart, normalize_crlf, parse_message, split_fields
+from .mime import FIELD_REST, MimePart, normalize_crlf, parse_message, split_fields
 from .responses import FetchResponse
 from .wire import format_datetime, format_list, format_literal
 
 __all__ = [
+    "FetchPlan",
     "MessageView",
     "ensure_uid",
     "fetch_items",
@@ -36,14 +38,31 @@ _T = TypeVar("_T")
 
 
 class MessageView:
-    """A stored message as FETCH sees it: CRLF bytes, MIME tree parsed on first need."""
+    """A stored message as FETCH sees it: CRLF bytes, MIME tree parsed on first need.
 
-    __slots__ = ("raw", "_tree", "_memo")
+    The store keeps LF line ends; the CRLF copy is made only when the whole
+    message is sent or parsed. A header FETCH of a big folder needs the size
+    (counted, not copied) and the header (the only part converted).
+    """
+
+    __slots__ = ("_lf", "_raw", "_tree", "_memo", "_size")
 
     def __init__(self, raw: bytes) -> None:
-        self.raw = normalize_crlf(raw)
+        # Only LF-only bytes can be converted in pieces; anything else (a bare CR) at once.
+        self._lf: bytes | None = raw if b"\r" not in raw else None
+        self._raw: bytes | None = None if self._lf is not None else normalize_crlf(raw)
         self._tree: MimePart | None = None
         self._memo: dict[object, Any] | None = None
+        self._size = -1
+
+    @property
+    def raw(self) -> bytes:
+        """The whole message, CRLF line ends."""
+        if self._raw is None:
+            assert self._lf is not None
+            self._raw = self._lf.replace(b"\n", b"\r\n")
+            self._lf = None
+        return self._raw
 
     def memo(self, key: object, make: Callable[[], _T]) -> _T:
         """``make()``, computed once per view: a message never changes, and clients
@@ -59,7 +78,10 @@ class MessageView:
     @property
     def size(self) -> int:
         """RFC822.SIZE: octets on the wire (after CRLF normalisation)."""
-        return len(self.raw)
+        if self._size < 0:
+            lf = self._lf
+            self._size = len(lf) + lf.count(b"\n") if lf is not None else len(self.raw)
+        return self._size
 
     @property
     def tree(self) -> MimePart:
@@ -73,6 +95,13 @@ class MessageView:
         parsing the MIME tree (a header-only FETCH of a big folder needs no more)."""
         if self._tree is not None:
             return self._tree.header_block
+        lf = self._lf
+        if lf is not None:  # convert the header alone
+            if not lf or lf.startswith(b"\n"):
+                return lf[:1].replace(b"\n", b"\r\n")
+            blank = lf.find(b"\n\n")
+            head = lf if blank < 0 else lf[: blank + 2]
+            return head.replace(b"\n", b"\r\n")
         raw = self.raw
         if not raw or raw.startswith(b"\r\n"):
             return raw[:2]
@@ -95,8 +124,11 @@ def ensure_uid(attributes: Sequence[FetchAttr]) -> tuple[FetchAttr, ...]:
 def header_fields(block: bytes, names: Iterable[str], *, exclude: bool = False) -> bytes:
     """HEADER.FIELDS[.NOT]: the matching fields of ``block`` in their original order and
     bytes (names compared case-insensitively), then the blank line."""
-    wanted = _wanted(tuple(names))
-    kept = [raw for name, raw in split_fields(block) if (name in wanted) != exclude]
+    if exclude:
+        wanted = _wanted(tuple(names))
+        kept = [raw for name, raw in split_fields(block) if name not in wanted]
+    else:  # one scan for just these names: the fields a client lists are a handful
+        kept = _fields_named(tuple(names)).findall(block)
     out = b"".join(kept)
     if out and not out.endswith(b"\r\n"):
         out += b"\r\n"
@@ -108,12 +140,15 @@ def _wanted(names: tuple[str, ...]) -> frozenset[bytes]:
     return frozenset(n.lower().encode("ascii") for n in names)
 
 
-_format_datetime = lru_cache(maxsize=1 << 16)(format_datetime)  # one per message date
-
-
 @lru_cache(maxsize=256)
-def _response_name(attr: FetchAttr) -> bytes:
-    return attr.response_name  # the same for every message of a FETCH: made once
+def _fields_named(names: tuple[str, ...]) -> re.Pattern[bytes]:
+    """``split_fields``'s field pattern, for fields with one of ``names`` only."""
+    alternatives = b"|".join(re.escape(name.encode("ascii")) for name in names) or b"(?!)"
+    return re.compile(rb"^(?:" + alternatives + rb")[ \t]*:" + FIELD_REST,
+                      re.MULTILINE | re.IGNORECASE)
+
+
+_format_datetime = lru_cache(maxsize=1 << 16)(format_datetime)  # one per message date
 
 
 def section_bytes(message: MessageView, section: Section) -> bytes | None:
@@ -125,12 +160,13 @@ def section_bytes(message: MessageView, section: Section) -> bytes | None:
         exclude = text.endswith(".NOT")
         return message.memo(section, lambda: header_fields(
             message.header_block, section.fields, exclude=exclude))
+    if not section.part and text is None:  # BODY[]: the message, no MIME parse needed
+        return message.raw
     part = message.tree.find(section.part) if section.part else message.tree
     if part is None:
         return None
-    text = section.text
     if text is None:
-        return message.raw if not section.part else part.body
+        return part.body
     if text == "MIME":
         return part.header_block
     if section.part:  # HEADER/TEXT of a part: only a message/rfc822 part has them
@@ -151,8 +187,100 @@ def _partial(data: bytes, partial: tuple[int, int] | None) -> bytes:
     return data[start : start + length]
 
 
-def _flags(flags: Iterable[str]) -> bytes:
-    return format_list(f.encode("ascii") for f in flags)
+@lru_cache(maxsize=1024)
+def _flags(flags: tuple[str, ...]) -> bytes:
+    return format_list(f.encode("ascii") for f in flags)  # a folder has few flag sets
+
+
+Step = Callable[[MessageView, int, tuple[str, ...], datetime], bytes]
+
+
+def _uid(message: MessageView, uid: int, flags: tuple[str, ...], when: datetime) -> bytes:
+    return b"%d" % uid
+
+
+def _flags_item(message: MessageView, uid: int, flags: tuple[str, ...], when: datetime) -> bytes:
+    return _flags(flags)
+
+
+def _date_item(message: MessageView, uid: int, flags: tuple[str, ...], when: datetime) -> bytes:
+    return _format_datetime(when)
+
+
+def _size_item(message: MessageView, uid: int, flags: tuple[str, ...], when: datetime) -> bytes:
+    return b"%d" % message.size
+
+
+_SIMPLE: dict[str, Step] = {
+    "UID": _uid,
+    "FLAGS": _flags_item,
+    "INTERNALDATE": _date_item,
+    "RFC822.SIZE": _size_item,
+    "ENVELOPE": lambda m, u, f, d: m.memo("ENVELOPE", lambda: envelope(m.tree)),
+    "BODYSTRUCTURE": lambda m, u, f, d: m.memo("BODYSTRUCTURE", lambda: body_structure(m.tree)),
+    "RFC822": lambda m, u, f, d: format_literal(m.raw),
+    "RFC822.HEADER": lambda m, u, f, d: format_literal(m.header_block),
+    "RFC822.TEXT": lambda m, u, f, d: format_literal(m.tree.body),
+}
+
+
+def _section_step(attr: FetchAttr) -> Step:
+    section, partial = attr.section, attr.partial
+    assert section is not None
+    text = section.text
+    if not section.part and text in ("HEADER.FIELDS", "HEADER.FIELDS.NOT"):
+        # The top-level header fields, the usual header FETCH: memo key made once, a
+        # str (its hash is kept), not the Section (a dataclass hashes itself each time).
+        key = f"{text} {' '.join(section.fields).upper()}"
+        fields, exclude = section.fields, text.endswith(".NOT")
+
+        def fields_step(m: MessageView, u: int, f: tuple[str, ...], d: datetime) -> bytes:
+            data = m.memo(key, lambda: header_fields(m.header_block, fields, exclude=exclude))
+            return format_literal(_partial(data, partial))
+        return fields_step
+
+    def step(m: MessageView, u: int, f: tuple[str, ...], d: datetime) -> bytes:
+        data = section_bytes(m, section)
+        return b"NIL" if data is None else format_literal(_partial(data, partial))
+    return step
+
+
+def _step(attr: FetchAttr) -> Step:
+    name = attr.name
+    if name == "BODY" and attr.section is None:
+        return lambda m, u, f, d: m.memo("BODY", lambda: body_structure(m.tree, extensible=False))
+    simple = _SIMPLE.get(name)
+    if simple is not None:
+        return simple
+    if attr.section is not None:
+        return _section_step(attr)
+    raise ValueError(f"unknown FETCH attribute {name}")  # the parser only makes the above
+
+
+class FetchPlan:
+    """The attributes of one FETCH command, turned once into a step per attribute.
+
+    A FETCH of a whole folder answers the same list for every message: the
+    names and the choice of what to compute are made here, not per message.
+    """
+
+    __slots__ = ("_steps",)
+
+    def __init__(self, attributes: Iterable[FetchAttr]) -> None:
+        self._steps = [(attr.response_name, _step(attr)) for attr in attributes]
+
+    def items(self, message: MessageView, *, uid: int, flags: Iterable[str],
+              internaldate: datetime) -> list[tuple[bytes, bytes]]:
+        """``(response name, wire value)`` for each attribute, in the order asked."""
+        flags = tuple(flags)
+        return [(name, step(message, uid, flags, internaldate)) for name, step in self._steps]
+
+    def line(self, seq: int, message: MessageView, *, uid: int, flags: tuple[str, ...],
+             internaldate: datetime) -> bytes:
+        """``* seq FETCH (...)`` and its CRLF, as bytes."""
+        return b"* %d FETCH (%s)\r\n" % (seq, b" ".join([
+            name + b" " + step(message, uid, flags, internaldate)
+            for name, step in self._steps]))
 
 
 def fetch_items(
@@ -164,37 +292,7 @@ def fetch_items(
     internaldate: datetime,
 ) -> list[tuple[bytes, bytes]]:
     """``(response name, wire value)`` for each attribute, in the order asked."""
-    items: list[tuple[bytes, bytes]] = []
-    flags = tuple(flags)
-    for attr in attributes:
-        name = attr.name
-        if name == "UID":
-            value = b"%d" % uid
-        elif name == "FLAGS":
-            value = _flags(flags)
-        elif name == "INTERNALDATE":
-            value = _format_datetime(internaldate)
-        elif name == "RFC822.SIZE":
-            value = b"%d" % message.size
-        elif name == "ENVELOPE":
-            value = message.memo(name, lambda: envelope(message.tree))
-        elif name == "BODYSTRUCTURE":
-            value = message.memo(name, lambda: body_structure(message.tree))
-        elif name == "BODY" and attr.section is None:
-            value = message.memo(name, lambda: body_structure(message.tree, extensible=False))
-        elif name == "RFC822":
-            value = format_literal(message.raw)
-        elif name == "RFC822.HEADER":
-            value = format_literal(message.header_block)
-        elif name == "RFC822.TEXT":
-            value = format_literal(message.tree.body)
-        elif attr.section is not None:
-            data = section_bytes(message, attr.section)
-            value = b"NIL" if data is None else format_literal(_partial(data, attr.partial))
-        else:  # the parser only makes the names above
-            raise ValueError(f"unknown FETCH attribute {name}")
-        items.append((_response_name(attr), value))
-    return items
+    return FetchPlan(attributes).items(message, uid=uid, flags=flags, internaldate=internaldate)
 
 
 def fetch_response(

@@ -40,7 +40,7 @@ from .command import (
     StoreCommand,
     StoreMode,
 )
-from .fetch import MessageView, ensure_uid, fetch_items, sets_seen
+from .fetch import FetchPlan, MessageView, ensure_uid, sets_seen
 from .folders import Folder, Row, flags_text
 from .responses import (
     BadCharset,
@@ -146,6 +146,7 @@ async def do_fetch(session: Session, command: FetchCommand) -> Tagged:
     with_flags = attributes
     if sets_seen_here and not any(a.name == "FLAGS" for a in attributes):
         with_flags = (*attributes, FetchAttr("FLAGS"))  # RFC 3501 §6.4.5: say \Seen was set
+    plan, marked_plan = FetchPlan(attributes), FetchPlan(with_flags)
     content = any(a.name not in _NO_CONTENT for a in attributes)
     # What a client fetches a few at a time it fetches again (BODYSTRUCTURE, then a part);
     # a sweep over the folder would only push that out of the cache.
@@ -164,13 +165,11 @@ async def do_fetch(session: Session, command: FetchCommand) -> Tagged:
             session.send(bytes(mailbox.flags_response()))  # before a FETCH shows a new keyword
         rows = [row for _, row in batch]
         views = cache.views(rows, keep=keep) if content else [_EMPTY] * len(batch)
-        out = []
-        for (seq, row), view in zip(batch, views, strict=True):
-            items = fetch_items(
-                view, with_flags if row.uid in marked else attributes, uid=row.uid,
-                flags=mailbox.flags_of(row), internaldate=_internaldate(row))
-            out.append(b"* %d FETCH (%s)\r\n" % (seq, b" ".join(n + b" " + v for n, v in items)))
-        session.send(b"".join(out))
+        flags_of = mailbox.flags_of
+        session.send(b"".join([
+            (marked_plan if row.uid in marked else plan).line(
+                seq, view, uid=row.uid, flags=flags_of(row), internaldate=_internaldate(row))
+            for (seq, row), view in zip(batch, views, strict=True)]))
         await session.out.drain()
         await asyncio.sleep(0)  # a long FETCH lets the other clients in between batches
     return Tagged.ok(command.tag, "FETCH completed")

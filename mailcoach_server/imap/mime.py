@@ -20,13 +20,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-__all__ = ["MimePart", "normalize_crlf", "parse_message", "parse_params", "split_fields"]
+__all__ = ["FIELD_REST", "MimePart", "normalize_crlf", "parse_message", "parse_params",
+           "split_fields"]
 
 _LINE_END = re.compile(rb"\r?\n")
 # Anchored at line starts: a long line without a colon must not cost O(n^2) to skip.
-_FIELD = re.compile(
-    rb"^([^\s:]+)[ \t]*:[^\r\n]*(?:\r\n|\Z)(?:[ \t][^\r\n]*(?:\r\n|\Z))*", re.MULTILINE
-)
+#: A field after its name and colon: the rest of its line and its folded lines.
+FIELD_REST = rb"[^\r\n]*(?:\r\n|\Z)(?:[ \t][^\r\n]*(?:\r\n|\Z))*"
+_FIELD = re.compile(rb"^([^\s:]+)[ \t]*:" + FIELD_REST, re.MULTILINE)
 _FOLD = re.compile(rb"\r\n(?=[ \t])")
 _CONTENT_TYPE = re.compile(rb"\s*([^\s/;]+)\s*/\s*([^\s;]+)")
 _PARAM = re.compile(rb';\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"?|[^;\s]*)', re.DOTALL)

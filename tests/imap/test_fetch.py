@@ -6,6 +6,8 @@ import re
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailcoach_server.imap.command import FetchAttr, Section
 from mailcoach_server.imap.fetch import (
@@ -248,3 +250,39 @@ def test_fetch_response_and_helpers() -> None:
     got = fetch(MULTIPART, b"(INTERNALDATE FLAGS UID)")
     assert got == {b"INTERNALDATE": b'" 2-Jan-2024 03:04:05 +0000"', b"FLAGS": b"(\\Seen)",
                    b"UID": b"9"}
+
+
+# -- the fast paths give what the general ones give ----------------------------------------
+
+_names = st.sampled_from(["From", "to", "SUBJECT", "Date", "X-A", "Message-ID", "Tox", "t"])
+_line = st.one_of(
+    st.tuples(_names, st.sampled_from(["", " ", "\t"]), st.text("ab c:\t", max_size=8),
+              st.lists(st.text("xy :", max_size=5), max_size=2)).map(
+        lambda t: f"{t[0]}{t[1]}:{t[2]}" + "".join(f"\n {c}" for c in t[3])),
+    st.text("abc:", max_size=6),  # not a field: no colon, or nothing before it
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(_line, max_size=8), body=st.text("ab\n", max_size=20),
+       wanted=st.lists(_names, min_size=1, max_size=3))
+def test_header_fields_scan_for_names_equals_splitting_every_field(lines, body, wanted) -> None:
+    lf = ("\n".join(lines) + "\n\n" + body).encode()
+    view = MessageView(lf)
+    block = view.header_block
+    assert block == MessageView(normalize_crlf(lf)).header_block == parse_message(
+        normalize_crlf(lf)).header_block
+    assert view.size == len(normalize_crlf(lf))
+    wanted_lower = {n.lower().encode() for n in wanted}
+    from mailcoach_server.imap.mime import split_fields
+
+    expected = b"".join(raw for name, raw in split_fields(block) if name in wanted_lower)
+    if expected and not expected.endswith(b"\r\n"):
+        expected += b"\r\n"
+    assert header_fields(block, wanted) == expected + b"\r\n"
+
+
+def test_body_without_a_part_is_the_message_and_parses_nothing() -> None:
+    view = MessageView(MULTIPART.replace(b"\r\n", b"\n"))
+    assert section_bytes(view, Section()) == CRLF
+    assert view._tree is None  # BODY[] needs no MIME tree
