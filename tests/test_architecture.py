@@ -89,6 +89,20 @@ def test_runtime_and_store_never_import_the_front_ends(name):
     assert reached == set(), f"{name} imports {reached}"
 
 
+#: A party is a step over a Mailbox: these know nothing of where the mail lives.
+PARTY_STEPS = ["mailcoach_server.runtime.workers", "mailcoach_server.runtime.party",
+               "mailcoach_server.runtime.mailbox"]
+HOMES = ("mailcoach_server.store", "mailcoach_server.runtime.engine",
+         "mailcoach_server.runtime.router", "mailcoach_server.runtime.local_mailbox",
+         "mailcoach_server.runtime.spending", "mailcoach_server.config")
+
+
+@pytest.mark.parametrize("name", PARTY_STEPS)
+def test_party_steps_do_not_know_their_home(name):
+    reached = {m for m in imports_of(MODULES[name]) if within(m, HOMES + IO_MODULES)}
+    assert reached == set(), f"{name} imports {reached}"
+
+
 @pytest.mark.parametrize("library, home", [("litellm", ("mailcoach_server.runtime.llm",)),
                                            ("aiosmtpd", ("mailcoach_server.smtp",))])
 def test_each_library_has_one_home(library, home):
