@@ -20,6 +20,7 @@ import importlib
 import importlib.util
 import json
 import logging
+import mmap
 import os
 import re
 import time
@@ -277,28 +278,74 @@ def missing_key_variables(spec: str) -> list[str]:
 
 _COST_MAP_FILE: Final = "model_prices_and_context_window_backup.json"
 _bundled_cost_map: Mapping[str, Mapping[str, Any]] | None = None
+#: model name -> its entry in the file litellm ships (None: not there), found one by one
+_bundled_entries: dict[str, Mapping[str, Any] | None] = {}
+# How the shipped file is laid out (json.dump with indent=4): each model opens a line.
+_PRETTY_START: Final = b'{\n    "'
+_ENTRY_END: Final = b"\n    }"
 
 
-def _cost_map() -> Mapping[str, Mapping[str, Any]]:
-    """litellm's price table: its live one once imported, else the file it ships.
+def _bundled_file() -> Path | None:
+    found = importlib.util.find_spec("litellm")
+    for folder in (found.submodule_search_locations or []) if found else []:
+        path = Path(folder) / _COST_MAP_FILE
+        if path.is_file():
+            return path
+    return None
 
-    The file is read without importing litellm (seconds), so the banner can say
-    which models have no price; with LITELLM_LOCAL_MODEL_COST_MAP litellm loads
-    the same file.
-    """
+
+def _whole_bundled_map() -> Mapping[str, Mapping[str, Any]]:
     global _bundled_cost_map
-    if _litellm is not None:
-        return getattr(_litellm, "model_cost", {})
     if _bundled_cost_map is None:
         _bundled_cost_map = {}
-        found = importlib.util.find_spec("litellm")
-        for folder in (found.submodule_search_locations or []) if found else []:
-            try:
-                _bundled_cost_map = json.loads((Path(folder) / _COST_MAP_FILE).read_text("utf-8"))
-            except (OSError, ValueError):
-                continue
-            break
+        path = _bundled_file()
+        try:
+            _bundled_cost_map = json.loads(path.read_text("utf-8")) if path else {}
+        except (OSError, ValueError):
+            pass
     return _bundled_cost_map
+
+
+def _bundled_entry(key: str) -> Mapping[str, Any] | None:
+    """``key``'s entry in the price file litellm ships, read without importing litellm.
+
+    Only that entry is parsed (the whole 3 MB file takes ~60 ms, paid by every
+    ``serve`` start for one banner line): the file is pretty-printed, one model
+    opening each line. A key this cannot find for sure (another layout, a name
+    JSON would escape) falls back to parsing the whole file.
+    """
+    if key in _bundled_entries:
+        return _bundled_entries[key]
+    if _bundled_cost_map is not None or not key.isascii() or '"' in key or "\\" in key:
+        return _whole_bundled_map().get(key)
+    path = _bundled_file()
+    try:
+        with open(path or os.devnull, "rb") as file, \
+                mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            if data[:len(_PRETTY_START)] != _PRETTY_START:
+                return _whole_bundled_map().get(key)
+            opening = b'\n    "' + key.encode() + b'": {'
+            start = data.find(opening)
+            end = data.find(_ENTRY_END, start + len(opening)) if start >= 0 else -1
+            text = data[start + len(opening) - 1:end + len(_ENTRY_END)] if end >= 0 else b"null"
+    except (OSError, ValueError):  # no file, or an empty one (mmap refuses those)
+        return _whole_bundled_map().get(key)
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return _whole_bundled_map().get(key)
+    entry = value if isinstance(value, dict) else None
+    _bundled_entries[key] = entry
+    return entry
+
+
+def _cost_entry(key: str) -> Mapping[str, Any] | None:
+    """litellm's price entry for ``key``: its live table once imported, else the file
+    it ships (with LITELLM_LOCAL_MODEL_COST_MAP litellm loads that same file)."""
+    if _litellm is not None:
+        entry: Mapping[str, Any] | None = getattr(_litellm, "model_cost", {}).get(key)
+        return entry
+    return _bundled_entry(key)
 
 
 def find_price(spec: str, prices: Mapping[str, ModelPrice]) -> ModelPrice | None:
@@ -313,9 +360,8 @@ def find_price(spec: str, prices: Mapping[str, ModelPrice]) -> ModelPrice | None
     candidates = [name]
     if "/" in name:
         candidates.append(name.split("/", 1)[1])  # the map keys OpenAI models bare
-    cost_map = _cost_map()
     for key in candidates:
-        entry = cost_map.get(key)
+        entry = _cost_entry(key)
         if entry is None:
             continue
         per_input = entry.get("input_cost_per_token")

@@ -153,6 +153,21 @@ def test_find_price_without_importing_litellm():
     assert result.stdout.split() == ["0.15", "0.6", "None", "2", "False"]
 
 
+def test_price_entries_are_read_one_by_one_as_the_whole_file_has_them():
+    # serve's banner looks a few models up; parsing the whole shipped file cost ~60 ms.
+    code = ("import json, sys; from mailcoach_server.runtime import llm;"
+            "names = sorted(json.loads(llm._bundled_file().read_text('utf-8')))[::97];"
+            "full = json.loads(llm._bundled_file().read_text('utf-8'));"
+            "same = all(llm._bundled_entry(n) == full[n] for n in names);"
+            "print(len(names), same, llm._bundled_entry('no-such-model-anywhere'),"
+            " llm._bundled_cost_map is None, 'litellm' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2],
+                            capture_output=True, text=True, timeout=60, check=True)
+    count, same, missing, never_parsed_whole, imported = result.stdout.split()
+    assert int(count) > 10
+    assert (same, missing, never_parsed_whole, imported) == ("True", "None", "True", "False")
+
+
 async def test_empty_content_is_empty_text(server, make_model):
     model = make_model()
     server.enqueue("")
