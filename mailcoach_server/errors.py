@@ -70,9 +70,12 @@ class ModelError(AgentError):
     Attributes:
         retryable: the failure looked transient (rate limit, 5xx, timeout).
         hint: what the user can do about it, e.g. which key to set.
+        context_exceeded: the provider said the input is longer than the model takes.
     """
 
-    def __init__(self, message: str, *, retryable: bool = False, hint: str = "") -> None:
+    def __init__(self, message: str, *, retryable: bool = False, hint: str = "",
+                 context_exceeded: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.hint = hint
+        self.context_exceeded = context_exceeded

@@ -371,6 +371,17 @@ def find_price(spec: str, prices: Mapping[str, ModelPrice]) -> ModelPrice | None
     return None
 
 
+def known_input_limit(spec: str) -> int | None:
+    """Input tokens litellm's model list gives ``spec`` (``max_input_tokens``), if any."""
+    name = split_model(spec)[0]
+    for key in (name, name.split("/", 1)[1]) if "/" in name else (name,):
+        entry = _cost_entry(key)
+        limit = entry.get("max_input_tokens") if entry else None
+        if isinstance(limit, int) and limit > 0:
+            return limit
+    return None
+
+
 # -- litellm, loaded on first use -----------------------------------------------
 
 _litellm: ModuleType | None = None
@@ -568,7 +579,8 @@ class LiteLLMModel:
         if not isinstance(exc, _openai_error_class()):
             log.warning("%s: unexpected error from litellm", spec, exc_info=exc)
         message = f"model call to {spec} failed{tries}: {_summary(exc)}"
-        return ModelError(message, retryable=retryable, hint=self._hint(exc, spec, api_base))
+        return ModelError(message, retryable=retryable, hint=self._hint(exc, spec, api_base),
+                          context_exceeded=_context_exceeded(exc))
 
     def _hint(self, exc: Exception, spec: str, api_base: str | None) -> str:
         name = split_model(spec)[0]
@@ -632,6 +644,17 @@ class LiteLLMModel:
                             self.default_price.input_per_million,
                             self.default_price.output_per_million)
         return self.default_price
+
+
+#: how providers and servers (OpenAI, vLLM, llama.cpp, TGI) word a too-long input
+_CONTEXT_WORDS = re.compile(
+    r"context.length|context.window|maximum context|exceeds? the (?:available )?context|"
+    r"too many tokens|prompt is too long|input is too long", re.IGNORECASE)
+
+
+def _context_exceeded(exc: BaseException) -> bool:
+    return (type(exc).__name__ == "ContextWindowExceededError"
+            or bool(_CONTEXT_WORDS.search(str(exc))))
 
 
 def _openai_error_class() -> type[BaseException]:
