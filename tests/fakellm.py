@@ -124,6 +124,8 @@ class ScriptedModelServer:
         alternate_roles: strict template: reject turns that do not alternate.
         system_role: False = strict template: reject a system turn.
         rejected: the requests the strict template refused, in order (also in requests).
+        context_limit: tokens (4 characters each) a request may hold; above it the answer
+            is vLLM's 400 "maximum context length" error. None = no limit.
     """
 
     def __init__(self) -> None:
@@ -135,6 +137,7 @@ class ScriptedModelServer:
         self.alternate_roles = False
         self.system_role = True
         self.rejected: list[dict[str, Any]] = []
+        self.context_limit: int | None = None
         self._in_flight = 0
         self._queue: deque[_Reply | _Error] = deque()
         self._cond = threading.Condition()
@@ -236,8 +239,19 @@ class ScriptedModelServer:
                     return "Conversation roles must alternate user/assistant/user/assistant/..."
         return None
 
+    def _context_error(self, body: dict[str, Any]) -> str | None:
+        if self.context_limit is None:
+            return None
+        tokens = sum(len(str(m.get("content", ""))) for m in body.get("messages") or []
+                     if isinstance(m, dict)) // 4
+        if tokens <= self.context_limit:
+            return None
+        return (f"This model's maximum context length is {self.context_limit} tokens. "
+                f"However, you requested {tokens} tokens in the messages. Please reduce the "
+                "length of the messages.")
+
     def _answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        refusal = self._template_error(body)
+        refusal = self._template_error(body) or self._context_error(body)
         if refusal is not None:
             with self._cond:
                 self.requests.append(body)
