@@ -24,6 +24,7 @@ import imaplib
 import os
 import pwd
 import shutil
+import signal
 import smtplib
 import socket
 import subprocess
@@ -160,7 +161,10 @@ class MailServers:
             _wait_for_port(port, self.dovecot, "Dovecot", base / "dovecot.log")
 
     def stop_dovecot(self) -> None:
-        _stop(self.dovecot)
+        # Dovecot's master leaves running imap processes behind on SIGTERM here; a
+        # restart must drop every connection, so its whole process group is stopped
+        # (the group it leads since we started it with a session of its own).
+        _stop(self.dovecot, group=True)
         self.dovecot = None
 
     def restart_dovecot(self) -> None:
@@ -396,12 +400,18 @@ def _make_queue(queue: Path) -> None:
         directory.chmod(mode)
 
 
-def _stop(proc: subprocess.Popen[bytes] | None) -> None:
-    if proc is None or proc.poll() is not None:
+def _stop(proc: subprocess.Popen[bytes] | None, *, group: bool = False) -> None:
+    if proc is None:
         return
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    if group:
+        try:  # what is left of the group it led (its pid is the group's id)
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass

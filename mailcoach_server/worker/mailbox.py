@@ -125,6 +125,7 @@ class ImapMailbox:
         delay = _BACKOFF_FIRST
         while self._conn is None or not self._conn.alive:
             if self._conn is not None:
+                log.warning("%s: the IMAP connection dropped; reconnecting", self.address)
                 await self._conn.close()
                 self._conn = None
             try:
