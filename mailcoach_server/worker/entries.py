@@ -4,9 +4,9 @@ Pure: fetched bytes in, values out. An entry is one message of either folder
 with what the worker needs of it (sender, recipients, Message-ID, the text a
 model sees). The memory is both folders merged in the order the party lived
 them: INBOX by UID; a Sent message right after the INBOX message it answers
-(``X-Mailcoach-Answers``, else ``In-Reply-To``), else after the INBOX message
-received before it (INTERNALDATE), so mail a human sent from the party's
-account in a client also finds its place.
+(``X-Mailcoach-Answers``, on every worker's reply), else after the last INBOX
+message received before it (INTERNALDATE), so mail a human sent from the
+party's account in a client, or a memory copied in, also finds its place.
 
 Keywords are the record of progress on the server (any client shows them):
 
@@ -91,7 +91,8 @@ def reply_message_id(party: str, uidvalidity: int, uid: int) -> str:
 
 def make_entry(uid: int, raw: bytes, flags: frozenset[str], internaldate: str, *,
                sent: bool) -> Entry:
-    message = read_message(raw)
+    # IMAP hands messages over with CRLF; serve keeps (and shows models) LF lines
+    message = read_message(raw.replace(b"\r\n", b"\n"))
     to, _ = parse_address_list(message.get_all("To", []))
     others, _ = parse_address_list(message.get_all("Cc", []) + message.get_all("Bcc", []))
     sender = (parse_address_list(message.get_all("From", []))[0] or [""])[0]
@@ -119,7 +120,9 @@ def memory_order(inbox: list[Entry], sent: list[Entry]) -> list[Entry]:
     ordered_inbox = sorted(inbox, key=lambda e: e.uid)
     keyed: list[tuple[tuple[int, int, int], Entry]] = [((e.uid, 0, 0), e) for e in ordered_inbox]
     for entry in sent:
-        parent = by_id.get(entry.answers) or by_id.get(entry.in_reply_to)
+        # not In-Reply-To: a reply to the user threads under the user's question, which
+        # may be far back (the shell's output came in between)
+        parent = by_id.get(entry.answers)
         if parent is None:
             before = [e.uid for e in ordered_inbox if e.arrived and e.arrived <= entry.arrived]
             after_uid = before[-1] if before else 0

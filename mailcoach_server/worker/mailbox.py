@@ -294,7 +294,8 @@ class ImapMailbox:
             if not self._acts(entry, state):
                 await self._flag(conn, "INBOX", [uid], DONE)
                 continue
-            return [Incoming(ref=(self._uidvalidity, uid), raw=entry.raw, sender=entry.sender,
+            return [Incoming(ref=(self._uidvalidity, uid), raw=entry.raw.replace(b"\r\n", b"\n"),
+                             sender=entry.sender,
                              subject=entry.subject,
                              message_id=entry.message_id if entry.message.get("Message-ID")
                              else None,
