@@ -75,6 +75,8 @@ class LimitsConfig:
     #: seconds before a wrong password (SMTP or IMAP) is answered, doubling per failure
     login_delay: float
     login_delay_max: float
+    #: messages at the start of a memory never trimmed to fit a model's window
+    keep_first: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +88,8 @@ class ModelsConfig:
     choices: tuple[str, ...]
     #: model name pattern -> {alternate_roles, system_role}: strict chat templates
     chat_templates: Mapping[str, Mapping[str, bool]]
+    #: model name pattern -> input tokens, for models litellm's list does not know
+    context_windows: Mapping[str, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,9 +404,12 @@ class _Builder:
         models_section = self.section(data, "models")
         templates = self.chat_templates(self.section(models_section, "chat_templates",
                                                      "models."))
+        windows = self.context_windows(self.section(models_section, "context_windows",
+                                                    "models."))
         models_section.pop("chat_templates", None)
+        models_section.pop("context_windows", None)
         models = self.dataclass_from(ModelsConfig, models_section, "models.",
-                                     chat_templates=templates)
+                                     chat_templates=templates, context_windows=windows)
         if not models.default.strip():
             raise self.fail("models.default", "must name a model")
         return models
@@ -512,6 +519,20 @@ class _Builder:
             templates[pattern] = settings
         return templates
 
+    def context_windows(self, data: Mapping[str, Any]) -> dict[str, int]:
+        windows: dict[str, int] = {}
+        for pattern, tokens in data.items():
+            key = f"models.context_windows.{pattern}"
+            if tokens is None:  # null removes a shipped pattern
+                continue
+            if not isinstance(pattern, str) or not pattern.strip():
+                raise self.fail(key, "a pattern must be a model name, * and ? allowed")
+            value = self.value(key, tokens, int)
+            if value < 256:
+                raise self.fail(key, f"must be at least 256 tokens, not {value}")
+            windows[pattern] = value
+        return windows
+
     def prices(self, data: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
         prices: dict[str, tuple[float, float]] = {}
         for model, spec in data.items():
@@ -536,6 +557,7 @@ _RANGES: dict[str, tuple[float, float | None]] = {
     "imap.idle_timeout": (1, None),
     "limits.max_hops": (1, None),
     "limits.max_models_in_flight": (1, None),
+    "limits.keep_first": (0, None),
     "models.timeout": (0.001, None),
 }
 _NOT_EMPTY = frozenset({"smtp.host", "imap.host", "data_dir"})

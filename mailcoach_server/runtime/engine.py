@@ -13,6 +13,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Iterable
 from email.message import Message
+from fnmatch import fnmatchcase
 from importlib import resources
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from ..store import mbox
 from ..store.store import MessageMeta, Store, WritePlan
 from .budgets import TokenTally
 from .context import ERROR_HEADER, primer, turn_text
-from .llm import ChatModel, ChatTurn, LiteLLMModel, ModelPrice
+from .llm import ChatModel, ChatTurn, LiteLLMModel, ModelPrice, known_input_limit, split_model
 from .local_mailbox import StoreMailbox
 from .party import AgentProfile, BeforeModelCall
 from .plugins import load_robot
@@ -68,6 +69,7 @@ class Engine:
         self.workers: dict[str, Worker] = {}
         self.mailboxes: dict[str, StoreMailbox] = {}
         self.spending = Spending(config, store, tell=self._budget_note)
+        self._input_limits: dict[str, int | None] = {}
         self._activity = asyncio.Event()
         #: called before each model call (the console's --debug waits for Enter there)
         self.before_model_call: BeforeModelCall | None = None
@@ -162,7 +164,8 @@ class Engine:
             log.error("no robot is configured for %s; its mail waits", party)
             return
         mailbox = StoreMailbox(party, self.store, submit=self.submit, turn_of=self.turn_of,
-                               human_for=self._human_for, answers=self.reply_answers)
+                               human_for=self._human_for, answers=self.reply_answers,
+                               rewrite=self._rewrite_memory)
         self.mailboxes[party] = mailbox
         if kind == "robot":
             worker = RobotWorker(mailbox, self.robots[party], on_change=self.worker_changed)
@@ -179,12 +182,29 @@ class Engine:
                         robots=[(r.address, r.kind) for r in config.robots],
                         system=settings.system)
         return AgentProfile(address=agent, system=system, model=settings.model,
-                            robots=frozenset(r.address for r in config.robots))
+                            robots=frozenset(r.address for r in config.robots),
+                            window_of=self._input_limit, keep_first=config.limits.keep_first)
+
+    def _input_limit(self, spec: str) -> int | None:
+        """Tokens a call to ``spec`` may send: its window less room for the answer."""
+        if spec not in self._input_limits:
+            name = split_model(spec)[0].lower()
+            window = next((tokens for pattern, tokens in self.config.models.context_windows.items()
+                           if fnmatchcase(name, pattern.lower())
+                           or fnmatchcase(spec.lower(), pattern.lower())),
+                          None) or known_input_limit(spec)
+            self._input_limits[spec] = (None if window is None
+                                        else window - max(256, window // 8))
+        return self._input_limits[spec]
 
     async def _before_model_call(self, agent: str, model: str, turns: list[ChatTurn]) -> None:
         # Looked up at each call: the console sets it after the engine started.
         if self.before_model_call is not None:
             await self.before_model_call(agent, model, turns)
+
+    async def _rewrite_memory(self, address: str, memory: list[int], at: int,
+                              note: tuple[str, str]) -> None:
+        await self.store.commit(self.router.memory_note_plan(address, memory, at, note))
 
     def _human_for(self, sender: str) -> str:
         """Mail between agents and robots that fails is told to the user."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from email.message import Message
 
 from ..errors import StoreError
@@ -25,6 +25,8 @@ _BATCH = 32
 
 #: submit(raw, origin=..., completes=..., cost=...)
 Submit = Callable[..., Awaitable[object]]
+#: rewrite(address, new memory, position of the note, (subject, body))
+Rewrite = Callable[[str, list[int], int, tuple[str, str]], Awaitable[None]]
 
 
 class StoreMailbox:
@@ -38,13 +40,15 @@ class StoreMailbox:
 
     def __init__(self, address: str, store: Store, *, submit: Submit,
                  turn_of: Callable[[int], Turn], human_for: Callable[[str], str],
-                 answers: Callable[[Message, MessageMeta], str | None]) -> None:
+                 answers: Callable[[Message, MessageMeta], str | None],
+                 rewrite: Rewrite) -> None:
         self.address = address
         self.store = store
         self._submit = submit
         self._turn_of = turn_of
         self._human_for = human_for
         self._answers = answers
+        self._rewrite = rewrite
         self._wakeup = asyncio.Event()
         self._metas: dict[int, MessageMeta] = {}  # delivery id -> the message's record
 
@@ -87,6 +91,16 @@ class StoreMailbox:
         delivery = _delivery(answering)
         await self._submit(reply, origin=origin, completes=delivery.id, cost=cost)
         self._metas.pop(delivery.id, None)
+
+    async def trim_memory(self, upto: Incoming, drop: Sequence[int],
+                          note: tuple[str, str]) -> None:
+        # No await before the rewrite is planned: mail arriving meanwhile is not lost.
+        number = _delivery(upto).message
+        memory = list(self.store.parties[self.address].memory)
+        view = memory[: memory.index(number) + 1] if number in memory else memory
+        gone = {view[i] for i in drop}
+        kept = [n for n in memory if n not in gone]
+        await self._rewrite(self.address, kept, min(drop), note)
 
     async def done(self, incoming: Incoming) -> None:
         await self._mark_done(_delivery(incoming).id)

@@ -15,7 +15,7 @@ so the step never edits memory itself.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from email.message import Message
 from typing import Protocol
@@ -69,6 +69,11 @@ class Mailbox(Protocol):
                    origin: str = "agent") -> None:
         """Send ``reply`` from the party and mark ``answering`` done, as one step where the
         home allows it (locally one transaction; on IMAP, see the worker's protocol)."""
+        ...
+
+    async def trim_memory(self, upto: Incoming, drop: Sequence[int], note: tuple[str, str]) -> None:
+        """Remove positions ``drop`` of ``memory(upto)`` from the memory and put a note from
+        the runtime, ``(subject, body)``, where the first of them was (the trace keeps all)."""
         ...
 
     async def done(self, incoming: Incoming) -> None:

@@ -43,6 +43,10 @@ class AgentProfile:
     system: str
     model: str
     robots: Collection[str] = ()
+    #: input tokens a model spec takes, when known (config, litellm's model list)
+    window_of: Callable[[str], int | None] = lambda spec: None
+    #: messages at the start of the memory never trimmed (the training)
+    keep_first: int = 4
 
 
 async def agent_reply(profile: AgentProfile, incoming: Incoming, message: Message,

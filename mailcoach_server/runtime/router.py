@@ -185,6 +185,24 @@ class Router:
             model = effect.state.model or self.config.party_settings(address).model
             main.deliveries.append((address, model))
 
+    def memory_note_plan(self, address: str, memory: list[int], at: int,
+                         note: tuple[str, str]) -> WritePlan:
+        """``address``'s memory becomes ``memory`` with a note from the postmaster at ``at``.
+
+        The note (``(subject, body)``, e.g. why messages were trimmed) is in the
+        trace like any message; nobody acts on it.
+        """
+        subject, body = note
+        raw = notice(self.postmaster, address, subject, body,
+                     message_id=new_message_id(self.config.domain),
+                     headers={"X-Mailcoach-Memory": "trimmed"})
+        sub = prepare(raw, domain=self.config.domain, max_size=1 << 30,
+                      max_hops=self.config.limits.max_hops, origin="system")
+        meta = new_meta(sub, id=self.store.allocate_message_id(),
+                        thread=resolve_thread(sub, self.store.find_by_message_id, auto=False))
+        return WritePlan(raw=sub.raw, meta=meta, folders=["Trace"],
+                         memory_rewrites={address: [*memory[:at], meta.id, *memory[at:]]})
+
     def users_question(self, meta: MessageMeta) -> MessageMeta | None:
         """The user's message that ``meta`` follows from: itself, or its nearest
         ancestor by In-Reply-To sent by the user (None if the chain has none).

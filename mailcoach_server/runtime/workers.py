@@ -29,7 +29,7 @@ from mailcoach_robots import Robot
 from ..errors import ModelError, StoreError, SubmitError
 from ..mailtext import parse_message, read_message
 from .llm import ChatModel
-from .mailbox import BudgetGate, Incoming, Mailbox
+from .mailbox import BudgetGate, Incoming, Mailbox, Turn
 from .party import (
     AgentProfile,
     BeforeModelCall,
@@ -38,6 +38,7 @@ from .party import (
     refused_reply,
     robot_reply,
 )
+from .trimming import fit, shrunk_limit, trim_note
 
 __all__ = ["AgentWorker", "RobotWorker", "Worker"]
 
@@ -45,6 +46,8 @@ log = logging.getLogger("mailcoach.worker")
 
 #: Seconds between tries of a write the mailbox refused for now, doubling to the cap.
 _RETRY_FIRST, _RETRY_MAX = 0.05, 30.0
+#: model calls for one message when the provider says the context is too long
+_FIT_TRIES = 3
 
 
 class Worker:
@@ -211,20 +214,47 @@ class AgentWorker(Worker):
 
     async def act(self, incoming: Incoming, message: Message) -> None:
         await self._wait_for_budget()
-        memory = await self.mailbox.memory(incoming)
-        try:
-            reply, cost = await agent_reply(
-                self.profile, incoming, message, memory, model=self.model,
-                answers=lambda r: self.mailbox.answers(r, incoming),
-                before_call=self.before_call)
-        except ModelError as exc:
-            spec = incoming.model or self.profile.model
-            await self._error_reply(
-                incoming, message, problem=f"the model {spec} failed: {exc}",
-                hint=exc.hint or "check the model name and the provider's status")
-            return
+        spec = incoming.model or self.profile.model
+        limit = self.profile.window_of(spec)
+        for attempt in range(_FIT_TRIES):
+            memory = await self._fitted_memory(incoming, spec, limit)
+            try:
+                reply, cost = await agent_reply(
+                    self.profile, incoming, message, memory, model=self.model,
+                    answers=lambda r: self.mailbox.answers(r, incoming),
+                    before_call=self.before_call)
+                break
+            except ModelError as exc:
+                if exc.context_exceeded and attempt + 1 < _FIT_TRIES:
+                    # The provider knows its window better than our estimate: go below
+                    # what was sent, and trim again.
+                    limit = shrunk_limit(memory, self.profile.system, ())
+                    log.warning("%s: %s says the context is too long; trimming to about "
+                                "%d tokens", self.address, spec, limit)
+                    continue
+                await self._error_reply(
+                    incoming, message, problem=f"the model {spec} failed: {exc}",
+                    hint=exc.hint or "check the model name and the provider's status")
+                return
         await self.send_reply(reply, incoming=incoming, message=message, origin="agent",
                               cost=cost)
+
+    async def _fitted_memory(self, incoming: Incoming, spec: str,
+                             limit: int | None) -> list[Turn]:
+        """The memory up to ``incoming``, trimmed (and the trim stored) to fit ``limit``."""
+        memory = await self.mailbox.memory(incoming)
+        if limit is None:
+            return memory
+        trim = fit(memory, system=self.profile.system, limit=limit,
+                   keep_first=self.profile.keep_first, agent=self.address,
+                   robots=self.profile.robots)
+        if trim is None:
+            return memory
+        log.info("%s: memory of ~%d tokens trimmed to ~%d for %s (%d messages)",
+                 self.address, trim.before, trim.after, spec, len(trim.drop))
+        note = trim_note(trim, spec)
+        await self._until_sent(lambda: self.mailbox.trim_memory(incoming, trim.drop, note))
+        return await self.mailbox.memory(incoming)
 
     async def _wait_for_budget(self) -> None:
         noted = False

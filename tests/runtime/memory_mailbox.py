@@ -38,6 +38,7 @@ class MemoryMailbox:
         self.sent: list[tuple[Message, Incoming, float, str]] = []
         self.done_refs: list[int] = []
         self.attempts: list[bytes] = []
+        self.trims: list[tuple[list[int], tuple[str, str]]] = []
         self.fail_sends = 0
         self.refuse: Callable[[Message], bool] = lambda reply: False
         self._pending: list[Incoming] = []
@@ -82,6 +83,19 @@ class MemoryMailbox:
         if message["X-Drop"] is None:
             self.remembered.append((self.address, turn_text(message)))
         self._finish(answering)
+
+    async def trim_memory(self, upto: Incoming, drop: Sequence[int],
+                          note: tuple[str, str]) -> None:
+        subject, body = note
+        text = f"From: postmaster@localdomain\nSubject: {subject}\n\n{body}"
+        end = self._positions[upto.ref]
+        kept = [turn for i, turn in enumerate(self.remembered) if i not in set(drop)]
+        kept.insert(min(drop), ("postmaster@localdomain", text))
+        self.remembered = kept
+        shift = len(drop) - 1
+        self._positions = {ref: (pos - shift if pos >= end else pos)
+                           for ref, pos in self._positions.items()}
+        self.trims.append((list(drop), note))
 
     async def done(self, incoming: Incoming) -> None:
         self._finish(incoming)
