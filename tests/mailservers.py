@@ -238,6 +238,8 @@ first_valid_uid = 1
 mail_location = maildir:~/Maildir
 mail_max_userip_connections = 50
 imap_idle_notify_interval = 1 mins
+# IDLE learns of new mail within a second even where inotify is not available
+mailbox_idle_check_interval = 1 secs
 postmaster_address = postmaster@{self.domain}
 passdb {{
   driver = passwd-file

@@ -7,7 +7,7 @@
       swe1@company.example: {password_file: secrets/swe1}        # login: the address
       shell@company.example: {login: shell, password_env: SHELL_PASSWORD, kind: shell}
     lease_seconds: 60               # a dead worker's parties are taken over after this
-    max_connections: 100            # IMAP connections at once (one per party)
+    max_connections: 100            # IMAP connections it may open: one per party
 
 Each party's kind and settings (model, budget, system text; robot options) come
 from the server config (``config:``, read by ``config.load_config`` as ``mailcoach
@@ -98,14 +98,21 @@ def load_worker_settings(path: str | Path) -> WorkerSettings:
         raise fail("config", "expected the path of the server's config file")
     config = load_config(base / config_path if config_path else None)
     folders = _mapping(fail, data, "folders")
+    parties = _parties(fail, _mapping(fail, data, "parties", required=True), config, base)
+    cap = int(_number(fail, "max_connections", data.get("max_connections", 100), 1,
+                      integer=True))
+    if len(parties) > cap:
+        # one IMAP connection per party (IMAP logs in one user per connection)
+        raise fail("max_connections", f"this worker serves {len(parties)} parties, one IMAP "
+                   f"connection each, over the cap of {cap}: raise it (and the server's "
+                   "limits) or split the parties over more workers")
     return WorkerSettings(
         config=config,
         imap=_server(fail, "imap", _mapping(fail, data, "imap", required=True)),
         smtp=_server(fail, "smtp", _mapping(fail, data, "smtp", required=True)),
-        parties=_parties(fail, _mapping(fail, data, "parties", required=True), config, base),
+        parties=parties,
         lease_seconds=_number(fail, "lease_seconds", data.get("lease_seconds", 60), 1),
-        max_connections=int(_number(fail, "max_connections", data.get("max_connections", 100),
-                                    1, integer=True)),
+        max_connections=cap,
         sent_folder=_text(fail, "folders.sent", folders.get("sent", "Sent")),
         state_folder=_text(fail, "folders.state", folders.get("state", "Mailcoach")),
         poll_seconds=_number(fail, "poll_seconds", data.get("poll_seconds", 30), 0.05),
