@@ -77,6 +77,8 @@ class LimitsConfig:
     login_delay_max: float
     #: messages at the start of a memory never trimmed to fit a model's window
     keep_first: int
+    #: characters of a text attachment a model sees inline
+    attachment_text: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -558,6 +560,7 @@ _RANGES: dict[str, tuple[float, float | None]] = {
     "limits.max_hops": (1, None),
     "limits.max_models_in_flight": (1, None),
     "limits.keep_first": (0, None),
+    "limits.attachment_text": (0, None),
     "models.timeout": (0.001, None),
 }
 _NOT_EMPTY = frozenset({"smtp.host", "imap.host", "data_dir"})

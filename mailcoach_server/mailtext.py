@@ -191,13 +191,18 @@ def _decoded(part: Message) -> str:
         return payload.decode("utf-8", errors="replace")
 
 
-def text_of(message: Message) -> str:
-    """The body as text, with attachments named (``[attachment: a.pdf, application/pdf, 3 KB]``)."""
+def text_of(message: Message, *, inline_limit: int = 0) -> str:
+    """The body as text, with attachments named (``[attachment: a.pdf, application/pdf, 3 KB]``).
+
+    With ``inline_limit``, a textual attachment (text/*, JSON, CSV, XML, YAML,
+    source code, logs) follows its line, cut to about that many characters
+    (its first and last lines kept, the skipped ones counted).
+    """
     if not message.is_multipart():
         if message.get_content_maintype() == "text":
             text = _decoded(message)
             return html_to_text(text) if message.get_content_subtype() == "html" else text
-        return _attachment_line(message)
+        return _attachment_block(message, inline_limit)
     body: str | None = None
     html: str | None = None
     attachments: list[str] = []
@@ -208,17 +213,89 @@ def text_of(message: Message) -> str:
         if disposition == "attachment" or (
             part.get_content_maintype() != "text" and disposition != "inline"
         ):
-            attachments.append(_attachment_line(part))
+            attachments.append(_attachment_block(part, inline_limit))
         elif part.get_content_type() == "text/plain" and body is None:
             body = _decoded(part)
         elif part.get_content_type() == "text/html" and html is None:
             html = _decoded(part)
         elif part.get_content_maintype() == "text" and disposition == "inline":
-            attachments.append(_attachment_line(part))
+            attachments.append(_attachment_block(part, inline_limit))
     text = body if body is not None else html_to_text(html) if html is not None else ""
     if attachments:
         text = text.rstrip("\n") + "\n\n" + "\n".join(attachments) + "\n"
     return text
+
+
+#: attachment types shown to a model as text besides text/*
+_TEXT_TYPES = frozenset({
+    "application/json", "application/xml", "application/x-yaml", "application/yaml",
+    "application/csv", "application/javascript", "application/x-javascript",
+    "application/x-sh", "application/x-shellscript", "application/x-python",
+    "application/x-python-code", "application/sql", "application/toml",
+    "application/x-ndjson", "application/ld+json", "application/x-diff",
+    "application/x-patch",
+})
+#: file names whose content is text whatever type a client gave them (often octet-stream)
+_TEXT_NAME = re.compile(
+    r"\.(?:txt|log|md|rst|csv|tsv|json|jsonl|ya?ml|toml|ini|cfg|conf|xml|html?|css|"
+    r"py|pyi|c|h|cc|cpp|hpp|rs|go|java|kt|js|mjs|ts|tsx|jsx|rb|pl|php|sh|bash|zsh|sql|"
+    r"diff|patch|tex|r|jl|lua|swift|scala|hs|ml|ex|exs|erl|el|vim|mk|cmake|gradle|"
+    r"dockerfile|makefile)$|^(?:makefile|dockerfile|readme|license)$", re.IGNORECASE)
+
+
+def _attachment_block(part: Message, inline_limit: int) -> str:
+    line = _attachment_line(part)
+    if inline_limit <= 0:
+        return line
+    text = _inline_text(part)
+    if text is None:
+        return line
+    name = part.get_filename() or "unnamed"
+    return f"{line}\n{_cut_text(text, inline_limit)}\n[end of {name}]"
+
+
+def _inline_text(part: Message) -> str | None:
+    """An attachment's content as text when it is text (and decodes as such), else None."""
+    kind = part.get_content_type()
+    name = (part.get_filename() or "").rsplit("/", 1)[-1]
+    if not (part.get_content_maintype() == "text" or kind in _TEXT_TYPES
+            or (kind == "application/octet-stream" and _TEXT_NAME.search(name))):
+        return None
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes) or b"\x00" in payload[:8192]:
+        return None
+    charset = part.get_content_charset() or "utf-8"
+    try:
+        return payload.decode(charset, errors="replace")
+    except LookupError:
+        return payload.decode("utf-8", errors="replace")
+
+
+def _cut_text(text: str, limit: int) -> str:
+    """``text`` within about ``limit`` characters: its first and last lines, the rest counted."""
+    text = text.rstrip("\n")
+    if len(text) <= limit:
+        return text
+    lines = text.split("\n")
+    head: list[str] = []
+    tail: list[str] = []
+    room = limit
+    for line in lines:  # half the room for the head, the rest for the tail
+        if room - len(line) - 1 < limit // 2:
+            break
+        head.append(line)
+        room -= len(line) + 1
+    for line in reversed(lines[len(head):]):
+        if room - len(line) - 1 < 0:
+            break
+        tail.append(line)
+        room -= len(line) + 1
+    tail.reverse()
+    skipped = len(lines) - len(head) - len(tail)
+    if not head and not tail:  # one enormous line
+        return f"{text[: limit // 2]}\n--- {len(text) - limit} characters skipped ---\n" \
+               f"{text[-(limit // 2):]}"
+    return "\n".join([*head, f"--- {skipped} lines skipped ---", *tail])
 
 
 def _attachment_line(part: Message) -> str:

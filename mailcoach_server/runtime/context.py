@@ -23,6 +23,7 @@ from ..postmaster import decoded_header
 from .llm import ChatTurn
 
 __all__ = [
+    "ATTACHMENT_TEXT",
     "ERROR_HEADER",
     "message_from_model",
     "primer",
@@ -84,8 +85,16 @@ def primer(agent: str, *, domain: str, user: str, robots: Sequence[tuple[str, st
     return "\n".join(lines)
 
 
-def turn_text(message: Message) -> str | None:
-    """How a message reads in a model's context; None for the runtime's error notes."""
+#: characters of a text attachment a model sees inline (``limits.attachment_text``)
+ATTACHMENT_TEXT = 20_000
+
+
+def turn_text(message: Message, *, attachment_text: int = ATTACHMENT_TEXT) -> str | None:
+    """How a message reads in a model's context; None for the runtime's error notes.
+
+    Text attachments follow their ``[attachment: ...]`` line, cut to about
+    ``attachment_text`` characters (first and last lines kept, the rest counted).
+    """
     if message[ERROR_HEADER] is not None:
         return None
     shown = []
@@ -96,7 +105,8 @@ def turn_text(message: Message) -> str | None:
         if name == "Content-Type":
             value = value.split(";")[0].strip()  # the type only, as the original showed it
         shown.append(f"{name}: {value}")
-    return "\n".join(shown) + "\n\n" + text_of(message).strip("\n") + "\n"
+    body = text_of(message, inline_limit=attachment_text)
+    return "\n".join(shown) + "\n\n" + body.strip("\n") + "\n"
 
 
 def starts_with_original_primer(first: Sequence[tuple[str, str]], agent: str) -> bool:

@@ -217,7 +217,8 @@ class Engine:
             self._turns.move_to_end(number)
             return cached
         raw, meta = self.store.read(number)
-        cached = (meta.sender, turn_text(read_message(raw)))
+        cached = (meta.sender, turn_text(read_message(raw),
+                                         attachment_text=self.config.limits.attachment_text))
         self._turns[number] = cached
         if len(self._turns) > _TURN_CACHE:
             self._turns.popitem(last=False)

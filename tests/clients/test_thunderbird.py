@@ -106,3 +106,48 @@ def test_thunderbird_reads_sends_and_gets_the_agents_reply_by_idle(tmp_path):
         finally:
             thunderbird.quit()
         assert stack.errors() == []
+
+
+def build_log(lines: int = 1300) -> str:
+    """A 50 KB build log whose verdict is at its end, as logs have it."""
+    body = [f"step {n:04d}: compiling module_{n:04d}.c ok" for n in range(1, lines)]
+    return "\n".join([*body, "ERROR: linker: undefined reference to `frobnicate'"]) + "\n"
+
+
+def test_a_log_attached_in_thunderbird_reaches_the_model_inline(tmp_path):
+    for tool in ("thunderbird", "Xvfb", "xdotool"):
+        require_tool(tool)
+    log_file = tmp_path / "build.log"
+    log_file.write_text(build_log())
+    assert 45_000 < log_file.stat().st_size < 60_000
+    seen: list[str] = []
+
+    def model(body):  # answers about what it was shown of the attachment
+        last = str(body["messages"][-1]["content"])
+        seen.append(last)
+        verdict = "frobnicate" if "undefined reference to `frobnicate'" in last else "nothing"
+        return f"To: {USER}\nSubject: about your log\n\nThe link failed: {verdict}.\n"
+
+    with MailStack(tmp_path / "server") as stack, Display(tmp_path) as screen:
+        stack.model.responder = model
+        profile = tmp_path / "tb" / "profile"
+        write_profile(profile, imap_port=stack.imap_port, smtp_port=stack.smtp_port,
+                      password=stack.password)
+        thunderbird = Thunderbird(screen, profile).start(
+            "-compose", f"to=swe1@localdomain,subject=why did my build fail,"
+                        f"body=See the log.,attachment='{log_file.as_uri()}'")
+        try:
+            [window] = poll(lambda: screen.windows("Write: why did my build fail"), 90,
+                            "the compose window")
+            screen.keys(window, "ctrl+Return")
+
+            def answer():
+                return [m for m in stack.mbox(USER) if m["Subject"] == "about your log"]
+            [reply] = poll(answer, 90, "the agent's answer about the log")
+        finally:
+            thunderbird.quit()
+    assert "The link failed: frobnicate." in reply.get_payload()
+    shown = seen[-1]
+    assert "[attachment: build.log" in shown and "step 0001: compiling" in shown
+    assert "lines skipped ---" in shown and "[end of build.log]" in shown
+    assert len(shown) < 25_000  # cut to limits.attachment_text, not 50 KB
