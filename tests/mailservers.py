@@ -195,6 +195,12 @@ class MailServers:
         _stop(self.postfix)  # master stops its own children
         self.postfix = None
 
+    def set_uidvalidity(self, address: str, folder: str, value: int) -> None:
+        """Give ``folder`` a new UIDVALIDITY, as a server does when it rebuilds a folder."""
+        subprocess.run(["doveadm", "-c", str(self.root / "dovecot" / "dovecot.conf"), "mailbox",
+                        "update", "-u", address, "--uid-validity", str(value), folder],
+                       check=True, timeout=60, capture_output=True)
+
     # -- clients -------------------------------------------------------------------------
 
     def imap(self, address: str) -> imaplib.IMAP4:
