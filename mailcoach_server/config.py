@@ -92,6 +92,8 @@ class ModelsConfig:
     chat_templates: Mapping[str, Mapping[str, bool]]
     #: model name pattern -> input tokens, for models litellm's list does not know
     context_windows: Mapping[str, int]
+    #: patterns of models that take images, besides those litellm's list says do
+    vision: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)

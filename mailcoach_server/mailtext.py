@@ -22,7 +22,7 @@ from email.parser import BytesParser
 from html.parser import HTMLParser
 
 __all__ = [
-    "MAX_READ_DEPTH", "TOO_DEEP", "html_to_text", "mime_depth", "parse_message",
+    "MAX_READ_DEPTH", "TOO_DEEP", "html_to_text", "images_of", "mime_depth", "parse_message",
     "read_message", "text_of",
 ]
 
@@ -296,6 +296,28 @@ def _cut_text(text: str, limit: int) -> str:
         return f"{text[: limit // 2]}\n--- {len(text) - limit} characters skipped ---\n" \
                f"{text[-(limit // 2):]}"
     return "\n".join([*head, f"--- {skipped} lines skipped ---", *tail])
+
+
+#: image types vision models take (OpenAI, Anthropic, Gemini, vLLM's multimodal models)
+_IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
+
+
+def images_of(message: Message, *, max_bytes: int, max_count: int) -> list[tuple[str, bytes]]:
+    """(content type, bytes) of the message's images a model may be shown, in order.
+
+    Images over ``max_bytes`` and those after the first ``max_count`` are left
+    out (their attachment line still names them).
+    """
+    found: list[tuple[str, bytes]] = []
+    for part in message.walk():
+        if part.is_multipart() or part.get_content_type() not in _IMAGE_TYPES:
+            continue
+        payload = part.get_payload(decode=True)
+        if isinstance(payload, bytes) and 0 < len(payload) <= max_bytes:
+            found.append((part.get_content_type(), payload))
+            if len(found) == max_count:
+                break
+    return found
 
 
 def _attachment_line(part: Message) -> str:

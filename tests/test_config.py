@@ -85,9 +85,14 @@ def test_the_readme_config_example_loads(tmp_path):
     from pathlib import Path
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    example = re.search(r"```yaml\n(.*?)```", readme, re.DOTALL).group(1)
-    path = tmp_path / "example.yaml"
-    path.write_text(example)
+    examples = re.findall(r"```yaml\n(.*?)```", readme, re.DOTALL)
+    assert len(examples) >= 2
+    for number, example in enumerate(examples):  # every YAML block in the README loads
+        path = tmp_path / f"example{number}.yaml"
+        path.write_text(example)
+        config = load_config(path)
+    [main] = [e for e in examples if "reviewer@localdomain" in e]
+    path.write_text(main)
     config = load_config(path)
     assert config.agent_spec("reviewer@localdomain").model == "openai/gpt-4o"
     assert config.robot_spec("shell@localdomain").options["sandbox"] == "bwrap"

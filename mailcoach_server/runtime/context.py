@@ -13,17 +13,21 @@ Cc, and with the body of a multipart message as text.
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Collection, Iterable, Sequence
 from email.message import EmailMessage, Message
 
 from ..addresses import address_problem, parse_address_list
-from ..mailtext import text_of
+from ..mailtext import images_of, text_of
 from ..postmaster import decoded_header
 from .llm import ChatTurn
 
 __all__ = [
     "ATTACHMENT_TEXT",
+    "IMAGES_PER_MESSAGE",
+    "IMAGE_BYTES",
+    "TurnText",
     "ERROR_HEADER",
     "message_from_model",
     "primer",
@@ -87,13 +91,33 @@ def primer(agent: str, *, domain: str, user: str, robots: Sequence[tuple[str, st
 
 #: characters of a text attachment a model sees inline (``limits.attachment_text``)
 ATTACHMENT_TEXT = 20_000
+#: images of one message shown to a model that takes images, and the largest one
+IMAGES_PER_MESSAGE, IMAGE_BYTES = 4, 5 * 1024 * 1024
 
 
-def turn_text(message: Message, *, attachment_text: int = ATTACHMENT_TEXT) -> str | None:
+class TurnText(str):
+    """A turn's text that also carries its message's images (``data:`` URLs).
+
+    A plain ``str`` everywhere else (memories, trimming, logs): only the chat
+    sent to a model that takes images shows them.
+    """
+
+    images: tuple[str, ...] = ()
+
+    @classmethod
+    def with_images(cls, text: str, images: tuple[str, ...]) -> TurnText:
+        made = cls(text)
+        made.images = images
+        return made
+
+
+def turn_text(message: Message, *, attachment_text: int = ATTACHMENT_TEXT,
+              image_bytes: int = IMAGE_BYTES) -> str | None:
     """How a message reads in a model's context; None for the runtime's error notes.
 
     Text attachments follow their ``[attachment: ...]`` line, cut to about
     ``attachment_text`` characters (first and last lines kept, the rest counted).
+    Images up to ``image_bytes`` ride along as a ``TurnText``'s ``images``.
     """
     if message[ERROR_HEADER] is not None:
         return None
@@ -106,7 +130,14 @@ def turn_text(message: Message, *, attachment_text: int = ATTACHMENT_TEXT) -> st
             value = value.split(";")[0].strip()  # the type only, as the original showed it
         shown.append(f"{name}: {value}")
     body = text_of(message, inline_limit=attachment_text)
-    return "\n".join(shown) + "\n\n" + body.strip("\n") + "\n"
+    text = "\n".join(shown) + "\n\n" + body.strip("\n") + "\n"
+    if not message.is_multipart() or image_bytes <= 0:
+        return text
+    images = images_of(message, max_bytes=image_bytes, max_count=IMAGES_PER_MESSAGE)
+    if not images:
+        return text
+    return TurnText.with_images(text, tuple(
+        f"data:{kind};base64,{base64.b64encode(data).decode()}" for kind, data in images))
 
 
 def starts_with_original_primer(first: Sequence[tuple[str, str]], agent: str) -> bool:
@@ -129,17 +160,21 @@ def starts_with_original_primer(first: Sequence[tuple[str, str]], agent: str) ->
 
 
 def thread_to_turns(
-    agent: str, memory: Iterable[tuple[str, str | None]], system_text: str
+    agent: str, memory: Iterable[tuple[str, str | None]], system_text: str, *,
+    images: bool = False,
 ) -> list[ChatTurn]:
     """The chat a model sees: the primer, then one turn per message in memory.
 
     Args:
         memory: (normalised sender, ``turn_text`` of the message) pairs, oldest first.
+        images: the model takes images: a message's images go with its turn.
     """
     turns = [ChatTurn("system", system_text)]
     for sender, text in memory:
         if text is not None:
-            turns.append(ChatTurn("assistant" if sender == agent else "user", text))
+            shown = getattr(text, "images", ()) if images else ()
+            turns.append(ChatTurn("assistant" if sender == agent else "user", str(text),
+                                  tuple(shown)))
     return turns
 
 

@@ -12,12 +12,12 @@ import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Iterable
-from email.message import Message
+from email.message import EmailMessage, Message
 from fnmatch import fnmatchcase
 from importlib import resources
 from pathlib import Path
 
-from mailcoach_robots import Robot
+from mailcoach_robots import Post, Robot
 
 from ..addresses import parse_address_list
 from ..config import Config
@@ -30,7 +30,15 @@ from ..store import mbox
 from ..store.store import MessageMeta, Store, WritePlan
 from .budgets import TokenTally
 from .context import ERROR_HEADER, primer, turn_text
-from .llm import ChatModel, ChatTurn, LiteLLMModel, ModelPrice, known_input_limit, split_model
+from .llm import (
+    ChatModel,
+    ChatTurn,
+    LiteLLMModel,
+    ModelPrice,
+    known_input_limit,
+    split_model,
+    takes_images,
+)
 from .local_mailbox import StoreMailbox
 from .party import AgentProfile, BeforeModelCall
 from .plugins import load_robot
@@ -64,7 +72,9 @@ class Engine:
             max_in_flight=config.limits.max_models_in_flight,
         )
         self.robots: dict[str, Robot] = {
-            spec.address: load_robot(spec, store.data_dir) for spec in config.robots
+            spec.address: load_robot(spec, store.data_dir, user=config.user,
+                                     post=self._robot_post(spec.address))
+            for spec in config.robots
         }
         self.workers: dict[str, Worker] = {}
         self.mailboxes: dict[str, StoreMailbox] = {}
@@ -93,6 +103,8 @@ class Engine:
             await self.store.commit_many(plans)
         for party in self.store.parties_with_pending():
             self.notify(party)
+        for robot in self.robots.values():
+            await robot.start()
 
     async def aclose(self) -> None:
         tasks = [w.task for w in self.workers.values() if w.task is not None]
@@ -153,6 +165,14 @@ class Engine:
                 self.notify(party)
         return next(p.meta for p in plans if p.raw is sub.raw)
 
+    def _robot_post(self, address: str) -> Post:
+        """How robot ``address`` sends mail of its own: From forced, submitted as a robot's."""
+        async def post(message: EmailMessage) -> None:
+            del message["From"]
+            message["From"] = address
+            await self.submit(message.as_bytes(), origin="robot")
+        return post
+
     def notify(self, party: str) -> None:
         """Wake ``party``'s worker, starting one if it has none."""
         worker = self.workers.get(party)
@@ -183,7 +203,11 @@ class Engine:
                         system=settings.system)
         return AgentProfile(address=agent, system=system, model=settings.model,
                             robots=frozenset(r.address for r in config.robots),
-                            window_of=self._input_limit, keep_first=config.limits.keep_first)
+                            window_of=self._input_limit, keep_first=config.limits.keep_first,
+                            vision_of=self._takes_images)
+
+    def _takes_images(self, spec: str) -> bool:
+        return takes_images(spec, self.config.models.vision)
 
     def _input_limit(self, spec: str) -> int | None:
         """Tokens a call to ``spec`` may send: its window less room for the answer."""
@@ -219,6 +243,8 @@ class Engine:
         raw, meta = self.store.read(number)
         cached = (meta.sender, turn_text(read_message(raw),
                                          attachment_text=self.config.limits.attachment_text))
+        if getattr(cached[1], "images", ()):
+            return cached  # images are megabytes: read again when needed, never cached
         self._turns[number] = cached
         if len(self._turns) > _TURN_CACHE:
             self._turns.popitem(last=False)

@@ -107,9 +107,16 @@ class ChatTurn:
 
     role: str
     content: str
+    #: ``data:`` URLs of the message's images, for a model that takes images
+    images: tuple[str, ...] = ()
 
-    def as_dict(self) -> dict[str, str]:
-        return {"role": self.role, "content": self.content}
+    def as_dict(self) -> dict[str, Any]:
+        if not self.images:
+            return {"role": self.role, "content": self.content}
+        # litellm's (OpenAI's) multimodal message: text first, then the images
+        return {"role": self.role, "content": [
+            {"type": "text", "text": self.content},
+            *({"type": "image_url", "image_url": {"url": url}} for url in self.images)]}
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,9 +199,10 @@ def fit_turns(turns: Sequence[ChatTurn], template: ChatTemplate) -> list[ChatTur
     for turn in rest:
         role = "user" if turn.role == "system" else turn.role  # a later system turn: tell it
         if merged and merged[-1].role == role:
-            merged[-1] = replace(merged[-1], content=_join(merged[-1].content, turn.content))
+            merged[-1] = replace(merged[-1], content=_join(merged[-1].content, turn.content),
+                                 images=merged[-1].images + turn.images)
         else:
-            merged.append(ChatTurn(role, turn.content))
+            merged.append(ChatTurn(role, turn.content, turn.images))
     if merged and merged[0].role != "user":
         if system:  # the primer becomes the user turn that opens the conversation
             merged.insert(0, ChatTurn("user", system.pop().content))
@@ -369,6 +377,19 @@ def find_price(spec: str, prices: Mapping[str, ModelPrice]) -> ModelPrice | None
         if per_input is not None and per_output is not None:
             return ModelPrice(float(per_input) * 1e6, float(per_output) * 1e6)
     return None
+
+
+def takes_images(spec: str, patterns: Sequence[str] = ()) -> bool:
+    """Whether ``spec`` takes images: ``models.vision`` patterns, else litellm's model list."""
+    name = split_model(spec)[0].lower()
+    if any(fnmatchcase(name, p.lower()) or fnmatchcase(spec.lower(), p.lower())
+           for p in patterns):
+        return True
+    for key in (name, name.split("/", 1)[1]) if "/" in name else (name,):
+        entry = _cost_entry(key)
+        if entry and entry.get("supports_vision") is True:
+            return True
+    return False
 
 
 def known_input_limit(spec: str) -> int | None:

@@ -47,6 +47,8 @@ class AgentProfile:
     window_of: Callable[[str], int | None] = lambda spec: None
     #: messages at the start of the memory never trimmed (the training)
     keep_first: int = 4
+    #: whether a model spec takes images (config ``models.vision``, litellm's model list)
+    vision_of: Callable[[str], bool] = lambda spec: False
 
 
 async def agent_reply(profile: AgentProfile, incoming: Incoming, message: Message,
@@ -60,8 +62,9 @@ async def agent_reply(profile: AgentProfile, incoming: Incoming, message: Messag
     Raises:
         ModelError: the model call failed (the caller answers with an error note).
     """
-    turns = thread_to_turns(profile.address, memory, profile.system)
     spec = incoming.model or profile.model
+    turns = thread_to_turns(profile.address, memory, profile.system,
+                            images=profile.vision_of(spec))
     if before_call is not None:
         await before_call(profile.address, spec, turns)
     completion = await model.complete(turns, model=spec)
@@ -79,13 +82,26 @@ async def agent_reply(profile: AgentProfile, incoming: Incoming, message: Messag
 
 async def robot_reply(robot: Robot, address: str, incoming: Incoming,
                       message: EmailMessage) -> EmailMessage | None:
-    """The robot's reply to ``incoming``, threaded; None when it has nothing to say."""
+    """The robot's reply to ``incoming``, threaded; None when it has nothing to say.
+
+    A robot may answer another message than ``incoming`` (the shell's output,
+    after the user's ``yes``, answers the agent's command): its own
+    In-Reply-To and References, and a Message-ID it set, are kept.
+    """
     reply = await robot.handle(message)
     if reply is None:
         return None
     if reply["Subject"] is None:
         reply["Subject"] = re_subject(incoming.subject)
+    own = {name: str(reply[name]) for name in ("Message-ID", "In-Reply-To", "References")
+           if reply[name] is not None}
     reply_headers(reply, author=address, incoming=message, default_to=incoming.sender)
+    threading = ("In-Reply-To", "References") if "In-Reply-To" in own else ()
+    for name in ("Message-ID", *threading):
+        if name in own or name in threading:
+            del reply[name]
+        if name in own:
+            reply[name] = own[name]
     return reply
 
 

@@ -30,9 +30,15 @@ _PER_TURN = 6
 _TO_LINE = re.compile(r"^(?:To|Cc): (.*)$", re.MULTILINE)
 
 
+#: tokens an image may take (providers charge 85 to ~1,600 by size)
+_PER_IMAGE = 1_600
+
+
 def estimate_tokens(text: str | None) -> int:
     """Tokens ``text`` may take as one chat turn (an over-estimate)."""
-    return 0 if text is None else len(text) // 3 + _PER_TURN
+    if text is None:
+        return 0
+    return len(text) // 3 + _PER_TURN + _PER_IMAGE * len(getattr(text, "images", ()))
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,3 +79,41 @@ async def test_an_agent_is_sent_the_attachment_through_litellm(tmp_path, model_s
     shown = model_server.requests[-1]["messages"][-1]["content"]
     assert "[attachment: server.log, text/plain" in shown and "lines skipped" in shown
     assert len(shown) < 6_000
+
+
+PNG = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00"
+       b"\x00\x1f\x15\xc4\x89\x00\x00\x00\rIDATx\x9cc\xf8\x0f\x00\x00\x01\x01\x00\x05\x18\xd8N"
+       b"\x00\x00\x00\x00IEND\xaeB`\x82")
+
+
+@pytest.mark.parametrize("vision", [True, False])
+async def test_images_go_as_image_parts_only_to_models_that_take_them(tmp_path, model_server,
+                                                                     vision):
+    import base64
+
+    model_server.responder = lambda request: "To: user@localdomain\nSubject: seen\n\nok"
+    extra = {"models": {"vision": [model_server.spec()]}} if vision else {}
+    config = make_config(tmp_path, model_server.spec(), **extra)
+    async with serve_in_process(config) as server:
+        await send(server, with_attachment(PNG, "image", "png", "dot.png"))
+        await wait_for(lambda: replies_to_user(server), timeout=90, what="the answer")
+    content = model_server.requests[-1]["messages"][-1]["content"]
+    if vision:
+        text, image = content
+        assert text["type"] == "text" and "[attachment: dot.png, image/png" in text["text"]
+        assert image == {"type": "image_url", "image_url": {
+            "url": "data:image/png;base64," + base64.b64encode(PNG).decode()}}
+    else:
+        assert isinstance(content, str) and "[attachment: dot.png, image/png" in content
+        assert "base64" not in content
+
+
+def test_merged_turns_keep_their_images():
+    from mailcoach_server.runtime.llm import ChatTemplate, ChatTurn, fit_turns
+
+    turns = [ChatTurn("system", "s"), ChatTurn("user", "a", ("data:image/png;base64,AA",)),
+             ChatTurn("user", "b", ("data:image/gif;base64,BB",))]
+    [system, merged] = fit_turns(turns, ChatTemplate(alternate_roles=True))
+    assert merged.images == ("data:image/png;base64,AA", "data:image/gif;base64,BB")
+    assert [part["type"] for part in merged.as_dict()["content"]] == [
+        "text", "image_url", "image_url"]
