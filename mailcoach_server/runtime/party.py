@@ -96,10 +96,11 @@ async def robot_reply(robot: Robot, address: str, incoming: Incoming,
     own = {name: str(reply[name]) for name in ("Message-ID", "In-Reply-To", "References")
            if reply[name] is not None}
     reply_headers(reply, author=address, incoming=message, default_to=incoming.sender)
-    threading = ("In-Reply-To", "References") if "In-Reply-To" in own else ()
-    for name in ("Message-ID", *threading):
-        if name in own or name in threading:
-            del reply[name]
+    kept = ["Message-ID"] if "Message-ID" in own else []
+    if "In-Reply-To" in own:
+        kept += ["In-Reply-To", "References"]
+    for name in kept:
+        del reply[name]
         if name in own:
             reply[name] = own[name]
     return reply

@@ -10,7 +10,7 @@ import importlib
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from mailcoach_robots import Robot, RobotContext
+from mailcoach_robots import Post, Robot, RobotContext
 
 from ..config import RobotSpec
 from ..errors import ConfigError
@@ -40,8 +40,13 @@ def robot_class(kind: str) -> type[Robot]:
     return found
 
 
-def load_robot(spec: RobotSpec, data_dir: Path) -> Robot:
-    """Instantiate the robot a config entry describes, checking its options."""
+def load_robot(spec: RobotSpec, data_dir: Path, *, user: str = "",
+               post: Post | None = None) -> Robot:
+    """Instantiate the robot a config entry describes, checking its options.
+
+    ``user`` and ``post`` go to its ``RobotContext`` (who approves, how it
+    mails unprompted) where the home has them.
+    """
     cls = robot_class(spec.kind)
     unknown = set(spec.options) - set(cls.options)
     if unknown:
@@ -49,4 +54,4 @@ def load_robot(spec: RobotSpec, data_dir: Path) -> Robot:
             f"robots.{spec.address}: unknown option(s) {', '.join(sorted(unknown))} for kind "
             f"{spec.kind} (known: {', '.join(sorted(cls.options)) or 'none'})"
         )
-    return cls(RobotContext(spec.address, data_dir, dict(spec.options)))
+    return cls(RobotContext(spec.address, data_dir, dict(spec.options), user=user, post=post))
