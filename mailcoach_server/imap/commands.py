@@ -200,9 +200,15 @@ async def do_select(session: Session, command: MailboxCommand) -> Tagged:
     catalogue = session.backend.catalogue
     folder = await catalogue.folder(command.mailbox)
     read_only = command.name == "EXAMINE" or folder.read_only
-    # UIDs only (4 bytes each, read in a thread): flags and places are read per command
-    mailbox = await SelectedMailbox.open(catalogue, folder, read_only=read_only)
-    session.select(mailbox)
+    hub = session.backend.hub
+    # UIDs only (4 bytes each, read in a thread): flags and places are read per command.
+    # Under the folder's lock, so no expunge falls between the snapshot and the watching.
+    async with session.backend.lock(folder.name):
+        version = hub.version(folder.name)
+        mailbox = await SelectedMailbox.open(catalogue, folder, read_only=read_only)
+        session.select(mailbox)
+    if hub.version(folder.name) != version:
+        mailbox.on_rescan()  # a memory rewritten while the snapshot was read: look again
     uidnext = max(folder.uidnext, mailbox.last_uid + 1)
     out = [bytes(mailbox.flags_response()), bytes(Exists(mailbox.exists)),
            bytes(Recent(len(mailbox.recent)))]

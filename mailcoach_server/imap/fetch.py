@@ -20,10 +20,11 @@ from .bodystructure import body_structure, envelope
 from .command import FetchAttr, Section
 from .mime import FIELD_REST, MimePart, normalize_crlf, parse_message, split_fields
 from .responses import FetchResponse
-from .wire import format_datetime, format_list, format_literal
+from .wire import format_datetime, format_list
 
 __all__ = [
     "FetchPlan",
+    "Literal",
     "MessageView",
     "ensure_uid",
     "fetch_items",
@@ -192,7 +193,20 @@ def _flags(flags: tuple[str, ...]) -> bytes:
     return format_list(f.encode("ascii") for f in flags)  # a folder has few flag sets
 
 
-Step = Callable[[MessageView, int, tuple[str, ...], datetime], bytes]
+class Literal:
+    """Message data a step answers with: sent as ``{n}CRLF`` and the bytes, which a big
+    message keeps apart (written in pieces, never copied into one response)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __bytes__(self) -> bytes:
+        return b"{%d}\r\n" % len(self.data) + self.data
+
+
+Step = Callable[[MessageView, int, tuple[str, ...], datetime], "bytes | Literal"]
 
 
 def _uid(message: MessageView, uid: int, flags: tuple[str, ...], when: datetime) -> bytes:
@@ -218,9 +232,9 @@ _SIMPLE: dict[str, Step] = {
     "RFC822.SIZE": _size_item,
     "ENVELOPE": lambda m, u, f, d: m.memo("ENVELOPE", lambda: envelope(m.tree)),
     "BODYSTRUCTURE": lambda m, u, f, d: m.memo("BODYSTRUCTURE", lambda: body_structure(m.tree)),
-    "RFC822": lambda m, u, f, d: format_literal(m.raw),
-    "RFC822.HEADER": lambda m, u, f, d: format_literal(m.header_block),
-    "RFC822.TEXT": lambda m, u, f, d: format_literal(m.tree.body),
+    "RFC822": lambda m, u, f, d: Literal(m.raw),
+    "RFC822.HEADER": lambda m, u, f, d: Literal(m.header_block),
+    "RFC822.TEXT": lambda m, u, f, d: Literal(m.tree.body),
 }
 
 
@@ -234,14 +248,14 @@ def _section_step(attr: FetchAttr) -> Step:
         key = f"{text} {' '.join(section.fields).upper()}"
         fields, exclude = section.fields, text.endswith(".NOT")
 
-        def fields_step(m: MessageView, u: int, f: tuple[str, ...], d: datetime) -> bytes:
+        def fields_step(m: MessageView, u: int, f: tuple[str, ...], d: datetime) -> Literal:
             data = m.memo(key, lambda: header_fields(m.header_block, fields, exclude=exclude))
-            return format_literal(_partial(data, partial))
+            return Literal(_partial(data, partial))
         return fields_step
 
-    def step(m: MessageView, u: int, f: tuple[str, ...], d: datetime) -> bytes:
+    def step(m: MessageView, u: int, f: tuple[str, ...], d: datetime) -> bytes | Literal:
         data = section_bytes(m, section)
-        return b"NIL" if data is None else format_literal(_partial(data, partial))
+        return b"NIL" if data is None else Literal(_partial(data, partial))
     return step
 
 
@@ -273,14 +287,29 @@ class FetchPlan:
               internaldate: datetime) -> list[tuple[bytes, bytes]]:
         """``(response name, wire value)`` for each attribute, in the order asked."""
         flags = tuple(flags)
-        return [(name, step(message, uid, flags, internaldate)) for name, step in self._steps]
+        return [(name, bytes(step(message, uid, flags, internaldate)))
+                for name, step in self._steps]
 
     def line(self, seq: int, message: MessageView, *, uid: int, flags: tuple[str, ...],
              internaldate: datetime) -> bytes:
         """``* seq FETCH (...)`` and its CRLF, as bytes."""
         return b"* %d FETCH (%s)\r\n" % (seq, b" ".join([
-            name + b" " + step(message, uid, flags, internaldate)
+            name + b" " + bytes(step(message, uid, flags, internaldate))
             for name, step in self._steps]))
+
+    def pieces(self, seq: int, message: MessageView, *, uid: int, flags: tuple[str, ...],
+               internaldate: datetime) -> list[bytes]:
+        """What :meth:`line` says, in pieces: each literal's data apart, uncopied."""
+        out = [b"* %d FETCH (" % seq]
+        for index, (name, step) in enumerate(self._steps):
+            value = step(message, uid, flags, internaldate)
+            lead = b" " + name + b" " if index else name + b" "
+            if isinstance(value, Literal):
+                out += [lead + b"{%d}\r\n" % len(value.data), value.data]
+            else:
+                out.append(lead + value)
+        out.append(b")\r\n")
+        return out
 
 
 def fetch_items(

@@ -12,7 +12,10 @@ on the commit path. That is how new mail reaches IDLE within milliseconds.
 
 An expunge is told twice: the rows first (:meth:`Hub.expunging`, before they
 leave the index, so another session can still fetch what it was told about),
-then the UIDs once they are gone (:meth:`Hub.expunged`).
+then the UIDs once they are gone (:meth:`Hub.expunged`). A session reads its
+snapshot off the event loop before it watches the folder; :meth:`Hub.version`
+counts the notices that take messages away, so SELECT can tell that one came
+meanwhile and look again.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ class Hub:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._watchers: dict[str, set[Watcher]] = {}
+        #: folder -> notices so far that took messages away (expunges, rescans)
+        self._versions: dict[str, int] = {}
         self._listener: Callable[[list[WritePlan]], None] = self._on_commit
         store.listeners.append(self._listener)
 
@@ -60,6 +65,13 @@ class Hub:
             if not watchers:
                 del self._watchers[name]
 
+    def version(self, name: str) -> int:
+        """Changes to ``name`` so far that a snapshot read before them would miss."""
+        return self._versions.get(name, 0)
+
+    def _removing(self, name: str) -> None:
+        self._versions[name] = self._versions.get(name, 0) + 1
+
     def _each(self, name: str, origin: Any = None) -> list[Watcher]:
         return [w for w in self._watchers.get(name, ()) if w is not origin]
 
@@ -77,6 +89,7 @@ class Hub:
             for watcher in self._each(name):
                 watcher.on_appended()
         for name in rescan:
+            self._removing(name)
             for watcher in self._each(name):
                 watcher.on_rescan()
 
@@ -94,15 +107,18 @@ class Hub:
         return bool(self._each(name, origin))
 
     def expunging(self, name: str, rows: Sequence[Row], origin: Any = None) -> None:
+        self._removing(name)
         for watcher in self._each(name, origin):
             watcher.on_expunging(rows)
 
     def expunged(self, name: str, uids: Sequence[int], origin: Any = None) -> None:
+        self._removing(name)
         for watcher in self._each(name, origin):
             watcher.on_expunged(uids)
 
     def gone(self, names: Iterable[str]) -> None:
         """Folders deleted or renamed away: their sessions see every message expunged."""
         for name in names:
+            self._removing(name)
             for watcher in self._each(name):
                 watcher.on_rescan()

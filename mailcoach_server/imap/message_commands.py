@@ -64,6 +64,7 @@ __all__ = [
 
 _BATCH = 256  # messages per write: big enough for few syscalls, small enough to interleave
 _SEARCH_CHUNK = 16384  # numbers per piece of a SEARCH response
+_STREAM_AT = 1024 * 1024  # a message this big is written in slices of this size
 _EMPTY = MessageView(b"")
 _NO_CONTENT = frozenset({"UID", "FLAGS", "INTERNALDATE"})
 _CONTENT_KEYS = frozenset({
@@ -166,13 +167,31 @@ async def do_fetch(session: Session, command: FetchCommand) -> Tagged:
         rows = [row for _, row in batch]
         views = cache.views(rows, keep=keep) if content else [_EMPTY] * len(batch)
         flags_of = mailbox.flags_of
-        session.send(b"".join([
-            (marked_plan if row.uid in marked else plan).line(
-                seq, view, uid=row.uid, flags=flags_of(row), internaldate=_internaldate(row))
-            for (seq, row), view in zip(batch, views, strict=True)]))
+        lines = []
+        for (seq, row), view in zip(batch, views, strict=True):
+            chosen = marked_plan if row.uid in marked else plan
+            if view.size < _STREAM_AT:
+                lines.append(chosen.line(seq, view, uid=row.uid, flags=flags_of(row),
+                                         internaldate=_internaldate(row)))
+                continue
+            session.send_all(lines)
+            lines.clear()
+            await _stream(session, chosen.pieces(seq, view, uid=row.uid, flags=flags_of(row),
+                                                 internaldate=_internaldate(row)))
+        session.send_all(lines)
         await session.out.drain()
         await asyncio.sleep(0)  # a long FETCH lets the other clients in between batches
     return Tagged.ok(command.tag, "FETCH completed")
+
+
+async def _stream(session: Session, pieces: list[bytes]) -> None:
+    """A big message's response, its data written a slice at a time as the client takes
+    it: never one copy of the whole in a response, nor all of it queued on the socket."""
+    for piece in pieces:
+        view = memoryview(piece)
+        for start in range(0, len(view), _STREAM_AT):
+            session.send(view[start : start + _STREAM_AT])  # type: ignore[arg-type]
+            await session.out.drain()
 
 
 # -- STORE ----------------------------------------------------------------------------------

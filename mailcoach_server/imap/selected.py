@@ -230,12 +230,18 @@ class SelectedMailbox:
         self.changed.set()
 
     def on_expunging(self, rows: Sequence[Row]) -> None:
-        """Another session is about to expunge ``rows``: keep them until it is reported."""
+        """Another session is about to expunge ``rows``: keep them until it is reported.
+
+        All of them: one this session has not heard of yet may still reach it (a poll
+        for new mail) before the expunge is written.
+        """
         for row in rows:
-            if self.holds(row.uid):
-                self._ghosts[row.uid] = row
+            self._ghosts[row.uid] = row
 
     def on_expunged(self, uids: Sequence[int]) -> None:
+        for uid in uids:
+            if not self.holds(uid):  # never told of it, and it cannot come now: not needed
+                self._ghosts.pop(uid, None)
         self._expunged.update(uids)
         self.changed.set()
 

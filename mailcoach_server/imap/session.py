@@ -29,6 +29,7 @@ from ..login_throttle import LoginThrottle
 from ..store.store import Store, WritePlan
 from .connection import CAPABILITIES, Connection, State
 from .folders import Catalogue, Folder
+from .heap import give_back_memory
 from .hub import Hub
 from .messages import MessageCache
 from .responses import Cannot, ImapError, Untagged
@@ -286,3 +287,4 @@ class Session:
         self.backend.sessions.discard(self)
         if not self.backend.sessions:  # nobody left to fetch again soon: give the memory back
             self.backend.cache.clear()
+            give_back_memory()
