@@ -8,8 +8,10 @@ cut too, with a note of how much was dropped.
 
 ``OutputCollector`` does the same over a byte stream, in bounded memory:
 it keeps the head, a short deque of the latest lines and counts the rest,
-so ``yes`` cannot fill the server's memory. This module runs no processes
-and knows nothing about mail.
+so ``yes`` cannot fill the server's memory. With ``keep_whole`` it also
+keeps the stream's first ``keep_whole`` bytes as they came, for the shell
+robot to attach as ``stdout.txt`` when the text was cut. This module runs
+no processes and knows nothing about mail.
 """
 
 from __future__ import annotations
@@ -100,6 +102,7 @@ class OutputCollector:
         *,
         max_line: int = MAX_LINE,
         label: str = "stdout",
+        keep_whole: int = 0,
     ) -> None:
         if head < 0 or tail < 0 or max_line < 1:
             raise ValueError("head and tail must be >= 0 and max_line >= 1")
@@ -116,6 +119,20 @@ class OutputCollector:
         self._partial = bytearray()  # the current line, at most max_line bytes
         self._partial_dropped = 0  # bytes of the current line beyond max_line
         self._bytes = 0
+        self._keep_whole = keep_whole
+        self._whole = bytearray()  # the first keep_whole bytes of the stream
+        self._line_cut = False  # a line lost bytes beyond max_line
+
+    @property
+    def cut(self) -> bool:
+        """The text ``finish`` returns leaves something out (lines skipped or cut)."""
+        skipped = self._total - len(self._head) - self._tail_lines
+        return self._line_cut or skipped >= max(self._min_skip, 1)
+
+    @property
+    def whole(self) -> bytes:
+        """The stream's first ``keep_whole`` bytes, unchanged (all of it if it was no longer)."""
+        return bytes(self._whole)
 
     @property
     def total_lines(self) -> int:
@@ -129,6 +146,9 @@ class OutputCollector:
     def feed(self, data: bytes) -> None:
         """Take the next chunk of the stream."""
         self._bytes += len(data)
+        room = self._keep_whole - len(self._whole)
+        if room > 0:
+            self._whole += data[:room]
         view = memoryview(data)
         pos = 0
         # Fill the head line by line.
@@ -190,6 +210,7 @@ class OutputCollector:
         # final=False holds back a UTF-8 sequence cut in half at max_line.
         line = decoder.decode(self._partial, final=not dropped)
         if dropped:
+            self._line_cut = True
             dropped += len(decoder.getstate()[0])
             line += _line_cut_note(dropped, "bytes")
         if len(self._head) < self._head_lines:

@@ -22,6 +22,11 @@ as a terminal shows them. Other conventions:
   through an RFC 2047 encoded word) is refused, not run: the command that
   runs is always the one line a mail client and the log show;
 - the child's environment comes from an allow list (``sandbox.py``);
+- ``X-Attach: path`` headers attach files of the work directory to the
+  reply (``attach.py``), and output longer than the cut is attached whole
+  as ``stdout.txt`` (up to ``attach_max_bytes``);
+- ``approval`` makes agents' commands wait for the user's yes, asked and
+  answered by mail (``approvals.py``);
 - ``sandbox: auto`` (the default) runs the command in bubblewrap when it is
   installed and works: no network (unless ``network: true``), read-only
   system, writable working directory only, uid 65534 without capabilities.
@@ -50,9 +55,14 @@ from pathlib import Path
 from typing import Any, ClassVar, Final
 
 from mailcoach_robots import Robot, RobotContext
+from mailcoach_robots.approval_book import Request
+from mailcoach_robots.approval_rules import ApprovalPolicy
+from mailcoach_robots.approvals import Approvals
+from mailcoach_robots.attach import Attachment, attach_paths, attach_to, read_attachments
 from mailcoach_robots.output import HEAD_LINES, TAIL_LINES, OutputCollector
 from mailcoach_robots.sandbox import Sandbox
 
+from mailcoach_server.addresses import normalize_address
 from mailcoach_server.errors import ConfigError
 
 __all__ = [
@@ -80,6 +90,10 @@ EXIT_GRACE: Final = 0.5
 _POLL: Final = 0.02
 #: bound on each wait for a killed process to go away
 _REAP_WAIT: Final = 5.0
+#: largest attachment (and all of a reply's together): base64 of it fits smtp.max_message_size
+ATTACH_MAX_BYTES: Final = 5 * 1024 * 1024
+#: seconds an approval request waits for the user
+APPROVAL_TIMEOUT: Final = 3600
 _FOLDED: Final = re.compile(r"\r?\n(?=[ \t])")
 # Characters that make a command line look different from what the shell
 # runs: bidi overrides and isolates (CVE-2021-42574, "Trojan Source").
@@ -96,12 +110,17 @@ class CommandResult:
         output_text: stdout and stderr merged, cut to head and tail ("" if none).
         timed_out: the time limit was reached and the process group killed.
         seconds: wall-clock time from start to the end of reading.
+        whole_output: the output as written (its first ``keep_whole`` bytes)
+            when ``output_text`` is cut; None when nothing was cut or kept.
+        output_bytes: bytes of output in all.
     """
 
     exit_code: int
     output_text: str
     timed_out: bool
     seconds: float
+    whole_output: bytes | None = None
+    output_bytes: int = 0
 
 
 def kill_group(pgid: int) -> None:
@@ -176,6 +195,7 @@ async def run_command(
     head_lines: int = HEAD_LINES,
     tail_lines: int = TAIL_LINES,
     process_groups: set[int] | None = None,
+    keep_whole: int = 0,
 ) -> CommandResult:
     """Run ``shell -c command`` in its own session and collect its merged output.
 
@@ -190,6 +210,7 @@ async def run_command(
         head_lines, tail_lines: how output is cut.
         process_groups: a set the running group id is kept in, so that an
             owner can kill it from outside (``ShellRobot.aclose``).
+        keep_whole: bytes of the whole output kept for when the text is cut.
 
     Raises:
         OSError: the shell (or the wrapper) could not be started.
@@ -199,7 +220,7 @@ async def run_command(
     pgid = proc.pid
     if process_groups is not None:
         process_groups.add(pgid)
-    collector = OutputCollector(head_lines, tail_lines)
+    collector = OutputCollector(head_lines, tail_lines, keep_whole=keep_whole)
     writer = asyncio.create_task(_feed_stdin(proc.stdin, stdin), name=f"shell-stdin-{pgid}")
     reader = asyncio.create_task(_read_output(proc.stdout, collector), name=f"shell-out-{pgid}")
     timed_out = False
@@ -213,11 +234,14 @@ async def run_command(
     finally:
         # Always: kills the command at its deadline, and its background jobs after it.
         await _kill_and_reap(proc, reader, writer, process_groups)
+    output_text = collector.finish()
     return CommandResult(
         exit_code=_exit_code(proc.returncode, timed_out=timed_out),
-        output_text=collector.finish(),
+        output_text=output_text,
         timed_out=timed_out,
         seconds=time.monotonic() - started,
+        whole_output=collector.whole if keep_whole and collector.cut else None,
+        output_bytes=collector.total_bytes,
     )
 
 
@@ -413,6 +437,10 @@ class ShellRobot(Robot):
             "network",
             "env",
             "allow_unsandboxed_root",
+            "attach_max_bytes",
+            "approval",
+            "approver",
+            "approval_timeout",
         }
     )
 
@@ -465,17 +493,40 @@ class ShellRobot(Robot):
             switch=f"{key}.allow_unsandboxed_root: true",
         )
         self._groups: set[int] = set()
+        self.attach_max_bytes: int = _option(context, "attach_max_bytes", ATTACH_MAX_BYTES,
+                                             _is_count, "a number of bytes")
+        self.approvals = _approvals(context, self.workdir, self._run_approved)
 
     @property
     def summary(self) -> str:
-        return f"{self.kind}, {self.sandbox.mode}"
+        approval = ", approval" if self.approvals.policy.active else ""
+        return f"{self.kind}, {self.sandbox.mode}{approval}"
+
+    async def start(self) -> None:
+        await self.approvals.start()
 
     async def handle(self, message: EmailMessage) -> EmailMessage:
         command = command_of(message)
+        stdin = stdin_of(message)
+        text = stdin.decode("utf-8")
+        answered = self.approvals.is_answer(message) or self.approvals.console_answer(
+            message, command, text)
+        if answered is not None:
+            return await self.approvals.answer(answered, message, text)
         refused = refusal(command)
         if refused is not None:
             log.warning("%s: not run: %r", self.context.address, command)
             return refused
+        why = self.approvals.needs_approval(message, command)
+        if why is not None:
+            return await self.approvals.hold(message, command, stdin, attach_paths(message), why)
+        return await self.execute(command, stdin, attach_paths(message))
+
+    async def _run_approved(self, request: Request) -> EmailMessage:
+        return await self.execute(request.command, request.stdin.encode("utf-8"), request.attach)
+
+    async def execute(self, command: str, stdin: bytes, attach: list[str]) -> EmailMessage:
+        """Run ``command`` now; the reply with its output and the files asked for."""
         env = self.sandbox.environment(self.workdir, names=self.env_names, values=self.env)
         argv_prefix, process_env = self.sandbox.launch(self.workdir, env)
         log.info("%s runs %r (%s)", self.context.address, command, self.sandbox.mode)
@@ -483,7 +534,7 @@ class ShellRobot(Robot):
             await asyncio.to_thread(self.sandbox.prepare, self.workdir)
             result = await run_command(
                 command,
-                stdin_of(message),
+                stdin,
                 cwd=self.workdir,
                 timeout=self.timeout,
                 env=process_env,
@@ -492,14 +543,52 @@ class ShellRobot(Robot):
                 head_lines=self.head_lines,
                 tail_lines=self.tail_lines,
                 process_groups=self._groups,
+                keep_whole=self.attach_max_bytes,
             )
         except OSError as exc:
             return error_reply(
                 EXIT_NOT_STARTED,
                 f"--- error ---\ncould not start {self.shell} in {self.workdir}: {exc}\n",
             )
-        return format_reply(result)
+        return await self._with_files(result, attach)
+
+    async def _with_files(self, result: CommandResult, attach: list[str]) -> EmailMessage:
+        """``format_reply(result)`` with ``stdout.txt`` when cut and the X-Attach files."""
+        files: list[Attachment] = []
+        lines: list[str] = []
+        if result.whole_output is not None:
+            files.append(Attachment("stdout.txt", result.whole_output))
+            kept, total = len(result.whole_output), result.output_bytes
+            lines.append(f"--- stdout.txt: the whole output ({total} bytes) is attached ---"
+                         if kept >= total else
+                         f"--- stdout.txt: the first {kept} of {total} bytes of the output "
+                         "are attached (attach_max_bytes) ---")
+        if attach:
+            more, notes = await asyncio.to_thread(
+                read_attachments, self.workdir, attach, max_bytes=self.attach_max_bytes,
+                used=sum(len(f.data) for f in files))
+            files += more
+            lines += notes
+        reply = format_reply(result)
+        if not lines:
+            return reply
+        reply = error_reply(result.exit_code, reply.get_content() + "\n".join(lines) + "\n")
+        attach_to(reply, files)
+        return reply
 
     async def aclose(self) -> None:
+        await self.approvals.aclose()
         for pgid in list(self._groups):
             kill_group(pgid)
+
+
+def _approvals(context: RobotContext, workdir: Path, run: Any) -> Approvals:
+    """The ``approval``, ``approver`` and ``approval_timeout`` options, checked."""
+    key = f"robots.{context.address}"
+    policy = ApprovalPolicy.parse(context.options.get("approval", "never"), f"{key}.approval")
+    approver = _option(context, "approver", context.user,
+                       lambda v: v == "" or (isinstance(v, str) and normalize_address(v)),
+                       "an address")
+    timeout = _option(context, "approval_timeout", APPROVAL_TIMEOUT, _is_number, "seconds > 0")
+    return Approvals(context, policy, approver=normalize_address(approver) or "",
+                     timeout=timeout, workdir=workdir, run=run)

@@ -52,7 +52,8 @@ async def run(robot: ShellRobot, subject: str, body: str | None = None) -> tuple
     """Subject and body of the robot's reply."""
     reply = await asyncio.wait_for(robot.handle(request(subject, body)), timeout=60)
     assert reply["From"] is None and reply["To"] is None  # the runtime's business
-    return reply["Subject"], reply.get_content()
+    text = reply.get_body(preferencelist=("plain",)) if reply.is_multipart() else reply
+    return reply["Subject"], text.get_content()
 
 
 def process_gone(pid: int) -> bool:
@@ -213,7 +214,8 @@ async def test_long_output_is_cut(robot: ShellRobot) -> None:
     assert lines[0] == "--- stdout ---"
     assert lines[1:51] == [str(i) for i in range(1, 51)]
     assert lines[51] == "--- stdout: 900 lines skipped ---"
-    assert lines[52:] == [str(i) for i in range(951, 1001)]
+    assert lines[52:102] == [str(i) for i in range(951, 1001)]
+    assert lines[102:] == ["--- stdout.txt: the whole output (3893 bytes) is attached ---"]
 
 
 async def test_nine_lines_are_not_worth_cutting(robot: ShellRobot) -> None:
@@ -224,7 +226,8 @@ async def test_nine_lines_are_not_worth_cutting(robot: ShellRobot) -> None:
 async def test_head_and_tail_options(tmp_path: Path) -> None:
     robot = make_robot(tmp_path, head_lines=2, tail_lines=1)
     _, body = await run(robot, "seq 1 100")
-    assert body == "--- stdout ---\n1\n2\n--- stdout: 97 lines skipped ---\n100\n"
+    assert body == ("--- stdout ---\n1\n2\n--- stdout: 97 lines skipped ---\n100\n"
+                    "--- stdout.txt: the whole output (292 bytes) is attached ---\n")
 
 
 async def test_huge_output_stays_bounded(robot: ShellRobot) -> None:
@@ -237,7 +240,9 @@ async def test_huge_output_stays_bounded(robot: ShellRobot) -> None:
 async def test_endless_line_is_cut(robot: ShellRobot) -> None:
     subject, body = await run(robot, "head -c 10000000 /dev/zero | tr '\\0' x")
     assert subject == "Exit Code: 0"
-    assert body == "--- stdout ---\n" + "x" * 4000 + " [... line cut: 9996000 more bytes]\n"
+    assert body == ("--- stdout ---\n" + "x" * 4000 + " [... line cut: 9996000 more bytes]\n"
+                    "--- stdout.txt: the first 5242880 of 10000000 bytes of the output are "
+                    "attached (attach_max_bytes) ---\n")
 
 
 async def test_large_stdin_to_a_command_that_does_not_read_it(robot: ShellRobot) -> None:
