@@ -43,8 +43,8 @@ import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable, Sequence
-from email.message import Message
-from email.utils import formatdate
+from email.message import EmailMessage, Message
+from email.utils import formatdate, make_msgid
 from typing import TypeVar
 
 from ..addresses import parse_address_list
@@ -533,6 +533,27 @@ class ImapMailbox:
                 return current.message_id
             current = by_id.get(current.in_reply_to)
         return None
+
+    async def post(self, message: EmailMessage) -> None:
+        """Mail a robot sends unprompted (``RobotContext.post``): From forced, submitted,
+        then kept in Sent as a mail client would."""
+        del message["From"]
+        message["From"] = self.address
+        if message["Message-ID"] is None:
+            message["Message-ID"] = make_msgid(domain=self.config.domain)
+        if message["Date"] is None:
+            message["Date"] = formatdate()
+        if message["Auto-Submitted"] is None:
+            message["Auto-Submitted"] = "auto-generated"
+        raw = message.as_bytes()
+        recipients, _ = parse_address_list(message.get_all("To", []) + message.get_all("Cc", [])
+                                           + message.get_all("Bcc", []))
+        await self.smtp.submit(_without_bcc(raw), sender=self.address, recipients=recipients)
+
+        async def keep(conn: ImapConnection) -> None:
+            await conn.select(self.settings.sent_folder, create=True)
+            await conn.append(raw, self.settings.sent_folder, flags=("\\Seen",))
+        await self._retrying(keep)
 
     async def notify_user(self, subject: str, body: str) -> None:
         """A note from the party to the user (budget spent), by SMTP."""

@@ -68,7 +68,8 @@ class PartyRunner:
         self.robot = None
         spec = settings.config.robot_spec(party.address)
         if spec is not None:
-            self.robot = load_robot(spec, settings.config.data_dir)
+            self.robot = load_robot(spec, settings.config.data_dir, user=settings.config.user,
+                                    post=self.mailbox.post)
 
     def _worker(self) -> Worker:
         if self.robot is not None:
@@ -79,6 +80,8 @@ class PartyRunner:
     async def run(self) -> None:
         """Serve until cancelled. Raises ``LoginRefused`` (a configuration error)."""
         await self.mailbox.connect()
+        if self.robot is not None:
+            await self.robot.start()
         while True:
             await self.mailbox.hold()
             log.info("%s: serving (lease held)", self.party.address)
