@@ -20,7 +20,7 @@ from .bodystructure import body_structure, envelope
 from .command import FetchAttr, Section
 from .mime import FIELD_REST, MimePart, normalize_crlf, parse_message, split_fields
 from .responses import FetchResponse
-from .wire import format_datetime, format_list
+from .wire import format_datetime, format_list, format_timestamp
 
 __all__ = [
     "FetchPlan",
@@ -149,7 +149,7 @@ def _fields_named(names: tuple[str, ...]) -> re.Pattern[bytes]:
                       re.MULTILINE | re.IGNORECASE)
 
 
-_format_datetime = lru_cache(maxsize=1 << 16)(format_datetime)  # one per message date
+_format_datetime = lru_cache(maxsize=1024)(format_datetime)  # a client's few dates
 
 
 def section_bytes(message: MessageView, section: Section) -> bytes | None:
@@ -206,7 +206,7 @@ class Literal:
         return b"{%d}\r\n" % len(self.data) + self.data
 
 
-Step = Callable[[MessageView, int, tuple[str, ...], datetime], "bytes | Literal"]
+Step = Callable[[MessageView, int, tuple[str, ...], Any], "bytes | Literal"]
 
 
 def _uid(message: MessageView, uid: int, flags: tuple[str, ...], when: datetime) -> bytes:
@@ -217,8 +217,11 @@ def _flags_item(message: MessageView, uid: int, flags: tuple[str, ...], when: da
     return _flags(flags)
 
 
-def _date_item(message: MessageView, uid: int, flags: tuple[str, ...], when: datetime) -> bytes:
-    return _format_datetime(when)
+def _date_item(message: MessageView, uid: int, flags: tuple[str, ...],
+               when: datetime | float) -> bytes:
+    # A folder's rows give the POSIX time: formatted straight, no datetime, no cache
+    # that a million different dates would fill.
+    return _format_datetime(when) if isinstance(when, datetime) else format_timestamp(when)
 
 
 def _size_item(message: MessageView, uid: int, flags: tuple[str, ...], when: datetime) -> bytes:
@@ -291,14 +294,14 @@ class FetchPlan:
                 for name, step in self._steps]
 
     def line(self, seq: int, message: MessageView, *, uid: int, flags: tuple[str, ...],
-             internaldate: datetime) -> bytes:
+             internaldate: datetime | float) -> bytes:
         """``* seq FETCH (...)`` and its CRLF, as bytes."""
         return b"* %d FETCH (%s)\r\n" % (seq, b" ".join([
             name + b" " + bytes(step(message, uid, flags, internaldate))
             for name, step in self._steps]))
 
     def pieces(self, seq: int, message: MessageView, *, uid: int, flags: tuple[str, ...],
-               internaldate: datetime) -> list[bytes]:
+               internaldate: datetime | float) -> list[bytes]:
         """What :meth:`line` says, in pieces: each literal's data apart, uncopied."""
         out = [b"* %d FETCH (" % seq]
         for index, (name, step) in enumerate(self._steps):

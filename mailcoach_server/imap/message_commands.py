@@ -100,7 +100,7 @@ def _internaldate(row: Row) -> datetime:
     return _local_time(row.received_at)
 
 
-@lru_cache(maxsize=1 << 16)
+@lru_cache(maxsize=4096)
 def _local_time(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp).astimezone()
 
@@ -172,12 +172,12 @@ async def do_fetch(session: Session, command: FetchCommand) -> Tagged:
             chosen = marked_plan if row.uid in marked else plan
             if view.size < _STREAM_AT:
                 lines.append(chosen.line(seq, view, uid=row.uid, flags=flags_of(row),
-                                         internaldate=_internaldate(row)))
+                                         internaldate=row.received_at))
                 continue
             session.send_all(lines)
             lines.clear()
             await _stream(session, chosen.pieces(seq, view, uid=row.uid, flags=flags_of(row),
-                                                 internaldate=_internaldate(row)))
+                                                 internaldate=row.received_at))
         session.send_all(lines)
         await session.out.drain()
         await asyncio.sleep(0)  # a long FETCH lets the other clients in between batches

@@ -10,6 +10,7 @@ nothing here knows about commands or responses.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
@@ -22,12 +23,14 @@ __all__ = [
     "format_literal",
     "format_mailbox",
     "format_string",
+    "format_timestamp",
 ]
 
 _QUOTED_SAFE = re.compile(rb"[\x01-\x09\x0b\x0c\x0e-\x7f]*")
 _ATOM_SAFE = re.compile(rb'[^\x00-\x20\x7f-\xff(){%*"\\]+')  # ASTRING-CHAR
 _MAX_QUOTED = 1024
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_MONTHS_ASCII = tuple(month.encode("ascii") for month in _MONTHS)
 
 
 def _b(value: str | bytes) -> bytes:
@@ -65,6 +68,17 @@ def format_mailbox(name: str) -> bytes:
 
 def format_list(items: Iterable[bytes]) -> bytes:
     return b"(" + b" ".join(items) + b")"
+
+
+def format_timestamp(seconds: float) -> bytes:
+    """:func:`format_datetime` of a POSIX time in the local zone, as
+    ``datetime.fromtimestamp(seconds).astimezone()`` would be, without making one."""
+    t = time.localtime(round(seconds, 6))  # fromtimestamp rounds to the microsecond
+    minutes = t.tm_gmtoff // 60
+    hh, mm = divmod(abs(minutes), 60)
+    return b'"%2d-%s-%04d %02d:%02d:%02d %s%02d%02d"' % (
+        t.tm_mday, _MONTHS_ASCII[t.tm_mon - 1], t.tm_year, t.tm_hour, t.tm_min, t.tm_sec,
+        b"-" if minutes < 0 else b"+", hh, mm)
 
 
 def format_datetime(moment: datetime) -> bytes:

@@ -9,7 +9,7 @@ it; SQLite gives its ``-wal`` and ``-shm`` files the database file's mode.
 An index of an older schema is brought up to date at open (:func:`migrate`):
 version 2 added the ``tokens`` column, filled from each stored message's
 header, and the indexes that make IMAP reads range queries (a folder by
-flags, a memory by message).
+flags, a memory by message) and opening a big store quick (messages by file).
 """
 
 from __future__ import annotations
@@ -93,6 +93,8 @@ _INDEXES = """
 CREATE INDEX IF NOT EXISTS memory_by_message ON memory(party, message);
 -- SELECT and STATUS on a big folder: distinct flag sets, first unseen, counts, Deleted
 CREATE INDEX IF NOT EXISTS folder_messages_by_flags ON folder_messages(folder, flags, uid);
+-- opening: where each message file's last entry ends, without a scan of every message
+CREATE INDEX IF NOT EXISTS messages_by_file ON messages(file, id);
 """
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailcoach_server.errors import ProtocolError
 from mailcoach_server.imap.responses import (
@@ -151,3 +153,14 @@ def test_format_datetime(moment: datetime, wire: bytes) -> None:
 def test_errors_to_response(error: ImapError, wire: bytes) -> None:
     assert isinstance(error, ProtocolError)
     assert bytes(error.to_response("t")) == wire
+
+
+@settings(max_examples=300, deadline=None)
+@given(seconds=st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False))
+def test_format_timestamp_is_format_datetime_of_the_local_time(seconds: float) -> None:
+    from datetime import datetime
+
+    from mailcoach_server.imap.wire import format_datetime, format_timestamp
+
+    assert format_timestamp(seconds) == format_datetime(
+        datetime.fromtimestamp(seconds).astimezone())

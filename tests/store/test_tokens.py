@@ -51,6 +51,7 @@ def make_old_schema(data_dir) -> None:
     try:
         conn.execute("DROP INDEX memory_by_message")
         conn.execute("DROP INDEX folder_messages_by_flags")
+        conn.execute("DROP INDEX messages_by_file")
         conn.execute("ALTER TABLE messages DROP COLUMN tokens")
         conn.execute("UPDATE meta SET value='1' WHERE key='schema'")
         conn.commit()
@@ -98,7 +99,7 @@ async def test_an_index_of_the_old_schema_gets_its_tokens_at_open(tmp_path):
                                                 "WHERE type='index'")}
         finally:
             conn.close()
-        assert {"memory_by_message", "folder_messages_by_flags"} <= names
+        assert {"memory_by_message", "folder_messages_by_flags", "messages_by_file"} <= names
         # and the migrated index takes new commits with their tokens
         await store.commit(reply(store, "swe1@localdomain", 2, 2))
         assert TokenTally(store).spent("swe1@localdomain") == 127
