@@ -126,6 +126,13 @@ def test_serve_sendmail_health_and_stub(installed, tmp_path):
     stub = subprocess.run([str(installed / "mailcoach"), "shell-stub", "--help"], cwd=elsewhere,
                           env=env, capture_output=True, text=True, timeout=60)
     assert stub.returncode == 0 and "--port" in stub.stdout, stub.stderr
+    # The worker's IMAP client (GPL) is an extra: without it, a clear word, not a traceback.
+    worker = subprocess.run([str(installed / "mailcoach"), "worker", "--help"], cwd=elsewhere,
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert worker.returncode == 0 and "--config" in worker.stdout, worker.stderr
+    no_extra = subprocess.run([str(installed / "python"), "-c", "import aioimaplib"],
+                              capture_output=True, timeout=60)
+    assert no_extra.returncode != 0, "the plain wheel must not pull in aioimaplib"
     down = subprocess.run([str(installed / "mailcoach"), "health", "--config", str(config)],
                           cwd=elsewhere, env=env, capture_output=True, text=True, timeout=60)
     assert down.returncode == 1
