@@ -29,6 +29,12 @@ if ((${#need[@]})); then
     if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
     echo "installing Debian packages: ${need[*]}"
     $sudo apt-get update -qq
+    if [[ " ${need[*]} " == *" postfix "* ]]; then
+        # no system Postfix: its install would otherwise configure and start one (the
+        # tests run private instances of their own, tests/mailservers.py)
+        echo "postfix postfix/main_mailer_type select No configuration" \
+            | $sudo debconf-set-selections
+    fi
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 
