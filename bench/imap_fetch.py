@@ -483,7 +483,7 @@ def main() -> int:
     parser.add_argument("--stress", type=int, default=8, metavar="CLIENTS",
                         help="clients of the stress run (0: none)")
     parser.add_argument("--big", type=int, default=2,
-                        help="10 MB messages at the end of the folder (one per 1,000 messages at most)")
+                        help="10 MB messages at the end of the folder (one per 1,000 at most)")
     parser.add_argument("--workdir", type=Path,
                         help="keep the filled folders here and reuse them next time")
     parser.add_argument("--no-dovecot", action="store_true", help="skip Dovecot even if present")

@@ -98,7 +98,7 @@ def test_spans_name_exactly_what_the_iterators_name(ranges, uids, max_seq) -> No
         numbers.iter_seq(max_seq)
     for spans in (uid_spans, seq_spans):  # ascending, disjoint, not touching, not empty
         assert all(a < b for a, b in spans)
-        assert all(prev[1] < nxt[0] for prev, nxt in zip(spans, spans[1:]))
+        assert all(prev[1] < nxt[0] for prev, nxt in zip(spans, spans[1:], strict=False))
 
 
 def test_one_to_star_on_a_million_is_one_span() -> None:

@@ -39,8 +39,8 @@ async def test_a_store_as_written_is_consistent(tmp_path):
 
 async def test_an_unacknowledged_tail_is_reported_and_cut_at_open(tmp_path):
     await filled(tmp_path)
-    with open(tmp_path / "trace", "ab") as f:
-        f.write(b"From torn write\nSubject: half")
+    trace = tmp_path / "trace"
+    trace.write_bytes(trace.read_bytes() + b"From torn write\nSubject: half")
     assert check(tmp_path) == [
         f"trace: {(tmp_path / 'trace').stat().st_size} bytes, the index accounts for "
         f"{(tmp_path / 'trace').stat().st_size - 29}"]
