@@ -513,3 +513,44 @@ def test_literal_plus_and_pipelined_commands(threaded):
     assert lines[0].startswith(b"a1 OK [APPENDUID ")
     assert lines[1] == b"a2 OK NOOP completed\r\n"
     client.logout()
+
+
+def test_a_message_another_session_expunged_keeps_its_number_until_it_is_told(threaded):
+    """RFC 3501 §2.3.1.2 / §7.4.1: FETCH still answers for it (its bytes are kept), no
+    EXPUNGE during FETCH, the EXPUNGE comes with the next command that allows it."""
+    writer = threaded.imap()
+    for n in (1, 2, 3):
+        ok(writer.append("INBOX", None, None, message(f"kept {n}")))
+    reader = threaded.imap()
+    assert ok(reader.select("INBOX")) == [b"3"]
+    ok(writer.select("INBOX"))
+    ok(writer.store("2", "+FLAGS.SILENT", "(\\Deleted)"))
+    ok(writer.expunge())
+
+    data = ok(reader.fetch("1:3", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])"))
+    subjects = [part[1].strip() for part in data if isinstance(part, tuple)]
+    assert subjects == [b"Subject: kept 1", b"Subject: kept 2", b"Subject: kept 3"]
+    assert "EXPUNGE" not in reader.untagged_responses
+    ok(reader.noop())
+    assert reader.untagged_responses.pop("EXPUNGE") == [b"2"]
+    data = ok(reader.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])"))
+    assert [part[1].strip() for part in data if isinstance(part, tuple)] == [
+        b"Subject: kept 1", b"Subject: kept 3"]
+
+
+def test_select_of_a_folder_whose_messages_another_session_expunges_meanwhile(threaded):
+    """The snapshot is read off the event loop: an expunge is ordered before or after it,
+    never lost in between (the numbers the reader is given all answer FETCH)."""
+    writer = threaded.imap()
+    for n in range(40):
+        ok(writer.append("INBOX", None, None, message(f"m{n}")))
+    ok(writer.select("INBOX"))
+    reader = threaded.imap()
+    for round_ in range(10):
+        ok(writer.store(f"{1 + round_}", "+FLAGS.SILENT", "(\\Deleted)"))
+        writer.send(b"x%d EXPUNGE\r\n" % round_)  # in flight while the reader selects
+        exists = int(ok(reader.select("INBOX"))[0])
+        while not writer.readline().startswith(b"x%d " % round_):
+            pass
+        data = ok(reader.fetch(f"1:{exists}", "(UID)"))
+        assert len([line for line in data if b"UID" in line]) == exists
