@@ -12,6 +12,15 @@ SASL AUTH through Dovecot's auth service, and hands it to Dovecot over LMTP. Bot
 as this process's children, in the foreground, and are stopped by their PIDs; nothing
 under /etc is read for our settings or changed, no system service is started.
 
+With ``tls=True`` both also speak TLS with a certificate of a CA made for the
+instance (``openssl req -x509``; :attr:`MailServers.ca_file` is what a client
+trusts): Dovecot offers STARTTLS on the IMAP port and implicit TLS on
+``imaps_port``; Postfix's submission port requires STARTTLS before AUTH
+(``smtpd_tls_security_level = encrypt``) and ``submissions_port`` is implicit
+TLS (port 465 style, ``smtpd_tls_wrappermode``). Dovecot's log says ``TLS`` on
+each login that used it (:meth:`MailServers.imap_logins`); Postfix stamps
+``with ESMTPSA`` (RFC 3848: TLS and AUTH) on mail submitted over TLS.
+
 Postfix needs root (its daemons drop to ``mail_owner``); Dovecot serves mail as
 ``nobody`` when run as root, as the current user otherwise. A missing program or a
 non-root user fails the test under ``CI=true`` and skips it elsewhere
@@ -27,12 +36,14 @@ import shutil
 import signal
 import smtplib
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["DOVECOT", "POSTFIX", "MailServers", "free_port", "require_mail_servers"]
+__all__ = ["DOVECOT", "POSTFIX", "MailServers", "free_port", "make_certificates",
+           "require_mail_servers"]
 
 DOVECOT = shutil.which("dovecot") or ("/usr/sbin/dovecot" if Path("/usr/sbin/dovecot").exists()
                                       else None)
@@ -49,15 +60,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def require_mail_servers() -> None:
-    """Fail (CI) or skip (elsewhere) unless a private Dovecot + Postfix can run here."""
+def require_mail_servers(*, tls: bool = False) -> None:
+    """Fail (CI) or skip (elsewhere) unless a private Dovecot + Postfix (with ``tls``, and
+    openssl to make their certificates) can run here."""
     import pytest
 
     from tests.conftest import IN_CI
 
     missing = [name for name, there in (("dovecot (dovecot-imapd)", DOVECOT),
                                         ("dovecot-lmtpd", DOVECOT_LMTP.exists() or None),
-                                        ("postfix", POSTFIX)) if not there]
+                                        ("postfix", POSTFIX),
+                                        ("openssl", shutil.which("openssl") if tls else True))
+               if not there]
     problem = (f"not installed: {', '.join(missing)} (see tests/run.sh)" if missing
                else None if os.geteuid() == 0 else "a private Postfix needs root")
     if problem is None:
@@ -84,12 +98,19 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes] | None, what: str,
 class MailServers:
     """Dovecot (IMAP, LMTP, auth) and Postfix (MX port, submission port) for one domain."""
 
-    def __init__(self, domain: str = "company.example", *, imap_process_limit: int = 400) -> None:
+    def __init__(self, domain: str = "company.example", *, imap_process_limit: int = 400,
+                 tls: bool = False) -> None:
         self.domain = domain
         self.root = Path(tempfile.mkdtemp(prefix="mailservers-"))
         self.root.chmod(0o711)  # Dovecot's and Postfix's own users walk through it
         self.imap_port, self.lmtp_port, self.auth_port = free_port(), free_port(), free_port()
         self.smtp_port, self.submission_port = free_port(), free_port()
+        self.tls = tls
+        #: implicit TLS ports (0 without ``tls``)
+        self.imaps_port = free_port() if tls else 0
+        self.submissions_port = free_port() if tls else 0
+        #: the CA certificate a client trusts to talk to these servers (``tls`` only)
+        self.ca_file = self.root / "tls" / "ca.pem" if tls else None
         self.users: dict[str, str] = {}
         self._imap_process_limit = imap_process_limit
         if os.geteuid() == 0:  # Dovecot will not serve mail as root
@@ -137,6 +158,8 @@ class MailServers:
 
     def start(self) -> None:
         self._write_users()
+        if self.tls and not (self.root / "tls" / "server.pem").exists():
+            make_certificates(self.root / "tls", self.domain)
         self.start_dovecot()
         self.start_postfix()
 
@@ -157,8 +180,9 @@ class MailServers:
         self.dovecot = subprocess.Popen([DOVECOT, "-F", "-c", str(config)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                         start_new_session=True)
-        for port in (self.imap_port, self.lmtp_port, self.auth_port):
-            _wait_for_port(port, self.dovecot, "Dovecot", base / "dovecot.log")
+        for port in (self.imap_port, self.lmtp_port, self.auth_port, self.imaps_port):
+            if port:
+                _wait_for_port(port, self.dovecot, "Dovecot", base / "dovecot.log")
 
     def stop_dovecot(self) -> None:
         # Dovecot's master leaves running imap processes behind on SIGTERM here; a
@@ -188,8 +212,9 @@ class MailServers:
                                         env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"},
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                         start_new_session=True)
-        for port in (self.smtp_port, self.submission_port):
-            _wait_for_port(port, self.postfix, "Postfix", base / "postfix.log")
+        for port in (self.smtp_port, self.submission_port, self.submissions_port):
+            if port:
+                _wait_for_port(port, self.postfix, "Postfix", base / "postfix.log")
 
     def stop_postfix(self) -> None:
         _stop(self.postfix)  # master stops its own children
@@ -209,10 +234,25 @@ class MailServers:
         return client
 
     def submit(self, sender: str, recipients: list[str], raw: bytes) -> None:
-        """Send as ``sender`` through the submission port, with AUTH."""
+        """Send as ``sender`` through the submission port, with AUTH (and STARTTLS)."""
         with smtplib.SMTP("127.0.0.1", self.submission_port, timeout=30) as smtp:
+            if self.tls:
+                smtp.starttls(context=self.client_context())
             smtp.login(sender, self.users[sender.lower()])
             smtp.sendmail(sender, recipients, raw)
+
+    def client_context(self) -> ssl.SSLContext:
+        """A client's TLS context that trusts these servers (and verifies them)."""
+        assert self.ca_file is not None, "started without tls=True"
+        return ssl.create_default_context(cafile=str(self.ca_file))
+
+    def imap_logins(self, address: str) -> list[str]:
+        """Dovecot's log lines of the IMAP logins of ``address``; ``TLS`` in those that used
+        it, ``secured`` in plaintext ones from loopback."""
+        log = self.root / "dovecot" / "dovecot.log"
+        text = log.read_text("utf-8", "replace") if log.exists() else ""
+        return [line for line in text.splitlines()
+                if "imap-login: Info: Login:" in line and f"user=<{address.lower()}>" in line]
 
     def messages(self, address: str, folder: str = "INBOX") -> list[bytes]:
         """Every message in ``folder`` of ``address``, in UID order (none if it is missing)."""
@@ -236,7 +276,7 @@ listen = 127.0.0.1
 base_dir = {base}/run
 state_dir = {base}/state
 log_path = {base}/dovecot.log
-ssl = no
+{self._dovecot_ssl()}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 auth_failure_delay = 0
@@ -277,7 +317,8 @@ service imap-login {{
     port = {self.imap_port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {self.imaps_port}
   }}
   process_limit = {self._imap_process_limit}
 }}
@@ -306,9 +347,17 @@ service stats {{
 }}
 """
 
+    def _dovecot_ssl(self) -> str:
+        if not self.tls:
+            return "ssl = no"
+        tls = self.root / "tls"
+        # ssl = yes: STARTTLS on the IMAP port, TLS from the start on the imaps listener
+        return (f"ssl = yes\nssl_cert = <{tls}/server.pem\nssl_key = <{tls}/server.key\n"
+                "ssl_min_protocol = TLSv1.2")
+
     def _postfix_main(self) -> str:
         base = self.root / "postfix"
-        return f"""
+        return self._postfix_tls_main() + f"""
 compatibility_level = 3.6
 queue_directory = {base}/queue
 data_directory = {base}/data
@@ -343,20 +392,40 @@ maximal_backoff_time = 2s
 lmtp_connect_timeout = 5s
 """
 
+    def _postfix_tls_main(self) -> str:
+        if not self.tls:
+            return ""
+        tls = self.root / "tls"
+        return f"""
+smtpd_tls_cert_file = {tls}/server.pem
+smtpd_tls_key_file = {tls}/server.key
+smtpd_tls_loglevel = 1
+smtpd_tls_received_header = yes
+"""
+
     def _postfix_master(self) -> str:
-        submission = "\n".join(f"  -o {option}" for option in (
+        sasl = (
             "smtpd_sasl_auth_enable=yes",
             "smtpd_sasl_type=dovecot",
             f"smtpd_sasl_path=inet:127.0.0.1:{self.auth_port}",
-            "smtpd_tls_security_level=none",
             "smtpd_client_restrictions=permit_sasl_authenticated,reject",
             "smtpd_sender_restrictions=reject_sender_login_mismatch",
             "smtpd_recipient_restrictions=permit_sasl_authenticated,reject",
-        ))
+        )
+        if not self.tls:
+            submission = _options(*sasl, "smtpd_tls_security_level=none")
+            submissions = ""
+        else:  # STARTTLS before anything (and before AUTH) on 587; TLS from the start on 465
+            tls_only = ("smtpd_tls_security_level=encrypt", "smtpd_tls_auth_only=yes")
+            submission = _options(*sasl, *tls_only)
+            submissions = (f"127.0.0.1:{self.submissions_port} inet n - n - - smtpd\n"
+                           + _options(*sasl, *tls_only, "smtpd_tls_wrappermode=yes"))
         return f"""
 127.0.0.1:{self.smtp_port} inet n - n - - smtpd
 127.0.0.1:{self.submission_port} inet n - n - - smtpd
 {submission}
+{submissions}
+tlsmgr    unix  - - n 1000? 1 tlsmgr
 pickup    unix  n - n 60 1 pickup
 cleanup   unix  n - n -  0 cleanup
 qmgr      unix  n - n 300 1 qmgr
@@ -379,6 +448,41 @@ anvil     unix  - - n -  1 anvil
 scache    unix  - - n -  1 scache
 postlog   unix-dgram n - n - 1 postlogd
 """
+
+
+def _options(*options: str) -> str:
+    """master.cf ``-o`` lines for one service."""
+    return "\n".join(f"  -o {option}" for option in options)
+
+
+def make_certificates(directory: Path, domain: str) -> None:
+    """A CA (``openssl req -x509``) and a server certificate it signs, for 127.0.0.1,
+    localhost and mail.<domain>: ``ca.pem``, ``server.pem``, ``server.key``.
+
+    A CA apart from the server's certificate, as real deployments have, so a client
+    that trusts ``ca.pem`` checks a chain and the names, not one pinned certificate.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o755)
+    key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, timeout=60,
+                       capture_output=True)
+    openssl("req", "-x509", *key, "-keyout", "ca.key", "-out", "ca.pem", "-days", "3",
+            "-subj", f"/CN=mailcoach test CA for {domain}",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    openssl("req", *key, "-keyout", "server.key", "-out", "server.csr",
+            "-subj", f"/CN=mail.{domain}")
+    (directory / "server.ext").write_text(
+        f"subjectAltName = IP:127.0.0.1, DNS:localhost, DNS:mail.{domain}\n"
+        "extendedKeyUsage = serverAuth\nbasicConstraints = critical, CA:FALSE\n"
+        "keyUsage = critical, digitalSignature, keyEncipherment\n", "utf-8")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "server.pem", "-days", "3", "-extfile", "server.ext")
+    for name in ("ca.key", "server.key"):
+        (directory / name).chmod(0o600)  # read by Dovecot's and Postfix's masters (root)
 
 
 def _write_atomic(path: Path, text: str, mode: int) -> None:

@@ -6,6 +6,24 @@ STARTTLS, a clear error for a refused login or an unreachable server, one
 command at a time (an ``asyncio.Lock``), CONDSTORE enabled, and responses read
 into values (``worker/fetch.py``). Every failure of the connection itself is a
 :class:`ServerAway` (an ``OSError``): the caller reconnects with backoff.
+
+TLS (contexts from ``worker/tls.py``, always verified unless ``verify: false``):
+
+* ``security: tls`` gives aioimaplib's ``IMAP4`` the context, so the TCP
+  connection is TLS from its first byte (``IMAP4_SSL`` does the same but takes
+  no ``conn_lost_cb``, which wakes an IDLE when the server goes).
+* ``security: starttls``: aioimaplib 2.0 knows the STARTTLS command but not the
+  upgrade, and asyncio's ``loop.start_tls`` is the stdlib's way to do it on a
+  live transport. RFC 3501 §6.2.1 and RFC 2595 §3.1 say what must hold, and each
+  is checked: the server must list STARTTLS (else :class:`TlsUnavailable`, never
+  a plaintext login); an answer other than OK is the same error; nothing may
+  follow the OK before the handshake (a part line left over then could only be
+  an injection, CVE-2011-0411's kind: refused); after the handshake what was
+  learnt in plaintext (the capabilities) is discarded and asked again over TLS,
+  before LOGIN.
+* A certificate that fails verification is :class:`TlsUnavailable` too: the
+  worker stops with the error (retrying will not change the certificate); a
+  connection that drops during a handshake is :class:`ServerAway` as any other.
 """
 
 from __future__ import annotations
@@ -19,13 +37,15 @@ from dataclasses import dataclass
 from ..errors import MailcoachError
 from .fetch import Fetched, parse_fetch, response_code, search_uids
 from .settings import MailServer
+from .tls import TlsUnavailable, certificate_problem, client_context
 
 try:
     import aioimaplib
 except ImportError:  # pragma: no cover - the extra is not installed
     aioimaplib = None
 
-__all__ = ["ImapConnection", "LoginRefused", "SelectedFolder", "ServerAway", "imap_library"]
+__all__ = ["ImapConnection", "LoginRefused", "SelectedFolder", "ServerAway", "TlsUnavailable",
+           "imap_library"]
 
 log = logging.getLogger("mailcoach.worker.imap")
 
@@ -76,10 +96,11 @@ class ImapConnection:
         Raises:
             ServerAway: the server is not reachable or dropped the connection.
             LoginRefused: the server said NO to the login.
+            TlsUnavailable: TLS as configured cannot be had (see the module docstring).
         """
         library = imap_library()
         where = f"{server.host}:{server.port}"
-        context = _tls_context(server)
+        context = client_context(server) if server.security != "none" else None
         lost: list[object] = []
 
         def connection_lost(_exc: object) -> None:  # wakes an IDLE waiting for a push
@@ -92,16 +113,21 @@ class ImapConnection:
             lost.append(client.protocol)
             await client.wait_hello_from_server()
         except (TimeoutError, OSError, ssl.SSLError) as exc:
-            raise ServerAway(f"cannot reach the IMAP server {where}: {_reason(exc)}") from None
+            raise certificate_problem(exc, server, "IMAP") or ServerAway(
+                f"cannot reach the IMAP server {where}: {_reason(exc)}") from None
         self = cls(client, server, login)
         try:
             if server.security == "starttls":
+                assert context is not None
                 await self._starttls(context)
             response = await client.login(login, password)
         except (TimeoutError, OSError, ssl.SSLError) as exc:
             await self.close()
-            raise ServerAway(f"the IMAP server {where} dropped the connection: "
-                             f"{_reason(exc)}") from None
+            raise certificate_problem(exc, server, "IMAP") or ServerAway(
+                f"the IMAP server {where} dropped the connection: {_reason(exc)}") from None
+        except TlsUnavailable:
+            await self.close()
+            raise
         if response.result != "OK":
             await self.close()
             said = _text(response.lines[-1:]) if response.lines else response.result
@@ -112,23 +138,35 @@ class ImapConnection:
         return self
 
     async def _starttls(self, context: ssl.SSLContext) -> None:
-        # aioimaplib knows the STARTTLS command but not the upgrade: RFC 3501 §6.2.1,
-        # then the transport is wrapped in place and the capabilities asked again.
+        """RFC 3501 §6.2.1 on aioimaplib's protocol (see the module docstring)."""
         library = imap_library()
         protocol = self._client.protocol
-        await self._client.protocol.capability()
-        if "STARTTLS" not in protocol.capabilities:
-            raise ServerAway(f"{self.server.host}:{self.server.port} offers no STARTTLS "
-                             "(set imap.security: tls or none)")
+        where = f"{self.server.host}:{self.server.port}"
+        await asyncio.wait_for(protocol.capability(), _COMMAND_TIMEOUT)
+        if "STARTTLS" not in {c.upper() for c in protocol.capabilities}:
+            raise TlsUnavailable(f"the IMAP server {where} offers no STARTTLS, and imap.security "
+                                 "is starttls: this worker will not log in in plaintext (use "
+                                 "security: tls on the server's IMAPS port, usually 993)")
         # aioimaplib's protocol method is named like a DB call; it sends one IMAP command
         send_command = protocol.execute
-        response = await send_command(
-            library.Command("STARTTLS", protocol.new_tag(), loop=protocol.loop))
+        response = await asyncio.wait_for(send_command(
+            library.Command("STARTTLS", protocol.new_tag(), loop=protocol.loop)),
+            _COMMAND_TIMEOUT)
         if response.result != "OK":
-            raise ServerAway(f"STARTTLS refused: {_text(response.lines)}")
+            raise TlsUnavailable(f"the IMAP server {where} refused STARTTLS: "
+                                 f"{_text(response.lines) or response.result}")
+        if protocol.incomplete_line:  # bytes after the OK, before TLS: not the server's
+            raise TlsUnavailable(f"the IMAP server {where} sent data after its STARTTLS "
+                                 "answer, before TLS began: refused (RFC 2595 §3.1)")
         loop = asyncio.get_running_loop()
-        protocol.transport = await loop.start_tls(protocol.transport, protocol, context,
-                                                  server_hostname=self.server.host)
+        protocol.transport = await loop.start_tls(
+            protocol.transport, protocol, context, server_hostname=self.server.host,
+            ssl_handshake_timeout=_COMMAND_TIMEOUT)
+        if protocol.transport is None or protocol.transport.get_extra_info("ssl_object") is None:
+            raise ServerAway(f"the IMAP server {where}: the TLS handshake did not complete")
+        # RFC 3501 §6.2.1: what was learnt before TLS is discarded and asked again
+        protocol.capabilities = set()
+        await asyncio.wait_for(protocol.capability(), _COMMAND_TIMEOUT)
 
     async def _capabilities(self) -> None:
         try:  # after LOGIN the server may offer more (RFC 3501 §6.2.3)
@@ -243,14 +281,6 @@ class ImapConnection:
         protocol = self._client.protocol
         return (protocol is not None and protocol.transport is not None
                 and not protocol.transport.is_closing() and protocol.state != "LOGOUT")
-
-
-def _tls_context(server: MailServer) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    if not server.verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 def _quote(folder: str) -> str:

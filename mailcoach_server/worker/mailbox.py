@@ -464,7 +464,9 @@ class ImapMailbox:
                 self._sent.pop(reply.uid, None)
                 await conn.select("INBOX")
                 raise
-            except OSError as exc:
+            except (OSError, LoginRefused) as exc:
+                # a login refused now (it passed at start: a changed password?) defers the
+                # reply as a dropped connection does: it stays in Sent, unsent, not lost
                 raise ServerAway(str(exc)) from None
             _crash_point("after-send")
             await self._flag(conn, self.settings.sent_folder, [reply.uid], UNSENT, remove=True)

@@ -1,7 +1,9 @@
 """``mailcoach worker --config worker.yaml``: serve parties from their mailboxes on a server.
 
-For each party: log in (a refused login stops the worker with a clear error;
-an unreachable server is retried with backoff, each try logged), take its
+For each party: log in (a refused login, or TLS that cannot be had as
+configured, stops the worker with a clear error; so does either found by one
+SMTP submission check at start; an unreachable server is retried with
+backoff, each try logged), take its
 lease, then run the runtime's own ``AgentWorker`` or ``RobotWorker`` over an
 ``ImapMailbox`` while a keeper renews the lease. A lost lease stops that
 party's worker at once and the loop goes back to waiting for the lease.
@@ -27,6 +29,8 @@ from .connection import LoginRefused
 from .lease import LeaseLost
 from .mailbox import ImapMailbox
 from .settings import PartyLogin, WorkerSettings, load_worker_settings
+from .submit import SmtpSubmitter
+from .tls import TlsUnavailable
 
 __all__ = ["main", "run_worker"]
 
@@ -78,7 +82,8 @@ class PartyRunner:
                            model=self.model, budget=self.budget)
 
     async def run(self) -> None:
-        """Serve until cancelled. Raises ``LoginRefused`` (a configuration error)."""
+        """Serve until cancelled. Raises ``LoginRefused`` or ``TlsUnavailable``
+        (configuration errors)."""
         await self.mailbox.connect()
         if self.robot is not None:
             await self.robot.start()
@@ -97,7 +102,7 @@ class PartyRunner:
                 await asyncio.gather(worker.task, keeper, return_exceptions=True)
             for task in (keeper, worker.task):
                 problem = None if task.cancelled() else task.exception()
-                if isinstance(problem, LoginRefused):
+                if isinstance(problem, (LoginRefused, TlsUnavailable)):
                     raise problem
                 if isinstance(problem, LeaseLost):
                     log.warning("%s: %s; this worker stops acting for it", self.party.address,
@@ -126,6 +131,9 @@ async def run_worker(settings: WorkerSettings, *, model: ChatModel | None = None
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     tasks = [asyncio.create_task(r.run(), name=f"party {r.party.address}") for r in runners]
+    first = settings.parties[0]  # TLS and the login, once: every party submits the same way
+    tasks.append(asyncio.create_task(
+        SmtpSubmitter(settings.smtp, first.login, first.password).check(), name="smtp check"))
     stopping = asyncio.create_task(stop.wait(), name="signals")
     print(f"mailcoach worker: {len(runners)} parties on imap "
           f"{settings.imap.host}:{settings.imap.port}, smtp "
@@ -140,7 +148,7 @@ async def run_worker(settings: WorkerSettings, *, model: ChatModel | None = None
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             for task in done - {stopping}:
                 problem = None if task.cancelled() else task.exception()
-                if isinstance(problem, (LoginRefused, MailcoachError)):
+                if isinstance(problem, MailcoachError):  # LoginRefused, TlsUnavailable
                     print(f"mailcoach worker: {problem}", file=sys.stderr, flush=True)
                     code = 2
                     stop.set()

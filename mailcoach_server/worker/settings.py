@@ -2,7 +2,8 @@
 
     config: mailcoach.yaml          # the server's own config: domain, user, models, agents, robots
     imap: {host: mail.company.example, port: 993, security: tls}       # tls, starttls or none
-    smtp: {host: mail.company.example, port: 587, security: starttls}
+    smtp: {host: mail.company.example, port: 587, security: starttls,
+           ca_file: company-ca.pem}  # trust this CA (PEM) instead of the system's
     parties:                        # the parties this worker logs in as
       swe1@company.example: {password_file: secrets/swe1}        # login: the address
       shell@company.example: {login: shell, password_env: SHELL_PASSWORD, kind: shell}
@@ -11,7 +12,9 @@
 
 Each party's kind and settings (model, budget, system text; robot options) come
 from the server config (``config:``, read by ``config.load_config`` as ``mailcoach
-serve`` reads it); a ``kind`` given here is checked against it. Relative paths
+serve`` reads it); a ``kind`` given here is checked against it. Certificates are
+always verified (``worker/tls.py``); ``verify: false`` under ``imap`` or ``smtp``
+turns that off and is for tests against a throwaway certificate only. Relative paths
 are relative to worker.yaml. Errors name the file and the key, as the server
 config's do. Passwords are read here, once; they are never logged.
 """
@@ -19,6 +22,7 @@ config's do. Passwords are read here, once; they are never logged.
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +50,8 @@ class MailServer:
     security: str
     #: verify the server's certificate (off only for a test server's own certificate)
     verify: bool = True
+    #: PEM file of the CAs trusted instead of the system's (absolute), or None
+    ca_file: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,8 +114,8 @@ def load_worker_settings(path: str | Path) -> WorkerSettings:
                    "limits) or split the parties over more workers")
     return WorkerSettings(
         config=config,
-        imap=_server(fail, "imap", _mapping(fail, data, "imap", required=True)),
-        smtp=_server(fail, "smtp", _mapping(fail, data, "smtp", required=True)),
+        imap=_server(fail, "imap", _mapping(fail, data, "imap", required=True), base),
+        smtp=_server(fail, "smtp", _mapping(fail, data, "smtp", required=True), base),
         parties=parties,
         lease_seconds=_number(fail, "lease_seconds", data.get("lease_seconds", 60), 1),
         max_connections=cap,
@@ -152,10 +158,13 @@ def _text(fail: _Failer, key: str, value: Any) -> str:
     return value
 
 
-def _server(fail: _Failer, name: str, data: Mapping[str, Any]) -> MailServer:
+_SERVER_KEYS = ("host", "port", "security", "verify", "ca_file")
+
+
+def _server(fail: _Failer, name: str, data: Mapping[str, Any], base: Path) -> MailServer:
     for key in data:
-        if key not in ("host", "port", "security", "verify"):
-            raise fail(f"{name}.{key}", "unknown key (known: host, port, security, verify)")
+        if key not in _SERVER_KEYS:
+            raise fail(f"{name}.{key}", f"unknown key (known: {', '.join(_SERVER_KEYS)})")
     security = data.get("security", "starttls")
     if security not in _SECURITY:
         raise fail(f"{name}.security", f"expected one of {', '.join(_SECURITY)}, "
@@ -167,7 +176,25 @@ def _server(fail: _Failer, name: str, data: Mapping[str, Any]) -> MailServer:
     if not isinstance(verify, bool):
         raise fail(f"{name}.verify", f"expected true or false, got {verify!r}")
     return MailServer(host=_text(fail, f"{name}.host", data.get("host")), port=port,
-                      security=security, verify=verify)
+                      security=security, verify=verify,
+                      ca_file=_ca_file(fail, name, data.get("ca_file"), security, base))
+
+
+def _ca_file(fail: _Failer, name: str, value: Any, security: str, base: Path) -> str | None:
+    """The CA file's absolute path, once it has been read as PEM certificates."""
+    if value is None:
+        return None
+    key = f"{name}.ca_file"
+    if security == "none":
+        raise fail(key, f"a CA file is for TLS, but {name}.security is none")
+    path = base / _text(fail, key, value)
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except ssl.SSLError as exc:  # an OSError too: first
+        raise fail(key, f"{path} holds no PEM certificates ({exc.reason or exc})") from None
+    except OSError as exc:
+        raise fail(key, f"cannot read {path}: {exc.strerror}") from None
+    return str(path.resolve())
 
 
 def _parties(fail: _Failer, data: Mapping[str, Any], config: Config,

@@ -38,11 +38,13 @@ def require_aioimaplib() -> None:
         pytest.skip("aioimaplib is not installed")
 
 
-def mail_system(extra_users: tuple[str, ...] = ()) -> Iterator[MailServers]:
-    """A private Dovecot + Postfix with the user, swe1 and shell (and ``extra_users``)."""
-    require_mail_servers()
+def mail_system(extra_users: tuple[str, ...] = (), *, tls: bool = False
+                ) -> Iterator[MailServers]:
+    """A private Dovecot + Postfix with the user, swe1 and shell (and ``extra_users``);
+    with ``tls``, TLS and STARTTLS too (``MailServers(tls=True)``)."""
+    require_mail_servers(tls=tls)
     require_aioimaplib()
-    with MailServers(DOMAIN) as servers:
+    with MailServers(DOMAIN, tls=tls) as servers:
         for address, password in PASSWORDS.items():
             servers.add_user(address, password)
         for address in extra_users:
