@@ -21,8 +21,9 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from email.message import EmailMessage
-from email.utils import format_datetime, localtime
+from email.utils import format_datetime
 from typing import Final, Literal
 
 from mailcoach_robots.approval_book import Request
@@ -46,6 +47,10 @@ _ATTRIBUTION: Final = re.compile(r"wrote:\s*$|^-{2,}\s*Original Message", re.IGN
 class Answer:
     verdict: Literal["yes", "no"]
     reason: str = ""
+
+
+def _when(timestamp: float) -> str:
+    return format_datetime(datetime.fromtimestamp(timestamp).astimezone())
 
 
 def span(seconds: float) -> str:
@@ -110,7 +115,7 @@ def request_mail(request: Request, *, robot: str, approver: str, why: str,
                       + (f"--- stdin: {more} more characters not shown ---\n" if more else "")
                       + "--- end of stdin ---\n")
     attach = "".join(f"    {path}\n" for path in request.attach)
-    expires = format_datetime(localtime(request.expires))
+    expires = _when(request.expires)
     waits = span(request.expires - request.created)
     body = (
         f"{request.agent} asks {robot} to run this command ({why}):\n\n"
@@ -166,7 +171,7 @@ def note(subject: str, text: str, *, to: str | None = None,
 
 def settled_text(request: Request) -> str:
     """How a decided request is described: "approved at ... by ..." and the like."""
-    when = format_datetime(localtime(request.settled or time.time()))
+    when = _when(request.settled or time.time())
     if request.state == "approved":
         return f"already approved at {when} by {request.by}; it ran once and is not run again"
     if request.state == "refused":

@@ -10,7 +10,6 @@ scripted model server through litellm) ask for a file.
 from __future__ import annotations
 
 import asyncio
-import os
 import smtplib
 from email import policy
 from email.message import EmailMessage
@@ -218,4 +217,3 @@ async def test_an_agent_gets_the_file_it_asked_for(tmp_path: Path, model_server:
         # The agent's next model call was shown the attachment.
         seen = model_server.requests[1]["messages"][-1]["content"]
         assert "vars.env" in seen
-    assert os.path.exists(config.data_dir / "work" / "vars.env")
