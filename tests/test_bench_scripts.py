@@ -60,6 +60,11 @@ BENCHES = {
         rf"count_lines +yes +\d+ +\d+ +{NUMBER} +\d+ +\d+  reply",
         r"scripted total: (\d+)/\1 solved, \d+ model calls, \d+ tokens",
     ]),
+    "worker_scale": (["--agents", "2", "--delay", "0.05", "--workers", "1"], [
+        rf"serve \(one process\) +{NUMBER} s +{NUMBER} msg/s",
+        rf"worker x1 +\(Dovecot\) +{NUMBER} s +{NUMBER} msg/s|no Dovecot \+ Postfix here",
+        rf"Dovecot \+ Postfix alone +{NUMBER} s +{NUMBER} msg/s|no Dovecot \+ Postfix here",
+    ]),
     "startup": (["--runs", "1"], [
         rf"python -c pass +{NUMBER} ms \(baseline\)",
         rf"mailcoach --help +{NUMBER} ms",
