@@ -17,7 +17,7 @@ need=()
 for tool in swaks:swaks msmtp:msmtp mbsync:isync neomutt:neomutt bwrap:bubblewrap tmux:tmux \
             claws-mail:claws-mail thunderbird:thunderbird Xvfb:xvfb xdotool:xdotool \
             import:imagemagick podman:podman buildah:buildah runc:runc debootstrap:debootstrap \
-            dovecot:dovecot-imapd /usr/lib/dovecot/lmtp:dovecot-lmtpd postfix:postfix; do
+            dovecot:dovecot-imapd /usr/lib/dovecot/lmtp:dovecot-lmtpd postfix:postfix openssl:openssl; do
     # sbin too: runc and debootstrap live there, outside a normal user's PATH
     PATH="$PATH:/usr/sbin:/sbin" command -v "${tool%%:*}" >/dev/null 2>&1 \
         || need+=("${tool##*:}")
