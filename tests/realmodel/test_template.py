@@ -13,6 +13,7 @@ from tests.realmodel.checks import DEBRIS
 from tests.realmodel.conftest import N_CTX
 
 ALTERNATE = "roles must alternate"
+pytestmark = pytest.mark.timeout(600)  # the first test waits for the model to load
 
 
 @pytest.mark.parametrize("roles", [
