@@ -163,3 +163,57 @@ def test_ca_file_is_checked_with_the_rest_of_worker_yaml(tls_mail, model_server,
         config.write_text(yaml.safe_dump(broken))
         with pytest.raises(ConfigError, match=f"key 'imap.ca_file': .*{problem}"):
             load_worker_settings(config)
+
+
+class StarttlsScript:
+    """An IMAP server on loopback that answers STARTTLS as told (``reply``, after the tag),
+    for what Dovecot never does: refuse it, or add bytes after its OK (an injection)."""
+
+    def __init__(self, reply: bytes) -> None:
+        self.reply = reply
+        self.commands: list[bytes] = []
+        self.writers: list = []
+
+    async def __aenter__(self) -> StarttlsScript:
+        import asyncio
+
+        async def serve(reader, writer):
+            self.writers.append(writer)
+            writer.write(b"* OK [CAPABILITY IMAP4rev1 STARTTLS] ready\r\n")
+            while line := await reader.readline():
+                self.commands.append(line)
+                tag, _, command = line.strip().partition(b" ")
+                if command.upper() == b"CAPABILITY":
+                    writer.write(b"* CAPABILITY IMAP4rev1 STARTTLS\r\n" + tag + b" OK done\r\n")
+                elif command.upper() == b"STARTTLS":
+                    writer.write(tag + b" " + self.reply)  # one write: one segment
+                else:
+                    writer.write(tag + b" BAD not in this script\r\n")
+                await writer.drain()
+            writer.close()
+        self.server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+        for writer in self.writers:  # the connections too, not only the listener
+            writer.close()
+            try:
+                await writer.wait_closed()
+            except OSError:
+                pass
+        await self.server.wait_closed()
+
+
+@pytest.mark.parametrize(("reply", "problem"), [
+    (b"NO [ALERT] not today\r\n", "refused STARTTLS: .*not today"),
+    (b"OK begin TLS\r\n* CAPABILITY IMAP4rev1 AUTH=PLAIN", "sent data after its STARTTLS"),
+])
+async def test_a_refused_or_tampered_starttls_is_an_error_not_plaintext(reply, problem):
+    async with StarttlsScript(reply) as server:
+        with pytest.raises(TlsUnavailable, match=problem):
+            await ImapConnection.open(MailServer("127.0.0.1", server.port, "starttls"),
+                                      SWE1, PASSWORD)
+    assert not any(b"LOGIN" in line.upper() for line in server.commands), server.commands
+    assert any(line.upper().endswith(b"STARTTLS\r\n") for line in server.commands)
