@@ -129,13 +129,19 @@ class Approvals:
             message_ids(message.get("References"))))
         return self.book.find(ids, str(message.get("Subject", "")))
 
-    def console_answer(self, message: Message, command: str, text: str) -> Request | None:
+    def console_answer(self, message: Message, command: str,
+                       text: str) -> Request | EmailMessage | None:
         """In the console a ``yes`` has no threading: with no Subject it answers the only
-        pending request."""
+        pending request; with several, the reply lists them and how to name one."""
         if command or sender_of(message) != self.approver or answer_of(text) is None:
             return None
         pending = self.book.pending()
-        return pending[0] if len(pending) == 1 else None
+        if len(pending) <= 1:
+            return pending[0] if pending else None
+        listed = "".join(f"    [approval {r.token}]  {r.agent}: {r.command}\n" for r in pending)
+        return note("Which one?", f"{len(pending)} commands wait for approval:\n\n{listed}\n"
+                    "Answer one by replying to its Approve mail, or put its [approval TOKEN] "
+                    "in the Subject (in the console: an empty line, then :[approval TOKEN]).")
 
     def needs_approval(self, message: Message, command: str) -> str | None:
         """Why the command must wait (None: run it now)."""

@@ -511,6 +511,8 @@ class ShellRobot(Robot):
         text = stdin.decode("utf-8")
         answered = self.approvals.is_answer(message) or self.approvals.console_answer(
             message, command, text)
+        if isinstance(answered, EmailMessage):
+            return answered
         if answered is not None:
             return await self.approvals.answer(answered, message, text)
         refused = refusal(command)

@@ -123,6 +123,59 @@ async def test_rules_on_the_robot(tmp_path: Path) -> None:
     assert sorted(p.name for p in robot.workdir.iterdir()) == ["mine.txt"]
 
 
+def approving_robot(tmp_path: Path, **options: Any) -> ShellRobot:
+    return ShellRobot(RobotContext(SHELL, tmp_path, {
+        "approval": "always", "sandbox": "none", "allow_unsandboxed_root": True, **options},
+        user=USER))
+
+
+def robot_mail(sender: str, subject: str, body: str = "", number: int = 1) -> EmailMessage:
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = sender, SHELL, subject
+    message["Message-ID"] = f"<{number}@localdomain>"
+    message.set_content(body)
+    return message
+
+
+async def test_a_yes_without_subject_answers_the_only_pending_request(tmp_path: Path) -> None:
+    robot = approving_robot(tmp_path)
+    await robot.handle(robot_mail(AGENT, "echo one > one.txt", number=1))
+    ran = await robot.handle(robot_mail(USER, "", "yes\n", number=2))
+    assert (ran["Subject"], ran["To"], ran["In-Reply-To"]) == (
+        "Exit Code: 0", AGENT, "<1@localdomain>")
+    await robot.handle(robot_mail(AGENT, "echo two > two.txt", number=3))
+    await robot.handle(robot_mail(AGENT, "echo three > three.txt", number=4))
+    which = await robot.handle(robot_mail(USER, "", "yes\n", number=5))
+    assert which["Subject"] == "Which one?"
+    listed = which.get_content()
+    assert "2 commands wait" in listed
+    assert "echo two > two.txt" in listed and "echo three > three.txt" in listed
+    assert sorted(p.name for p in robot.workdir.iterdir()) == ["one.txt"]
+    # Without a yes or no an empty Subject is what it always was.
+    nothing = await robot.handle(robot_mail(USER, "", "hello\n", number=6))
+    assert nothing["Subject"] == "Exit Code: 2"
+
+
+def test_the_state_stays_out_of_the_work_directory(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="holds the approval state"):
+        approving_robot(tmp_path, workdir="robots")
+
+
+def test_an_unreadable_state_file_is_named(tmp_path: Path) -> None:
+    state = tmp_path / "robots" / SHELL / "approvals.json"
+    state.parent.mkdir(parents=True)
+    state.write_text('{"requests": [{"token": "x"}]}')
+    with pytest.raises(ConfigError, match=r"approvals\.json: the approval requests cannot be"):
+        approving_robot(tmp_path)
+    assert state.read_text() == '{"requests": [{"token": "x"}]}'  # nothing thrown away
+
+
+def test_approval_needs_an_approver(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="approval needs an approver"):
+        ShellRobot(RobotContext(SHELL, tmp_path, {"approval": "always", "sandbox": "none",
+                                                  "allow_unsandboxed_root": True}))
+
+
 # --- end to end -------------------------------------------------------------------
 
 
