@@ -128,6 +128,11 @@ class ImapConnection:
         except TlsUnavailable:
             await self.close()
             raise
+        except Exception as exc:  # aioimaplib's Abort/Error: this connection is unusable
+            await self.close()
+            if not _library_error(exc):
+                raise
+            raise ServerAway(f"the IMAP server {where}: {exc}") from None
         if response.result != "OK":
             await self.close()
             said = _text(response.lines[-1:]) if response.lines else response.result
@@ -196,7 +201,7 @@ class ImapConnection:
         except (TimeoutError, OSError, ssl.SSLError) as exc:
             raise ServerAway(f"IMAP {name.upper()} failed: {_reason(exc)}") from None
         except Exception as exc:  # aioimaplib's Abort/Error: the connection is unusable
-            if type(exc).__module__.startswith("aioimaplib"):
+            if _library_error(exc):
                 raise ServerAway(f"IMAP {name.upper()} failed: {exc}") from None
             raise
 
@@ -268,7 +273,7 @@ class ImapConnection:
         except (TimeoutError, OSError, ssl.SSLError) as exc:
             raise ServerAway(f"IDLE ended: {_reason(exc)}") from None
         except Exception as exc:
-            if type(exc).__module__.startswith("aioimaplib"):
+            if _library_error(exc):
                 raise ServerAway(f"IDLE ended: {exc}") from None
             raise
         if not self.alive:
@@ -281,6 +286,11 @@ class ImapConnection:
         protocol = self._client.protocol
         return (protocol is not None and protocol.transport is not None
                 and not protocol.transport.is_closing() and protocol.state != "LOGOUT")
+
+
+def _library_error(exc: BaseException) -> bool:
+    """aioimaplib's own exceptions (Abort, Error, CommandTimeout...)."""
+    return type(exc).__module__.startswith("aioimaplib")
 
 
 def _quote(folder: str) -> str:
