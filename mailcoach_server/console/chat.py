@@ -7,6 +7,7 @@ next. The menu numbers models from 1 (0: type one), letters addresses from
 
 from __future__ import annotations
 
+import queue
 import string
 from typing import TextIO
 
@@ -69,6 +70,49 @@ def _menu(session: Session, out: TextIO) -> tuple[str, str] | None:
     return None
 
 
+_YES = frozenset({"y", "yes", "ok", "approve"})
+_NO = frozenset({"n", "no", "deny", "refuse", "reject"})
+
+
+def _answer_approvals(session: Session, out: TextIO) -> list[str]:
+    """Wait for the agents; each command a robot holds for approval is asked here.
+
+    The answer goes back as mail, a reply to the request, as from any client:
+    ``y``/``yes`` runs it, ``n``/``no`` refuses it (a reason may follow), an empty
+    answer leaves it waiting (answer later by mail, until it expires).
+    """
+    while True:
+        blocked = session.wait()
+        try:
+            request = session.approvals.get_nowait()
+        except queue.Empty:
+            return blocked
+        command = request.subject.removeprefix("Approve: ")
+        try:
+            answer = input(f"{request.robot}: approve {command}? [y/n reason] ").strip()
+        except EOFError:
+            return blocked
+        if not answer:
+            out.write("(left waiting: reply to the Approve mail to decide)\n")
+            continue
+        word, _, reason = answer.partition(" ")
+        if word.lower() in _YES:
+            verdict = "yes"
+        elif word.lower() in _NO:
+            verdict = f"no\n{reason.strip()}".rstrip()
+        else:
+            out.write("answer y (run it) or n and a reason (refuse it)\n")
+            session.approvals.put(request)
+            continue
+        raw = user_message(sender=session.config.user, to=request.robot,
+                           subject=f"Re: {request.subject}", body=verdict + "\n",
+                           model=None, in_reply_to=request.message_id)
+        try:
+            session.submit(raw)
+        except Exception as exc:  # refused: say why; the request still waits
+            out.write(f"not sent: {exc}\n")
+
+
 def chat(session: Session, out: TextIO) -> None:
     """Run the prompt until Ctrl+D."""
     to = default_recipient(session)
@@ -116,7 +160,7 @@ def chat(session: Session, out: TextIO) -> None:
             out.write(f"not sent: {exc}\n")
             continue
         subject = ""
-        blocked = session.wait()
+        blocked = _answer_approvals(session, out)
         if blocked:
             out.write(f"budget reached (${session.spent():.6f}); mail waits for "
                       f"{', '.join(blocked)}\n")

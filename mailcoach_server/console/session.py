@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import queue
+import re
 import sys
 import threading
 import time
 from collections.abc import Coroutine
 from concurrent.futures import Future
+from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
@@ -58,6 +60,8 @@ class Session:
         self._started: Future[Server] = Future()
         self._finished: Future[None] = Future()
         self._debug_requests: queue.Queue[tuple[str, Future[None]]] = queue.Queue()
+        #: robots' "Approve:" requests to the user, shown as a prompt by the chat
+        self.approvals: queue.Queue[ApprovalRequest] = queue.Queue()
         self.server: Server | None = None
 
     # -- life cycle ----------------------------------------------------------
@@ -111,9 +115,24 @@ class Session:
             return
         for plan in plans:
             if plan.raw and plan.file == "trace":
-                text = format_message(read_message(plan.raw), self.palette)
+                message = read_message(plan.raw)
+                request = self._approval_request(plan, message)
+                if request is not None:
+                    self.approvals.put(request)
+                text = format_message(message, self.palette)
                 self.out.write(("\r\033[K" if self.tty else "") + text + "\n")
         self.out.flush()
+
+    def _approval_request(self, plan: WritePlan, message: Any) -> ApprovalRequest | None:
+        """A robot asking the user to approve a command, from its ``Approve:`` mail."""
+        meta = plan.meta
+        subject = meta.subject or ""
+        if (self.config.user not in meta.recipients or not subject.startswith("Approve: ")
+                or self.engine.router.kind_of(meta.sender) != "robot"
+                or not _APPROVAL_TOKEN.search(subject)):
+            return None
+        return ApprovalRequest(robot=meta.sender, subject=subject,
+                               message_id=meta.message_id or "")
 
     async def _confirm_call(self, agent: str, model: str, turns: list[ChatTurn]) -> None:
         last = turns[-1].content.strip().splitlines()[:3] if turns else []
@@ -231,12 +250,28 @@ class Session:
         return str(model or self.config.party_settings(address).model)
 
 
+@dataclass(frozen=True, slots=True)
+class ApprovalRequest:
+    """A robot's "Approve: <command> [approval TOKEN]" mail to the user."""
+
+    robot: str
+    subject: str
+    message_id: str
+
+
+#: the token a robot puts in an approval request's Subject
+_APPROVAL_TOKEN = re.compile(r"\[approval [0-9a-f]{8,32}\]")
+
+
 def user_message(*, sender: str, to: str, subject: str, body: str,
-                 model: str | None) -> bytes:
+                 model: str | None, in_reply_to: str = "") -> bytes:
     message = EmailMessage()
     message["From"] = sender
     message["To"] = to
     message["Subject"] = subject
+    if in_reply_to:
+        message["In-Reply-To"] = in_reply_to
+        message["References"] = in_reply_to
     if model:
         message["X-Hint-Model"] = model
     message.set_content(body)

@@ -407,7 +407,9 @@ async def test_an_answer_that_is_not_yes_or_no_keeps_it_waiting(tmp_path: Path,
 # --- the console ------------------------------------------------------------------
 
 
-def test_the_user_answers_yes_in_the_console(tmp_path: Path, model_server: Any) -> None:
+@pytest.mark.parametrize("answer", ["y", "n not on my machine"])
+def test_the_console_asks_the_user_and_acts_on_the_answer(tmp_path: Path, model_server: Any,
+                                                          answer: str) -> None:
     model_server.enqueue(f"To: {SHELL}\nSubject: echo approved-in-console\n\n")
     model_server.enqueue(f"To: {USER}\nSubject: done\n\nThe shell said approved-in-console.")
     data = config_data(tmp_path / "chat", model_server.spec(),
@@ -421,21 +423,24 @@ def test_the_user_answers_yes_in_the_console(tmp_path: Path, model_server: Any) 
         child.expect("> ")
         child.sendline("Run the echo, please.")
         child.expect(r"Subject: .*Approve: echo approved-in-console \[approval")
-        child.expect("> ")
-        child.sendline("")  # the menu: pick the shell, then answer
-        child.expect(r"([a-y]): shell@localdomain")
-        letter = child.match.group(1)
-        child.expect(r"\? ")
-        child.sendline(letter)
-        child.expect("> ")
-        child.sendline("yes")
-        child.expect("Exit Code: 0")
+        # The request is a prompt: the answer goes back as a reply to it.
+        child.expect(r"shell@localdomain: approve echo approved-in-console .*\? \[y/n reason\] ")
+        child.sendline("maybe")
+        child.expect(r"answer y \(run it\) or n")
+        child.expect(r"\[y/n reason\] ")
+        child.sendline(answer)
+        child.expect("Exit Code: 0" if answer == "y" else "Exit Code: 126")
         child.expect("The shell said approved-in-console")
         child.expect("> ")
         child.sendeof()
         child.expect(pexpect.EOF)
     finally:
         child.close(force=True)
+    if answer != "y":
+        refused = [m for m in mbox_messages(tmp_path / "chat" / f"{AGENT}.mbox")
+                   if m["From"] == SHELL][-1]
+        assert "refused by the user: not on my machine" in text_of(refused)
+        return
     output = [m for m in mbox_messages(tmp_path / "chat" / f"{AGENT}.mbox")
               if m["From"] == SHELL][-1]
     assert text_of(output) == "--- stdout ---\napproved-in-console\n"
