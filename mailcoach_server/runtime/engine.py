@@ -226,9 +226,9 @@ class Engine:
         if self.before_model_call is not None:
             await self.before_model_call(agent, model, turns)
 
-    async def _rewrite_memory(self, address: str, memory: list[int], at: int,
+    async def _rewrite_memory(self, address: str, memory: list[int],
                               note: tuple[str, str]) -> None:
-        await self.store.commit(self.router.memory_note_plan(address, memory, at, note))
+        await self.store.commit(self.router.memory_note_plan(address, memory, note))
 
     def _human_for(self, sender: str) -> str:
         """Mail between agents and robots that fails is told to the user."""

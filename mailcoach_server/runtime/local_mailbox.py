@@ -25,8 +25,8 @@ _BATCH = 32
 
 #: submit(raw, origin=..., completes=..., cost=...)
 Submit = Callable[..., Awaitable[object]]
-#: rewrite(address, new memory, position of the note, (subject, body))
-Rewrite = Callable[[str, list[int], int, tuple[str, str]], Awaitable[None]]
+#: rewrite(address, new memory, (subject, body) of the note that ends it)
+Rewrite = Callable[[str, list[int], tuple[str, str]], Awaitable[None]]
 
 
 class StoreMailbox:
@@ -100,7 +100,7 @@ class StoreMailbox:
         view = memory[: memory.index(number) + 1] if number in memory else memory
         gone = {view[i] for i in drop}
         kept = [n for n in memory if n not in gone]
-        await self._rewrite(self.address, kept, min(drop), note)
+        await self._rewrite(self.address, kept, note)
 
     async def done(self, incoming: Incoming) -> None:
         await self._mark_done(_delivery(incoming).id)

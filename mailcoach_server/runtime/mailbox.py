@@ -72,8 +72,9 @@ class Mailbox(Protocol):
         ...
 
     async def trim_memory(self, upto: Incoming, drop: Sequence[int], note: tuple[str, str]) -> None:
-        """Remove positions ``drop`` of ``memory(upto)`` from the memory and put a note from
-        the runtime, ``(subject, body)``, where the first of them was (the trace keeps all)."""
+        """Remove positions ``drop`` of ``memory(upto)`` from the memory and add a note from
+        the runtime, ``(subject, body)``, at its end, as a robot's reply would be (the
+        trace keeps every message)."""
         ...
 
     async def done(self, incoming: Incoming) -> None:

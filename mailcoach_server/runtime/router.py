@@ -185,12 +185,13 @@ class Router:
             model = effect.state.model or self.config.party_settings(address).model
             main.deliveries.append((address, model))
 
-    def memory_note_plan(self, address: str, memory: list[int], at: int,
+    def memory_note_plan(self, address: str, memory: list[int],
                          note: tuple[str, str]) -> WritePlan:
-        """``address``'s memory becomes ``memory`` with a note from the postmaster at ``at``.
+        """``address``'s memory becomes ``memory`` and then a note from the postmaster.
 
         The note (``(subject, body)``, e.g. why messages were trimmed) is in the
-        trace like any message; nobody acts on it.
+        trace like any message, at the end of the memory as a shell reply would
+        be (so ``Agents/<address>`` stays in UID order); nobody acts on it.
         """
         subject, body = note
         raw = notice(self.postmaster, address, subject, body,
@@ -201,7 +202,7 @@ class Router:
         meta = new_meta(sub, id=self.store.allocate_message_id(),
                         thread=resolve_thread(sub, self.store.find_by_message_id, auto=False))
         return WritePlan(raw=sub.raw, meta=meta, folders=["Trace"],
-                         memory_rewrites={address: [*memory[:at], meta.id, *memory[at:]]})
+                         memory_rewrites={address: [*memory, meta.id]})
 
     def users_question(self, meta: MessageMeta) -> MessageMeta | None:
         """The user's message that ``meta`` follows from: itself, or its nearest

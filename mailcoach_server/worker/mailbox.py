@@ -477,20 +477,19 @@ class ImapMailbox:
     async def trim_memory(self, upto: Incoming, drop: Sequence[int],
                           note: tuple[str, str]) -> None:
         """Forget positions ``drop`` of ``memory(upto)`` (``$MCForgotten``) and leave the
-        runtime's note in Sent, dated as the first of them, so it reads where they were."""
+        runtime's note in Sent, dated now: it ends the memory, as in ``serve``."""
         async def trim(conn: ImapConnection) -> None:
             entries = self._memory_entries(await self._entry_for(conn, upto))
             gone = [entries[i] for i in sorted(set(drop)) if 0 <= i < len(entries)]
             if not gone:
                 return
             subject, body = note
-            raw = (f"From: mailcoach@{self.config.domain}\r\nTo: {self.address}\r\n"
+            raw = (f"From: postmaster@{self.config.domain}\r\nTo: {self.address}\r\n"
                    f"Subject: {subject}\r\nDate: {formatdate()}\r\n"
                    f"Auto-Submitted: auto-generated\r\nMIME-Version: 1.0\r\n"
                    f"Content-Type: text/plain; charset=utf-8\r\n\r\n{body}").encode()
-            when = gone[0].arrived or None
             await conn.select(self.settings.sent_folder, create=True)
-            await conn.append(raw, self.settings.sent_folder, flags=("\\Seen",), date=when)
+            await conn.append(raw, self.settings.sent_folder, flags=("\\Seen",))
             await self._forget(conn, gone)
             await self._refresh(conn)
         await self._retrying(trim)

@@ -90,9 +90,9 @@ class MemoryMailbox:
         text = f"From: postmaster@localdomain\nSubject: {subject}\n\n{body}"
         end = self._positions[upto.ref]
         kept = [turn for i, turn in enumerate(self.remembered) if i not in set(drop)]
-        kept.insert(min(drop), ("postmaster@localdomain", text))
+        kept.append(("postmaster@localdomain", text))
         self.remembered = kept
-        shift = len(drop) - 1
+        shift = len(drop)
         self._positions = {ref: (pos - shift if pos >= end else pos)
                            for ref, pos in self._positions.items()}
         self.trims.append((list(drop), note))
