@@ -24,12 +24,12 @@ import mmap
 import os
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 from ..errors import ModelError
 
@@ -50,6 +50,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("mailcoach.llm")
+
+_T = TypeVar("_T")
 
 # provider -> the variables litellm reads its key from; any one of them will do,
 # the first is the one we tell the user to set.
@@ -450,6 +452,156 @@ def _summary(exc: BaseException) -> str:
     return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
 
 
+# -- the direct route: litellm's HTTP layer, without its per-call bookkeeping ------
+
+#: Providers litellm reaches with OpenAI's chat JSON as it is: for a call that sets
+#: no parameters, their chat config only reshapes the messages.
+_DIRECT_PROVIDERS: Final = frozenset({"openai", "hosted_vllm"})
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """What a call returned, whichever route it took."""
+
+    text: str
+    tokens_input: int
+    tokens_output: int
+
+
+@dataclass(frozen=True, slots=True)
+class _DirectRoute:
+    """How litellm reaches one OpenAI-compatible server (a spec with ``@api_base``).
+
+    ``litellm.acompletion`` costs ~5 ms of CPU per call (about 12,000 Python calls
+    where the HTTP exchange takes ~1,500): its ``@client`` wrapper builds a logging
+    object, prices the answer several times over litellm's model list, builds the
+    standard logging payload for callbacks, and prepares the request in a worker
+    thread; for ``openai/`` the OpenAI SDK then adds its own request pipeline. A
+    mail server needs none of that: it has no litellm callbacks, prices the call
+    from its own table (``find_price``) and retries in ``LiteLLMModel._call``.
+
+    This route keeps litellm's parts that shape what goes over the wire, the
+    ones litellm's own ``hosted_vllm`` route is made of: ``get_llm_provider``
+    and the provider's chat config (request body, URL and headers), litellm's
+    ``AsyncHTTPHandler`` (the aiohttp transport and its connection pool, closed
+    by ``close_litellm_async_clients``), the provider's error class and
+    ``exception_type``, which turns every failure into the litellm exception
+    ``acompletion`` raises for it. It reads only the answer's text and usage.
+    """
+
+    model: str  # the name the server is sent, as litellm resolves it
+    provider: str
+    url: str
+    config: Any  # litellm's chat config of the provider
+
+    @classmethod
+    def resolve(cls, litellm: ModuleType, name: str, api_base: str) -> _DirectRoute | None:
+        """The route to ``name`` at ``api_base``; None when litellm should make the call."""
+        try:
+            model, provider, _, _ = litellm.get_llm_provider(model=name, api_base=api_base)
+            if provider not in _DIRECT_PROVIDERS:
+                return None
+            config = litellm.ProviderConfigManager.get_provider_chat_config(
+                model=model, provider=litellm.LlmProviders(provider))
+            url = config.get_complete_url(api_base=api_base, api_key=None, model=model,
+                                          optional_params={}, litellm_params={})
+        except Exception:  # noqa: BLE001 - acompletion reports what is wrong with the spec
+            return None
+        return cls(model, provider, url, config)
+
+    async def complete(self, litellm: ModuleType, messages: list[dict[str, Any]],
+                       api_key: str, time_limit: float) -> _Answer:
+        """One attempt, ``time_limit`` seconds given to the HTTP client as acompletion
+        gives it; raises what ``litellm.acompletion`` would raise."""
+        http = importlib.import_module("litellm.llms.custom_httpx.http_handler")
+        mapping = importlib.import_module("litellm.litellm_core_utils.exception_mapping_utils")
+        try:
+            try:
+                litellm_params = {"custom_llm_provider": self.provider}
+                headers = self.config.validate_environment(
+                    headers={}, model=self.model, messages=messages, optional_params={},
+                    litellm_params=litellm_params, api_key=api_key, api_base=self.url)
+                body = await self.config.async_transform_request(
+                    model=self.model, messages=messages, optional_params={},
+                    litellm_params=litellm_params, headers=headers)
+                client = http.get_async_httpx_client(llm_provider=litellm.LlmProviders(
+                    self.provider))
+                response = await client.post(self.url, headers=headers, data=json.dumps(body),
+                                             timeout=time_limit)
+                return _read_answer(response.content)
+            except Exception as exc:
+                raise self._provider_error(litellm, exc) from exc
+        except Exception as exc:
+            # As acompletion does; exception_type raises the mapped exception itself.
+            raise mapping.exception_type(model=self.model, custom_llm_provider=self.provider,
+                                         original_exception=exc, completion_kwargs={},
+                                         extra_kwargs={}) from exc
+
+    def _provider_error(self, litellm: ModuleType, exc: Exception) -> Exception:
+        """``exc`` as the provider's litellm error, as litellm's HTTP handler makes it."""
+        if isinstance(exc, litellm.exceptions.Timeout):
+            return exc  # litellm's HTTP handler made it already
+        answer = getattr(exc, "response", None)
+        if isinstance(exc, _UnreadableAnswer):
+            status, text, headers = 500, str(exc), {}
+        elif isinstance(getattr(answer, "status_code", None), int) and hasattr(answer, "text"):
+            # An HTTP error status: OpenAI's error JSON, or whatever the server said.
+            status, text = answer.status_code, _error_text(answer.text)  # type: ignore[union-attr]
+            headers = dict(answer.headers)  # type: ignore[union-attr]
+        else:  # no answer at all: connection refused, reset, ...
+            status, text, headers = _status_of(exc), str(exc) or type(exc).__name__, {}
+        error: Exception = self.config.get_error_class(error_message=text, status_code=status,
+                                                       headers=headers)
+        return error
+
+
+class _UnreadableAnswer(ValueError):
+    """A 200 answer that is not a chat completion."""
+
+
+def _read_answer(raw: bytes) -> _Answer:
+    try:
+        payload = json.loads(raw)
+    except ValueError as exc:
+        raise _UnreadableAnswer(f"the answer is not JSON: {raw[:200]!r}") from exc
+    choices = payload.get("choices") if isinstance(payload, dict) else None
+    first = choices[0] if isinstance(choices, list) and choices else None
+    message = first.get("message") if isinstance(first, dict) else None
+    if not isinstance(message, dict):
+        raise _UnreadableAnswer(f"the answer has no choices: {raw[:200]!r}")
+    content = message.get("content")
+    usage = payload.get("usage")
+    usage = usage if isinstance(usage, dict) else {}
+    return _Answer(content if isinstance(content, str) else "",
+                   _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")))
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _status_of(exc: Exception) -> int:
+    status = getattr(exc, "status_code", None)
+    return status if isinstance(status, int) else 500
+
+
+def _error_text(body: str) -> str:
+    """The message of an error answer: OpenAI's ``{"error": {"message"}}``, vLLM's
+    ``{"message"}``, else the body itself (the OpenAI SDK reads the same places)."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return body
+    if not isinstance(payload, dict):
+        return body
+    error = payload.get("error")
+    for text in (error.get("message") if isinstance(error, dict) else error,
+                 payload.get("message")):
+        if isinstance(text, str) and text:
+            return text
+    return body
+
+
 class LiteLLMModel:
     """Calls models through ``litellm.acompletion``.
 
@@ -465,6 +617,9 @@ class LiteLLMModel:
             timeout, connection error).
         backoff: seconds before the first retry; doubled for each next one.
         max_in_flight: calls in flight at once, across every agent using this object.
+        direct: calls to an OpenAI-compatible server named by ``@api_base`` take
+            ``_DirectRoute`` (litellm's HTTP layer without its per-call logging and
+            cost bookkeeping); False sends every call through ``litellm.acompletion``.
     """
 
     def __init__(
@@ -477,6 +632,7 @@ class LiteLLMModel:
         retries: int = 3,
         backoff: float = 1.0,
         max_in_flight: int = 8,
+        direct: bool = True,
     ) -> None:
         self.prices: dict[str, ModelPrice] = dict(prices or {})
         self.default_price = default_price
@@ -487,6 +643,8 @@ class LiteLLMModel:
         self.max_in_flight = max_in_flight
         self._semaphore = asyncio.Semaphore(max_in_flight)
         self._unpriced: set[str] = set()
+        self.direct = direct
+        self._routes: dict[str, _DirectRoute | None] = {}
 
     async def complete(self, turns: Sequence[ChatTurn], *, model: str) -> Completion:
         """Ask ``model`` (``provider/model[@api_base]``) to continue ``turns``.
@@ -498,36 +656,46 @@ class LiteLLMModel:
         litellm = await _load_litellm()
         name, api_base = split_model(model)
         fitted = fit_turns(turns, template_for(model, self.templates))
-        kwargs: dict[str, Any] = {
-            "model": name,
-            "messages": [turn.as_dict() for turn in fitted],
-            "timeout": self.timeout,
-            "num_retries": 0,  # the loop below retries, with backoff and a semaphore
-        }
-        if api_base is not None:
-            kwargs["api_base"] = api_base
-            if not any(os.environ.get(v) for v in _key_variables(name)):
-                kwargs["api_key"] = _PLACEHOLDER_KEY  # local servers take any key
-        response, seconds = await self._call(litellm, kwargs, model, api_base)
-
-        usage = getattr(response, "usage", None)
-        tokens_input = int(getattr(usage, "prompt_tokens", 0) or 0)
-        tokens_output = int(getattr(usage, "completion_tokens", 0) or 0)
+        messages = [turn.as_dict() for turn in fitted]
+        # The provider's key when it is set, as litellm reads it; else any key will do
+        # (local servers take any).
+        api_key = next((os.environ[v] for v in _key_variables(name) if os.environ.get(v)),
+                       None)
+        route = self._direct_route(litellm, name, api_base)
+        if route is not None:
+            key = api_key or _PLACEHOLDER_KEY
+            answer, seconds = await self._call(
+                litellm, lambda: route.complete(litellm, messages, key, self.timeout),
+                model, api_base)
+        else:
+            kwargs: dict[str, Any] = {
+                "model": name,
+                "messages": messages,
+                "timeout": self.timeout,
+                "num_retries": 0,  # _call retries, with backoff and a semaphore
+            }
+            if api_base is not None:
+                kwargs["api_base"] = api_base
+                if api_key is None:
+                    kwargs["api_key"] = _PLACEHOLDER_KEY
+            response, seconds = await self._call(
+                litellm, lambda: litellm.acompletion(**kwargs), model, api_base)
+            answer = _litellm_answer(response, model)
         price = self._price(model)
-        cost = price.cost(tokens_input, tokens_output) if price else 0.0
-        try:
-            text = response.choices[0].message.content or ""
-        except (AttributeError, IndexError) as exc:
-            raise ModelError(f"{model} returned no choices", retryable=True) from exc
-        log.info(
-            "%s: %d tokens in, %d out, $%.6f, %.2f s",
-            model,
-            tokens_input,
-            tokens_output,
-            cost,
-            seconds,
-        )
-        return Completion(text, model, tokens_input, tokens_output, cost, seconds)
+        cost = price.cost(answer.tokens_input, answer.tokens_output) if price else 0.0
+        log.info("%s: %d tokens in, %d out, $%.6f, %.2f s", model, answer.tokens_input,
+                 answer.tokens_output, cost, seconds)
+        return Completion(answer.text, model, answer.tokens_input, answer.tokens_output, cost,
+                          seconds)
+
+    def _direct_route(self, litellm: ModuleType, name: str,
+                      api_base: str | None) -> _DirectRoute | None:
+        if not self.direct or api_base is None:
+            return None
+        key = f"{name}@{api_base}"
+        if key not in self._routes:
+            self._routes[key] = _DirectRoute.resolve(litellm, name, api_base)
+        return self._routes[key]
 
     async def aclose(self) -> None:
         """Release litellm's cached HTTP clients and logging tasks for this event loop.
@@ -552,15 +720,16 @@ class LiteLLMModel:
         await litellm.close_litellm_async_clients()
 
     async def _call(
-        self, litellm: ModuleType, kwargs: dict[str, Any], spec: str, api_base: str | None
-    ) -> tuple[Any, float]:
+        self, litellm: ModuleType, attempt_once: Callable[[], Awaitable[_T]], spec: str,
+        api_base: str | None,
+    ) -> tuple[_T, float]:
         transient = self._transient_classes(litellm)
         attempt = 0
         while True:
             try:
                 async with self._semaphore:
                     started = time.perf_counter()
-                    response = await litellm.acompletion(**kwargs)
+                    response = await attempt_once()
                     return response, time.perf_counter() - started
             except Exception as exc:  # CancelledError is a BaseException: it passes
                 retryable = self._retryable(exc, transient, spec)
@@ -665,6 +834,17 @@ class LiteLLMModel:
                             self.default_price.input_per_million,
                             self.default_price.output_per_million)
         return self.default_price
+
+
+def _litellm_answer(response: Any, spec: str) -> _Answer:
+    """The text and usage of ``litellm.acompletion``'s ``ModelResponse``."""
+    usage = getattr(response, "usage", None)
+    try:
+        text = response.choices[0].message.content or ""
+    except (AttributeError, IndexError) as exc:
+        raise ModelError(f"{spec} returned no choices", retryable=True) from exc
+    return _Answer(text, int(getattr(usage, "prompt_tokens", 0) or 0),
+                   int(getattr(usage, "completion_tokens", 0) or 0))
 
 
 #: how providers and servers (OpenAI, vLLM, llama.cpp, TGI) word a too-long input
