@@ -510,9 +510,10 @@ class _DirectRoute:
         return cls(model, provider, url, config)
 
     async def complete(self, litellm: ModuleType, messages: list[dict[str, Any]],
-                       api_key: str, time_limit: float) -> _Answer:
+                       api_key: str, time_limit: float) -> _Answer | None:
         """One attempt, ``time_limit`` seconds given to the HTTP client as acompletion
-        gives it; raises what ``litellm.acompletion`` would raise."""
+        gives it; raises what ``litellm.acompletion`` would raise. None: the answer
+        had no choices (acompletion returns those too)."""
         http = importlib.import_module("litellm.llms.custom_httpx.http_handler")
         mapping = importlib.import_module("litellm.litellm_core_utils.exception_mapping_utils")
         try:
@@ -559,16 +560,18 @@ class _UnreadableAnswer(ValueError):
     """A 200 answer that is not a chat completion."""
 
 
-def _read_answer(raw: bytes) -> _Answer:
+def _read_answer(raw: bytes) -> _Answer | None:
     try:
         payload = json.loads(raw)
     except ValueError as exc:
         raise _UnreadableAnswer(f"the answer is not JSON: {raw[:200]!r}") from exc
     choices = payload.get("choices") if isinstance(payload, dict) else None
-    first = choices[0] if isinstance(choices, list) and choices else None
+    if choices == []:
+        return None
+    first = choices[0] if isinstance(choices, list) else None
     message = first.get("message") if isinstance(first, dict) else None
     if not isinstance(message, dict):
-        raise _UnreadableAnswer(f"the answer has no choices: {raw[:200]!r}")
+        raise _UnreadableAnswer(f"the answer is not a chat completion: {raw[:200]!r}")
     content = message.get("content")
     usage = payload.get("usage")
     usage = usage if isinstance(usage, dict) else {}
@@ -680,7 +683,9 @@ class LiteLLMModel:
                     kwargs["api_key"] = _PLACEHOLDER_KEY
             response, seconds = await self._call(
                 litellm, lambda: litellm.acompletion(**kwargs), model, api_base)
-            answer = _litellm_answer(response, model)
+            answer = _litellm_answer(response)
+        if answer is None:
+            raise ModelError(f"{model} returned no choices", retryable=True)
         price = self._price(model)
         cost = price.cost(answer.tokens_input, answer.tokens_output) if price else 0.0
         log.info("%s: %d tokens in, %d out, $%.6f, %.2f s", model, answer.tokens_input,
@@ -836,13 +841,13 @@ class LiteLLMModel:
         return self.default_price
 
 
-def _litellm_answer(response: Any, spec: str) -> _Answer:
-    """The text and usage of ``litellm.acompletion``'s ``ModelResponse``."""
+def _litellm_answer(response: Any) -> _Answer | None:
+    """The text and usage of ``litellm.acompletion``'s ``ModelResponse``; None: no choices."""
     usage = getattr(response, "usage", None)
     try:
         text = response.choices[0].message.content or ""
-    except (AttributeError, IndexError) as exc:
-        raise ModelError(f"{spec} returned no choices", retryable=True) from exc
+    except (AttributeError, IndexError):
+        return None
     return _Answer(text, int(getattr(usage, "prompt_tokens", 0) or 0),
                    int(getattr(usage, "completion_tokens", 0) or 0))
 

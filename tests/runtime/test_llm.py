@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from mailcoach_server.errors import ModelError
+from mailcoach_server.runtime import llm
 from mailcoach_server.runtime.llm import (
     MERGED_TURN_SEPARATOR,
     ChatTemplate,
@@ -55,12 +59,17 @@ def server():
         yield scripted
 
 
-@pytest.fixture
-async def make_model():
-    """Builds LiteLLMModels and closes litellm's clients in this test's event loop."""
+@pytest.fixture(params=["direct", "acompletion"])
+async def make_model(request):
+    """Builds LiteLLMModels and closes litellm's clients in this test's event loop.
+
+    Every test using it runs twice: with the direct route for servers named by
+    ``@api_base`` (the default), and with every call through ``litellm.acompletion``.
+    """
     made: list[LiteLLMModel] = []
 
     def make(**kwargs) -> LiteLLMModel:
+        kwargs.setdefault("direct", request.param == "direct")
         kwargs.setdefault("retries", 0)
         kwargs.setdefault("backoff", 0.01)
         kwargs.setdefault("timeout", 10.0)
@@ -205,6 +214,7 @@ async def test_persistent_server_error(server, make_model):
     assert error.retryable is True
     assert "failed after 3 attempts" in str(error)
     assert "the GPU caught fire" in str(error)
+    assert '"server_error"' not in str(error)  # the message, not the error JSON around it
     assert server.base_url in error.hint
     assert len(server.requests) == 3
 
@@ -294,6 +304,147 @@ async def test_scripted_server_serves_concurrently(server, make_model):
     spec = server.spec()
     await asyncio.gather(*(model.complete(TURNS, model=spec) for _ in range(4)))
     assert server.max_concurrent == 4
+
+
+# -- what any server may answer, on both routes ------------------------------------
+
+
+class FixedAnswerServer:
+    """Answers every POST on 127.0.0.1 with one status and body (what fakellm cannot
+    send: other servers' error shapes, broken answers); keeps the requests' headers."""
+
+    def __init__(self) -> None:
+        self.answer: tuple[int, bytes] = (500, b"")
+        self.headers: list[dict[str, str]] = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802 - name fixed by http.server
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                owner.headers.append({k.lower(): v for k, v in self.headers.items()})
+                status, body = owner.answer
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def spec(self, name: str = "m") -> str:
+        return f"openai/{name}@http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+
+@pytest.fixture
+def fixed_server():
+    server = FixedAnswerServer()
+    server.thread.start()
+    yield server
+    server.httpd.shutdown()
+    server.httpd.server_close()
+
+
+def _completion_json(content: object, usage: dict | None = None) -> bytes:
+    body: dict = {"id": "x", "object": "chat.completion", "created": 1, "model": "m",
+                  "choices": [{"index": 0, "finish_reason": "stop",
+                               "message": {"role": "assistant", "content": content}}]}
+    if usage is not None:
+        body["usage"] = usage
+    return json.dumps(body).encode()
+
+
+VLLM_TOO_LONG = json.dumps({  # vLLM's error shape: the message at the top level
+    "object": "error", "type": "BadRequestError", "param": None, "code": 400,
+    "message": "This model's maximum context length is 4096 tokens. However, you requested "
+               "5000 tokens (5000 in the messages). Please reduce the length of the messages."})
+
+
+@pytest.mark.parametrize(("status", "body", "retryable", "in_message"), [
+    (200, b"<html>oops</html>", True, "InternalServerError"),
+    (200, b'{"object": "chat.completion", "choices": []}', True, "returned no choices"),
+    (200, b'{"object": "chat.completion", "choices": [{"text": "?"}]}', True,
+     "InternalServerError"),
+    (400, VLLM_TOO_LONG.encode(), False, "maximum context length is 4096 tokens"),
+    (502, b"<html><body>Bad Gateway</body></html>", True, "BadGatewayError"),
+], ids=["not-json", "no-choices", "no-message", "vllm-too-long", "html-502"])
+async def test_broken_and_foreign_answers_are_model_errors(fixed_server, make_model, status,
+                                                           body, retryable, in_message):
+    fixed_server.answer = (status, body)
+    with pytest.raises(ModelError) as caught:
+        await make_model().complete(TURNS, model=fixed_server.spec())
+    assert caught.value.retryable is retryable
+    assert in_message in str(caught.value)
+    assert caught.value.context_exceeded is (status == 400)
+    if caught.value.context_exceeded:
+        assert "X-Rollback" in caught.value.hint
+    elif status >= 500:
+        assert caught.value.hint.endswith("failed; try again later")
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    (_completion_json("hi"), ("hi", 0, 0)),  # no usage: no tokens counted
+    (_completion_json(None, {"prompt_tokens": 3, "completion_tokens": 0}), ("", 3, 0)),
+    (_completion_json("ok", {"prompt_tokens": 7, "completion_tokens": 2}), ("ok", 7, 2)),
+], ids=["no-usage", "null-content", "usage"])
+async def test_sparse_answers_are_read(fixed_server, make_model, body, expected):
+    fixed_server.answer = (200, body)
+    completion = await make_model().complete(TURNS, model=fixed_server.spec())
+    assert (completion.text, completion.tokens_input, completion.tokens_output) == expected
+
+
+async def test_a_server_named_by_api_base_gets_the_providers_key_or_a_placeholder(
+        fixed_server, make_model, monkeypatch):
+    fixed_server.answer = (200, _completion_json("ok"))
+    await make_model().complete(TURNS, model=fixed_server.spec())
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-local")
+    await make_model().complete(TURNS, model=fixed_server.spec())
+    assert [h["authorization"] for h in fixed_server.headers] == [
+        "Bearer not-needed", "Bearer sk-local"]
+
+
+# -- the direct route ----------------------------------------------------------------
+
+
+async def test_both_routes_send_the_same_request(server):
+    image = "data:image/png;base64,iVBORw0KGgo="
+    turns = [*TURNS, ChatTurn("assistant", "To: user@localdomain\n\nsure"),
+             ChatTurn("user", "Subject: look\n\nthis", images=(image,))]
+    sent = []
+    for direct in (True, False):
+        model = LiteLLMModel(direct=direct, retries=0, timeout=10, default_price=None)
+        server.enqueue("ok", prompt_tokens=4, completion_tokens=2)
+        completion = await model.complete(turns, model=server.spec("qwen"))
+        assert (completion.text, completion.tokens_input, completion.tokens_output) == (
+            "ok", 4, 2)
+        sent.append(server.requests[-1])
+        await model.aclose()
+    assert sent[0] == sent[1]
+    assert sent[0]["model"] == "qwen"
+    assert sent[0]["messages"][-1]["content"][1] == {"type": "image_url",
+                                                     "image_url": {"url": image}}
+
+
+@pytest.mark.parametrize(("name", "api_base", "sent_as"), [
+    ("openai/qwen", "http://127.0.0.1:8000/v1", "qwen"),
+    ("hosted_vllm/meta-llama/Llama-3.1-8B", "http://gpu:8000/v1", "meta-llama/Llama-3.1-8B"),
+    ("ollama/llama3.2", "http://127.0.0.1:11434", None),
+    ("anthropic/claude-3-5-haiku", "http://127.0.0.1:9/v1", None),
+    ("nosuchprovider/model", "http://127.0.0.1:9/v1", None),
+], ids=["openai", "hosted-vllm", "ollama", "anthropic", "unknown"])
+async def test_direct_route_only_for_openai_compatible_providers(name, api_base, sent_as):
+    # Other providers reshape requests and answers: litellm.acompletion calls them.
+    litellm = await llm._load_litellm()
+    route = llm._DirectRoute.resolve(litellm, name, api_base)
+    assert (route.model if route else None) == sent_as
+    if route is not None:
+        assert route.url == api_base + "/chat/completions"
 
 
 # -- strict chat templates ----------------------------------------------------------
