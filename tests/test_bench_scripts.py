@@ -36,6 +36,14 @@ BENCHES = {
         rf"3 agents, model latency 50 ms: all answered in {NUMBER} s",
         r"most model calls at once: \d+",
     ]),
+    "llm_call_cpu": (["--calls", "2", "--concurrent", "2", "--delay", "0.01", "--warmup", "0"], [
+        rf"first call \(imports litellm\): {NUMBER} s",
+        rf"LiteLLMModel\.complete +CPU +{NUMBER} ms/call +wall +{NUMBER} ms/call +\d+ Python calls",
+        rf"via litellm\.acompletion +CPU +{NUMBER} ms/call +all answered in +{NUMBER} ms",
+        rf"bare httpx POST +CPU +{NUMBER} ms/call +wall +{NUMBER} ms/call",
+        rf"CPU per call, direct route / acompletion: {NUMBER} in a row, {NUMBER} at once; "
+        rf"Python calls {NUMBER}",
+    ]),
     "imap_fetch": (["--messages", "50", "--runs", "1"], [
         rf"LOGIN\+SELECT +{NUMBER}ms",
         rf"UID FETCH 1:\* headers +{NUMBER}ms",
