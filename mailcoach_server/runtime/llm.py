@@ -555,7 +555,7 @@ class _DirectRoute:
             status, text, headers = answer.status_code, _error_text(answer.text), dict(
                 answer.headers)
         else:  # no answer at all: connection refused, reset, ...
-            status, text, headers = _status_of(exc), str(exc) or type(exc).__name__, {}
+            status, text, headers = _status_of(exc), _no_answer_text(exc), {}
         error: Exception = self.config.get_error_class(error_message=text, status_code=status,
                                                        headers=headers)
         return error
@@ -586,6 +586,16 @@ def _read_answer(raw: bytes) -> _Answer | None:
 
 def _count(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _no_answer_text(exc: Exception) -> str:
+    """What went wrong before any answer, as the OpenAI SDK says it ("Connection
+    error.") with the system's reason; aiohttp's own text names SSL contexts."""
+    reasons = [link for link in _chain(exc) if isinstance(link, OSError)]
+    if reasons:  # the innermost: the system's own words
+        reason = reasons[-1]
+        return f"Connection error: {reason}"
+    return str(exc) or type(exc).__name__
 
 
 def _status_of(exc: Exception) -> int:

@@ -263,6 +263,8 @@ async def test_connection_refused_names_the_server(make_model):
         await model.complete(TURNS, model=f"openai/local@{api_base}")
     assert caught.value.retryable is True
     assert caught.value.hint == f"is the server at {api_base} running?"
+    assert "Connection error" in str(caught.value)
+    assert "SSLContext" not in str(caught.value)  # aiohttp's text names its SSL context
 
 
 async def test_timeout_is_retryable(server, make_model):
