@@ -18,16 +18,10 @@ from tests.worker.support import (
     SWE1,
     USER,
     WorkerProcess,
-    mail_system,
     messages,
     question,
     write_worker_config,
 )
-
-
-@pytest.fixture
-def mail():
-    yield from mail_system()
 
 
 def answer_each(body):

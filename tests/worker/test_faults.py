@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import yaml
 
 from tests.mailservers import free_port
@@ -11,16 +10,10 @@ from tests.worker.support import (
     SWE1,
     USER,
     WorkerProcess,
-    mail_system,
     messages,
     question,
     write_worker_config,
 )
-
-
-@pytest.fixture
-def mail():
-    yield from mail_system()
 
 
 def answer_each(body):

@@ -3,24 +3,16 @@ served by a second worker process, and back to the human's Dovecot mailbox."""
 
 from __future__ import annotations
 
-import pytest
-
 from tests.worker.support import (
     SHELL,
     SWE1,
     USER,
     WorkerProcess,
-    mail_system,
     messages,
     question,
     wait_for_messages,
     write_worker_config,
 )
-
-
-@pytest.fixture
-def mail():
-    yield from mail_system()
 
 
 def test_human_agent_shell_and_back(mail, model_server, tmp_path):

@@ -7,7 +7,6 @@ import email.utils
 import smtplib
 import time
 
-import pytest
 import yaml
 
 from mailcoach_server.store import mbox
@@ -16,17 +15,11 @@ from tests.worker.support import (
     SWE1,
     USER,
     WorkerProcess,
-    mail_system,
     messages,
     question,
     server_config,
     write_worker_config,
 )
-
-
-@pytest.fixture
-def mail():
-    yield from mail_system()
 
 
 def answer_each(body):

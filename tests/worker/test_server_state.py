@@ -3,24 +3,16 @@ spent across a restart, the memory edited by control headers as keywords."""
 
 from __future__ import annotations
 
-import pytest
-
 from tests.support import wait_until
 from tests.worker.support import (
     SWE1,
     USER,
     WorkerProcess,
-    mail_system,
     messages,
     question,
     server_config,
     write_worker_config,
 )
-
-
-@pytest.fixture
-def mail():
-    yield from mail_system()
 
 
 def answer_each(body):
