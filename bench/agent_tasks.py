@@ -105,6 +105,12 @@ def _reply_has(text: str | Callable[[], str]) -> Callable[[Path, str], bool]:
     return lambda work, reply: (text() if callable(text) else text) in reply
 
 
+def _reply_number(number: int) -> Callable[[Path, str], bool]:
+    # A whole number, not a digit of another ("7" is not solved by "Python 3.11.7").
+    pattern = re.compile(rf"(?<![\d.]){number}(?![\d]|\.\d)")
+    return lambda work, reply: pattern.search(reply) is not None
+
+
 def _test_passes(work: Path, reply: str) -> bool:
     test = work / "test_calc.py"
     if test.read_text() != _CALC_TEST:  # the fix must be in calc.py, not the test
@@ -121,7 +127,7 @@ _NUMBERS = "".join(f"{n}\n" for n in (12, 7, 30, 1, 50))  # 100
 TASKS = (
     Task("count_lines", "How many lines?", "How many lines does the file lines.txt have? "
          "Answer with the number.", {"lines.txt": "".join(f"line {i}\n" for i in range(37))},
-         _reply_has("37"), ("wc -l < lines.txt",)),
+         _reply_number(37), ("wc -l < lines.txt",)),
     Task("write_file", "Write a file", "Create a file named hello.txt that contains exactly "
          "this text: hello from mailcoach", {}, _file_is("hello.txt", "hello from mailcoach"),
          ("printf 'hello from mailcoach\\n' > hello.txt",)),
@@ -138,14 +144,14 @@ TASKS = (
          _test_passes, ("sed -i 's/a - b/a + b/' calc.py", "python3 test_calc.py")),
     Task("sum_numbers", "Add numbers", "What is the sum of the numbers in numbers.txt "
          "(one per line)? Answer with the number.", {"numbers.txt": _NUMBERS},
-         _reply_has("100"), ("awk '{s+=$1} END {print s}' numbers.txt",)),
+         _reply_number(100), ("awk '{s+=$1} END {print s}' numbers.txt",)),
     Task("make_dir", "Make a directory", "Create a directory named out with an empty file "
          "named done inside it.", {},
          lambda work, reply: (work / "out" / "done").is_file(),
          ("mkdir -p out && touch out/done",)),
     Task("count_files", "Count files", "How many files are in the directory files? Answer "
          "with the number.", {f"files/f{i}.dat": "x\n" for i in range(7)},
-         _reply_has("7"), ("ls files | wc -l",)),
+         _reply_number(7), ("ls files | wc -l",)),
     Task("python_version", "Python version", "Which version of Python 3 is installed? "
          "Answer with the version number.", {}, _names_python, ("python3 --version",)),
     Task("replace_word", "Change a setting", "In the file config.txt, change red to blue.",
