@@ -49,7 +49,8 @@ BENCHES = {
         rf"UID FETCH 1:\* headers +{NUMBER}ms",
         rf"UID SEARCH ALL +{NUMBER}ms",
         rf"1,000 bodies, one FETCH +{NUMBER}ms",
-        rf"SMTP 250 -> EXISTS \(IDLE\) +{NUMBER}ms",
+        # The push may reach the IDLE client before the SMTP client reads its 250: < 0.
+        rf"SMTP 250 -> EXISTS \(IDLE\) +-?{NUMBER}ms",
     ]),
     "long_memory": (["--messages", "400", "--memory", "200", "--runs", "1"], [
         rf"context of 200 turns: first call {NUMBER} ms, next calls {NUMBER} ms",

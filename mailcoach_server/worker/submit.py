@@ -20,9 +20,12 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import aiosmtplib
+try:
+    import aiosmtplib
+except ImportError:  # pragma: no cover - the worker extra is not installed
+    aiosmtplib = None
 
-from ..errors import SubmitError
+from ..errors import MailcoachError, SubmitError
 from .connection import LoginRefused
 from .settings import MailServer
 from .tls import TlsUnavailable, certificate_problem, client_context
@@ -66,6 +69,7 @@ class SmtpSubmitter:
             LoginRefused: the server refused the login.
         An unreachable server is only logged: submissions retry it.
         """
+        _require_library()
         client = aiosmtplib.SMTP(**self._connection())
         try:
             await client.connect()
@@ -82,6 +86,7 @@ class SmtpSubmitter:
 
     async def submit(self, raw: bytes, *, sender: str, recipients: Sequence[str]) -> None:
         where = self._where
+        _require_library()
         try:
             errors, _ = await aiosmtplib.send(raw, sender=sender, recipients=list(recipients),
                                               **self._connection())
@@ -115,3 +120,10 @@ class SmtpSubmitter:
                 "starttls: this worker will not submit in plaintext (use security: tls on "
                 "the server's submissions port, usually 465)")
         return certificate_problem(exc, self.server, "SMTP")
+
+
+def _require_library() -> None:
+    """aiosmtplib, part of the worker extra: a clear error when it is not installed."""
+    if aiosmtplib is None:
+        raise MailcoachError("mailcoach worker needs aiosmtplib: "
+                             "pip install 'mailcoach[worker]'")
