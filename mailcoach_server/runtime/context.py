@@ -50,6 +50,8 @@ _ORIGINAL_PRIMER = ("welcome to the system!", "re: welcome to the system")
 _MAX_REFERENCES = 40
 _FENCE = re.compile(r"^\s*```[\w-]*\n(.*?)\n```\s*$", re.DOTALL)
 _MODEL_HEADER = re.compile(r"^([A-Za-z][A-Za-z0-9-]*):[ \t]*(.*)$")
+#: headers only the runtime writes
+_RUNTIME_PREFIX = "x-mailcoach-"
 # Headers a model may set; everything else (Message-ID, Date, threading) is ours.
 _MODEL_MAY_SET = {"to", "cc", "bcc", "subject"}
 
@@ -211,7 +213,9 @@ def message_from_model(text: str, *, agent: str, default_to: str, default_subjec
         subject = "" if to_robot else re_subject(default_subject)
     reply["Subject"] = subject
     for name, value in headers:  # the control headers an agent may pass on
-        if name.lower().startswith("x-") and name.lower() != ERROR_HEADER.lower():
+        # X-Mailcoach-* is the runtime's own (error notes, refused recipients, memory
+        # notes, the worker's placing of replies): a model never writes it.
+        if name.lower().startswith("x-") and not name.lower().startswith(_RUNTIME_PREFIX):
             reply[name] = value
         elif name.lower() not in _MODEL_MAY_SET and name.lower() != "from":
             continue
