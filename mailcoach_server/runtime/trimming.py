@@ -3,6 +3,8 @@
 The policy (documented in the README, "Memories longer than the model's window"):
 
 1. nothing goes while the memory fits (estimated tokens, with room kept for the answer);
+   once it does not, it is trimmed to a quarter below the limit, so the next calls
+   fit again for a while instead of each trimming one message and leaving a note;
 2. the oldest exchanges with robots go first (shell commands and their output: the
    bulk of most memories, and the least worth keeping);
 3. then the oldest other messages after the kept head (the first ``keep_first``
@@ -53,12 +55,13 @@ class Trim:
 
 
 def fit(memory: Sequence[Turn], *, system: str, limit: int, keep_first: int,
-        agent: str, robots: Collection[str]) -> Trim | None:
+        agent: str, robots: Collection[str], low_water: float = 0.75) -> Trim | None:
     """Positions of ``memory`` to drop so the call fits ``limit`` tokens; None if it fits.
 
     Args:
         memory: (sender, text) turns, oldest first; the last is the message answered.
         limit: input tokens the model takes.
+        low_water: once over ``limit``, trim down to this share of it.
     """
     sizes = [estimate_tokens(text) for _, text in memory]
     before = estimate_tokens(system) + sum(sizes)
@@ -68,9 +71,10 @@ def fit(memory: Sequence[Turn], *, system: str, limit: int, keep_first: int,
     movable = [i for i in range(min(keep_first, last), last) if memory[i][1] is not None]
     robot_side = {i for i in movable if _touches_robot(memory[i], agent, robots)}
     order = sorted(movable, key=lambda i: (i not in robot_side, i))
+    target = int(limit * low_water)
     total, dropped = before, []
     for position in order:
-        if total <= limit:
+        if total <= target:
             break
         dropped.append(position)
         total -= sizes[position]

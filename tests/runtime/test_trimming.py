@@ -38,11 +38,11 @@ def test_robot_exchanges_go_first_then_the_oldest_after_the_head_never_the_last(
     total = sizes(MEMORY) + estimate_tokens("sys")
     # Room for all but the shell output: the robot exchange alone goes, oldest first.
     trim = fit(MEMORY, system="sys", limit=total - estimate_tokens(MEMORY[4][1]),
-               keep_first=2, agent=AGENT, robots={SHELL})
+               keep_first=2, agent=AGENT, robots={SHELL}, low_water=1.0)
     assert trim is not None and trim.drop == (3, 4) and trim.robot_messages == 2
     # Less room: then the oldest message after the two kept first ones.
     trim = fit(MEMORY, system="sys", limit=total - sizes(MEMORY[3:5]) - 10, keep_first=2,
-               agent=AGENT, robots={SHELL})
+               agent=AGENT, robots={SHELL}, low_water=1.0)
     assert trim.drop == (2, 3, 4)
     # No room at all: everything movable goes, the head and the question stay.
     trim = fit(MEMORY, system="sys", limit=1, keep_first=2, agent=AGENT, robots={SHELL})
@@ -50,6 +50,16 @@ def test_robot_exchanges_go_first_then_the_oldest_after_the_head_never_the_last(
     subject, body = trim_note(trim, "openai/small")
     assert subject == "Memory trimmed"
     assert "removed 4 older messages" in body and "2 of them exchanges with robots" in body
+
+
+def test_once_over_the_limit_it_trims_to_the_low_water_mark():
+    total = sizes(MEMORY) + estimate_tokens("sys")
+    limit = total - 10
+    just_enough = fit(MEMORY, system="sys", limit=limit, keep_first=2, agent=AGENT,
+                      robots={SHELL}, low_water=1.0)
+    room = fit(MEMORY, system="sys", limit=limit, keep_first=2, agent=AGENT, robots={SHELL})
+    assert just_enough.after <= limit and room.after <= limit * 0.75
+    assert len(room.drop) > len(just_enough.drop)
 
 
 def test_a_provider_that_says_too_long_gets_less_than_was_sent():
