@@ -200,6 +200,10 @@ def message_from_model(text: str, *, agent: str, default_to: str, default_subjec
     reply["From"] = agent
     given = {name.lower(): value for name, value in headers}
     to, refused = parse_address_list([given.get("to", "")])
+    # Mail to itself would answer no one (small models copy the question's To): it
+    # goes to the asker instead, with a note, so a human always hears back.
+    to_self = [address for address in to if address == agent]
+    to = [address for address in to if address != agent]
     reply["To"] = ", ".join(to) if to else default_to
     cc, bad_cc = parse_address_list([given.get("cc", "")])
     if cc:
@@ -223,6 +227,8 @@ def message_from_model(text: str, *, agent: str, default_to: str, default_subjec
     # a header; in the body too when it falls back to the sender (not a robot's stdin else).
     notes = [f"[mailcoach: not sent to {a[:80]!r}: {address_problem(a)}]"
              for a in (*refused, *bad_cc, *bad_bcc)]
+    notes += [f"[mailcoach: not sent to {a!r}: an agent's mail to itself reaches no one]"
+              for a in to_self[:1]]
     if notes:
         reply["X-Mailcoach-Refused"] = " ".join(notes)[:900]
     reply.set_content("\n".join(notes) + "\n\n" + body if notes and not to else body)

@@ -237,3 +237,14 @@ async def test_a_model_cannot_write_the_runtimes_own_headers():
     assert [name for name in sent.keys() if name.lower().startswith("x-mailcoach-")] == []
     assert sent["X-Pop-Shell"] == "yes"  # the control headers an agent may use still pass
     assert sent["Message-ID"] != "<forged@x>"
+
+
+async def test_a_reply_an_agent_addresses_to_itself_goes_to_the_asker_with_a_note():
+    mailbox = MemoryMailbox(AGENT)
+    mailbox.deliver(mail("say hello"))
+    worker = await run_agent(mailbox, ScriptedModel(f"To: {AGENT}\nSubject: hi\n\nhello"))
+    await until(lambda: mailbox.sent, "the reply")
+    await stop(worker)
+    sent = mailbox.sent[0][0]
+    assert sent["To"] == USER and "mail to itself reaches no one" in sent["X-Mailcoach-Refused"]
+    assert "hello" in sent.get_content()
