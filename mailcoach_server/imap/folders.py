@@ -4,11 +4,16 @@ Real folders live in the store's folder index (``store.folders``, a
 :class:`~mailcoach_server.store.folders.FolderIndex`: UIDs handed out by the
 store's writer, flags as a space-separated string); this module calls its
 named operations and holds no SQL. ``Trace`` is real but read-only. ``Agents/<address>``
-folders are virtual: a party's memory, in order, read-only, the UID of a
-message being its store id (ascending within a memory), so a message that
-leaves a memory (X-Rollback) is simply gone (expunged). Their UIDVALIDITY
-and UIDNEXT high-water mark live in a folder record created the first time
-the folder is opened, so they survive restarts.
+folders are virtual: a party's memory, in order, the UID of a message
+being its store id (ascending within a memory), so a message that leaves a
+memory (X-Rollback) is simply gone (expunged). Their UIDVALIDITY and
+UIDNEXT high-water mark live in a folder record created the first time the
+folder is opened, so they survive restarts. An agent's folder is editable
+(``runtime.memory_edits`` makes the plans): EXPUNGE takes messages out of
+the memory, APPEND and COPY add new copies at the end, CREATE of
+``Agents/<new address>`` makes an agent; its flags are the store's memory
+flags (a message nobody flagged is \\Seen). Other parties' folders
+(robots, the user) and a catalogue without an editor stay read-only.
 
 Folder names are limited as Dovecot limits them, so that no tree a client
 can build makes LIST (or CREATE itself) slow: at most
@@ -31,10 +36,12 @@ from __future__ import annotations
 import asyncio
 import bisect
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, ParamSpec, TypeVar
 
+from ..runtime.memory_edits import MemoryEditError, MemoryEditor
+from ..store.folders import FolderRow
 from ..store.store import Store
 from .responses import Cannot, LimitExceeded, MailboxExists, MailboxNotFound, NoPermission
 
@@ -74,10 +81,12 @@ class Folder:
     special: str = ""
     #: the party whose memory an ``Agents/<address>`` folder shows
     party: str | None = None
+    #: an agent's memory that clients may edit
+    editable: bool = False
 
     @property
     def read_only(self) -> bool:
-        return self.party is not None or self.name in _READ_ONLY
+        return (self.party is not None and not self.editable) or self.name in _READ_ONLY
 
 
 @dataclass(slots=True)
@@ -116,9 +125,11 @@ def _inbox_folded(name: str) -> str:
 class Catalogue:
     """Folder names, attributes and contents over one :class:`Store`."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, editor: MemoryEditor | None = None) -> None:
         self.store = store
         self.index = store.folders
+        #: plans for edits of agents' memories; None: every Agents/ folder is read-only
+        self.editor = editor
         #: uidvalidity of folders deleted or renamed away in this process, so a new
         #: folder of the same name never reuses it (it is seconds since the epoch)
         self._retired: dict[str, int] = {}
@@ -169,7 +180,8 @@ class Catalogue:
         uidnext = max(stored_next, self.index.memory_top(party) + 1)
         if uidnext > stored_next:  # a high-water mark: UIDNEXT never goes back
             await self.index.raise_uidnext(name, uidnext)
-        return Folder(name, validity, uidnext, party=party)
+        editable = self.editor is not None and self.editor.is_agent(party)
+        return Folder(name, validity, uidnext, party=party, editable=editable)
 
     def uids(self, folder: Folder) -> array[int]:
         """Every UID of the folder, ascending (safe to call from a thread)."""
@@ -182,12 +194,21 @@ class Catalogue:
         uids = await asyncio.to_thread(self.uids, folder)
         if folder.read_only:  # archives: everything is \Seen, no keywords
             return Snapshot(uids, frozenset(), None)
+        if folder.party is not None:
+            return self._memory_snapshot(folder.party, uids)
         sets = {text: text.split() for text in self.index.flag_sets(folder.name)}
         keywords = frozenset(f for flags in sets.values() for f in flags
                              if not f.startswith("\\"))
         unseen = [self.index.first_uid_with(folder.name, text)
                   for text, flags in sets.items() if "\\Seen" not in flags]
         return Snapshot(uids, keywords, min((u for u in unseen if u is not None), default=None))
+
+    def _memory_snapshot(self, party: str, uids: array[int]) -> Snapshot:
+        flagged = {uid: text.split() for uid, text in self.store.memory_flags(party).items()}
+        keywords = frozenset(f for flags in flagged.values() for f in flags
+                             if not f.startswith("\\"))
+        unseen = [uid for uid, flags in flagged.items() if "\\Seen" not in flags]
+        return Snapshot(uids, keywords, min(unseen, default=None))
 
     def rows(self, folder: Folder, after: int = 0, upto: int = _TOP) -> list[Row]:
         """The folder's messages with ``after < UID <= upto``, by UID."""
@@ -197,25 +218,39 @@ class Catalogue:
             raw = self.index.folder_rows(folder.name, after, upto)
         if folder.read_only:  # archives: nothing to read, nothing to mark
             return [Row(u, m, _SEEN, f, o, n, r) for u, m, _, f, o, n, r in raw]
+        if folder.party is not None:
+            return self._memory_rows(folder.party, raw)
         return [Row(u, m, tuple(fl.split()), f, o, n, r) for u, m, fl, f, o, n, r in raw]
 
+    def _memory_rows(self, party: str, raw: Sequence[FolderRow]) -> list[Row]:
+        flagged = self.store.memory_flags(party, [u for u, *_ in raw]) if raw else {}
+        return [Row(u, m, tuple(flagged[u].split()) if u in flagged else _SEEN, f, o, n, r)
+                for u, m, _, f, o, n, r in raw]
+
     def rows_of(self, folder: Folder, uids: Sequence[int]) -> list[Row]:
-        """The rows of exactly ``uids`` of a real folder (read before they are expunged)."""
+        """The rows of exactly ``uids`` (read before they are expunged)."""
+        if folder.party is not None:
+            wanted = set(uids)
+            rows = self.rows(folder, min(wanted) - 1, max(wanted)) if wanted else []
+            return [row for row in rows if row.uid in wanted]
         return [Row(u, m, tuple(fl.split()), f, o, n, r)
                 for u, m, fl, f, o, n, r in self.index.folder_rows_of(folder.name, uids)]
 
     def counts(self, folder: Folder) -> tuple[int, int]:
         """``(messages, unseen)`` for STATUS."""
         if folder.party is not None:
-            return self.index.memory_count(folder.party), 0
+            unseen = 0 if folder.read_only else sum(
+                "\\Seen" not in text.split()
+                for text in self.store.memory_flags(folder.party).values())
+            return self.index.memory_count(folder.party), unseen
         count, unseen = self.index.counts(folder.name, "\\Seen")
         return count, 0 if folder.read_only else unseen
 
     def claim_recent(self, folder: Folder, uids: Sequence[int], *, claim: bool) -> set[int]:
         """Which of ``uids`` (ascending) no session has been told about yet; with ``claim``,
         this session is now the one (they are recent for it alone)."""
-        if folder.read_only or not uids:  # Trace and memories are archives: nothing is new
-            return set()
+        if folder.read_only or folder.party is not None or not uids:
+            return set()  # Trace and memories are archives: nothing is new
         key = (folder.name, folder.uidvalidity)
         mark = self._recent_mark.get(key, 0)
         fresh = set(uids[bisect.bisect_right(uids, mark):])  # only what is above the mark
@@ -225,17 +260,21 @@ class Catalogue:
 
     def unclaimed_recent(self, folder: Folder) -> int:
         """STATUS RECENT: messages no session has been told about yet."""
-        if folder.read_only:
+        if folder.read_only or folder.party is not None:
             return 0
         mark = self._recent_mark.get((folder.name, folder.uidvalidity), 0)
         return self.index.count_above(folder.name, mark)
 
     def current_flags(self, folder: Folder, uids: Sequence[int]) -> dict[int, tuple[str, ...]]:
         """The stored flags of those of ``uids`` still in the folder."""
+        if folder.party is not None:
+            return {row.uid: row.flags for row in self.rows_of(folder, uids)}
         return {uid: tuple(flags.split())
                 for uid, flags in self.index.flags(folder.name, uids).items()}
 
     def deleted_uids(self, folder: Folder) -> list[int]:
+        if folder.party is not None:
+            return self.store.memory_deleted(folder.party)
         return self.index.uids_flagged(folder.name, "\\Deleted")
 
     def uids_of_message_ids(self, folder: Folder, message_ids: Iterable[str]) -> dict[str, int]:
@@ -255,8 +294,38 @@ class Catalogue:
         await self.index.write_flags(
             folder.name, {uid: flags_text(flags) for uid, flags in changes.items()})
 
+    async def change_flags(self, folder: Folder, uids: Sequence[int], mode: str,
+                           flags: Sequence[str]
+                           ) -> tuple[dict[int, tuple[str, ...]], dict[int, tuple[str, ...]]]:
+        """STORE: ``Store.change_flags`` (or its memory twin), one delta in the writer."""
+        if folder.party is not None:
+            return await self.store.change_memory_flags(folder.party, uids, mode, flags)
+        return await self.store.change_flags(folder.name, uids, mode, flags)
+
     async def expunge(self, folder: Folder, uids: Sequence[int]) -> None:
-        await self.index.expunge(folder.name, uids)
+        if folder.party is None:
+            await self.index.expunge(folder.name, uids)
+        elif uids:  # an edit of the memory, with its record
+            editor, party = self._editor(folder)
+            await self.store.commit(_planned(editor.remove, party, uids, editor.config.user))
+
+    async def add_to_memory(self, folder: Folder, raw: bytes, received_at: float | None) -> int:
+        """APPEND to an agent's folder: the message at the end of its memory; its UID."""
+        editor, party = self._editor(folder)
+        stored = await self.store.commit(_planned(editor.add, party, raw, received_at))
+        return stored.meta.id
+
+    async def copy_to_memory(self, folder: Folder, messages: Sequence[int],
+                             source: Folder) -> list[int]:
+        """COPY into an agent's folder: new copies at the end of its memory; their UIDs."""
+        editor, party = self._editor(folder)
+        plans = _planned(editor.copy, party, messages, source.party)
+        return [stored.meta.id for stored in await self.store.commit_many(plans)]
+
+    def _editor(self, folder: Folder) -> tuple[MemoryEditor, str]:
+        if self.editor is None or not folder.editable or folder.party is None:
+            raise NoPermission(f"{folder.name} is read-only")
+        return self.editor, folder.party
 
     def _check_new_name(self, name: str) -> None:
         parts = name.split(DELIMITER)
@@ -272,8 +341,19 @@ class Catalogue:
             raise MailboxExists(f"{name!r} already exists")
 
     async def create(self, name: str) -> None:
-        """CREATE, with any missing superior folders (RFC 3501 §6.3.3)."""
+        """CREATE, with any missing superior folders (RFC 3501 §6.3.3);
+        ``Agents/<address>`` makes a new agent (its memory empty)."""
         name = _inbox_folded(name.rstrip(DELIMITER))
+        if name.startswith(AGENTS + DELIMITER) and self.editor is not None:
+            address = name[len(AGENTS) + 1:]
+            if address in self.store.parties:
+                raise MailboxExists(f"{name!r} already exists")
+            editor = self.editor
+            problem = editor.new_agent_problem(address)
+            if problem:
+                raise NoPermission(f"{AGENTS}/ holds one folder per agent: {problem}")
+            await self.store.commit(_planned(editor.create, address, editor.config.user))
+            return
         self._check_new_name(name)
         parts = name.split(DELIMITER)
         missing = [path for path in (DELIMITER.join(parts[:depth])
@@ -340,3 +420,15 @@ class Catalogue:
         elif self._row(name) is None:
             raise MailboxNotFound(f"no mailbox {name!r}")
         await self.index.subscribe(name, on)
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _planned(make: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R:
+    """A memory edit's plan, or the client's NO [CANNOT] saying why there is none."""
+    try:
+        return make(*args, **kwargs)
+    except MemoryEditError as exc:
+        raise Cannot(str(exc)) from None

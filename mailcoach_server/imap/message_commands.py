@@ -126,8 +126,8 @@ async def _store_flags(session: Session, mailbox: SelectedMailbox, rows: Sequenc
     Tells the other sessions what changed.
     """
     backend = session.backend
-    after, changed = await backend.store.change_flags(
-        mailbox.name, [row.uid for row in rows], _STORE_MODES[mode], flags)
+    after, changed = await backend.catalogue.change_flags(
+        mailbox.folder, [row.uid for row in rows], _STORE_MODES[mode], flags)
     # Expunged by another session meanwhile: the client keeps its last flags.
     result = {row.uid: after.get(row.uid, row.flags) for row in rows}
     if mailbox.set_flags(result, own=True):
@@ -329,6 +329,22 @@ def _already_sent(session: Session, folder: Folder, message_ids: Iterable[str]) 
     return session.backend.catalogue.uids_of_message_ids(folder, message_ids)
 
 
+async def _copied(session: Session, targets: Sequence[Row], source: Folder,
+                  dest: Folder) -> list[int]:
+    """File ``targets`` in ``dest`` (new copies in a memory); their UIDs there, in order."""
+    catalogue = session.backend.catalogue
+    if dest.party is not None:
+        return await catalogue.copy_to_memory(dest, [row.message for row in targets], source)
+    message_ids = catalogue.message_ids(row.message for row in targets)
+    known = _already_sent(session, dest, message_ids.values())
+    fresh = [row for row in targets if message_ids.get(row.message) not in known]
+    new_uids = iter(await session.backend.store.add_to_folder(
+        dest.name, [(row.message, flags_text(_clean(row.flags))) for row in fresh]
+    ) if fresh else [])
+    return [known[message_ids[row.message]] if message_ids.get(row.message) in known
+            else next(new_uids) for row in targets]
+
+
 async def do_copy(session: Session, command: CopyCommand) -> Tagged:
     mailbox = session.require_selected()
     move = command.name == "MOVE"
@@ -343,15 +359,7 @@ async def do_copy(session: Session, command: CopyCommand) -> Tagged:
     targets = [row for _, row in _targets(mailbox, command.sequence_set, command.uid)]
     if not targets:
         return Tagged.ok(command.tag, f"{command.name} completed: nothing to do")
-    backend = session.backend
-    message_ids = backend.catalogue.message_ids(row.message for row in targets)
-    known = _already_sent(session, dest, message_ids.values())
-    fresh = [row for row in targets if message_ids.get(row.message) not in known]
-    new_uids = iter(await backend.store.add_to_folder(
-        dest.name, [(row.message, flags_text(_clean(row.flags))) for row in fresh]
-    ) if fresh else [])
-    dest_uids = [known[message_ids[row.message]] if message_ids.get(row.message) in known
-                 else next(new_uids) for row in targets]
+    dest_uids = await _copied(session, targets, mailbox.folder, dest)
     code = ResponseCode.copy_uid(dest.uidvalidity, ordered_set([r.uid for r in targets]),
                                  ordered_set(dest_uids))
     if not move:
@@ -377,6 +385,11 @@ async def do_append(session: Session, command: AppendCommand) -> Tagged:
     dest = await _destination(session, command.mailbox)
     if not command.message.strip():
         raise ImapError("an empty message cannot be stored")
+    if dest.party is not None:  # an agent's memory: the message joins it at the end
+        when = command.date_time.timestamp() if command.date_time else None
+        uid = await session.backend.catalogue.add_to_memory(dest, command.message, when)
+        return Tagged.ok(command.tag, "APPEND completed",
+                         ResponseCode.append_uid(dest.uidvalidity, uid))
     flags = _clean(command.flags)
     meta = _meta(session, command.message, command.date_time)
     known = _already_sent(session, dest, [meta.message_id])

@@ -22,6 +22,7 @@ import ssl
 from typing import TYPE_CHECKING
 
 from ..config import ImapConfig
+from ..runtime.memory_edits import MemoryEditor
 from .command import BadCommand
 from .commands import dispatch, greeting
 from .connection import NEED_DATA, NeedContinuation, NeedData, State, TooManyBad
@@ -153,7 +154,9 @@ async def start_imap(server: Server) -> asyncio.Server:
     """Listen for IMAP clients on ``server.config.imap`` until the listener is closed."""
     config = server.config.imap
     backend = Backend(server.store, config, server.credentials, tls=_tls_context(config),
-                      throttle=server.login_throttle)
+                      throttle=server.login_throttle,
+                      # a front end without agents (tests of the protocol alone) has no editor
+                      editor=MemoryEditor(server.engine.router) if server.engine else None)
     writers: set[asyncio.StreamWriter] = set()
 
     async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

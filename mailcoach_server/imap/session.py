@@ -26,6 +26,7 @@ from typing import Final, Protocol
 from ..config import ImapConfig
 from ..credentials import Credentials
 from ..login_throttle import LoginThrottle
+from ..runtime.memory_edits import MemoryEditor
 from ..store.store import Store, WritePlan
 from .connection import CAPABILITIES, Connection, State
 from .folders import Catalogue, Folder
@@ -89,6 +90,8 @@ class Backend:
     throttle: LoginThrottle | None = None
     #: without a shared throttle: seconds before the first NO to a wrong password
     login_delay: float = 1.0
+    #: plans edits of agents' memories (their Agents/ folders); None: those are read-only
+    editor: MemoryEditor | None = None
     #: for STARTTLS; None when no certificate is configured
     tls: ssl.SSLContext | None = None
     login_throttle: LoginThrottle = field(init=False)
@@ -101,7 +104,7 @@ class Backend:
 
     def __post_init__(self) -> None:
         self.login_throttle = self.throttle or LoginThrottle(delay=self.login_delay)
-        self.catalogue = Catalogue(self.store)
+        self.catalogue = Catalogue(self.store, self.editor)
         self.hub = Hub(self.store)
         self.cache = MessageCache(self.store.data_dir)
         self.store.listeners.append(self._after_commit)

@@ -85,6 +85,23 @@ CREATE TABLE IF NOT EXISTS folder_messages (
     flags   TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (folder, uid)
 );
+CREATE TABLE IF NOT EXISTS memory_edits (   -- store/memory_log.py: a memory's versions
+    message INTEGER NOT NULL,                -- the message whose plan made the edit
+    party   TEXT NOT NULL,
+    at      REAL NOT NULL,
+    who     TEXT NOT NULL,
+    how     TEXT NOT NULL,                   -- imap-expunge, imap-add, restore, rewrite, ...
+    added   TEXT NOT NULL,                   -- JSON list of message ids
+    removed TEXT NOT NULL,
+    size    INTEGER NOT NULL,                -- messages in the memory after it
+    PRIMARY KEY (party, message)
+);
+CREATE TABLE IF NOT EXISTS memory_flags (   -- an Agents/<address> folder's flags; no row: seen
+    party   TEXT NOT NULL,
+    message INTEGER NOT NULL,
+    flags   TEXT NOT NULL,
+    PRIMARY KEY (party, message)
+);
 """
 
 # Made after the tables (and after migrating them): the column they cover must exist.

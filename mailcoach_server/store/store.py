@@ -48,9 +48,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StoreError
-from . import mbox
+from . import mbox, memory_log
 from .files import open_append, open_new, party_path, private_dir, truncate_to
 from .folders import FolderIndex
+from .memory_log import MemoryChange, MemoryEdit, changed_between
 from .schema import INDEX_FILES, connect, migrate
 from .spans import MESSAGE_FILES
 from .tokens import tokens_of
@@ -124,6 +125,11 @@ class WritePlan:
     #: IMAP folders the message appears in (its UID there is its message id)
     folders: list[str] = field(default_factory=list)
     folder_flags: dict[str, str] = field(default_factory=dict)
+    #: how the memories changed, for their history ("imap-expunge", "restore"...); a
+    #: rewrite without one is a "rewrite", a plain append is no edit
+    edit: str = ""
+    #: filled when planned: party -> what the plan added to and removed from its memory
+    memory_changes: dict[str, MemoryChange] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -297,9 +303,15 @@ class Store:
             else:
                 party.kind, party.state = kind, dict(state)
         for address, memory in plan.memory_rewrites.items():
-            self.parties[address].memory = list(memory)
+            party = self.parties[address]
+            plan.memory_changes[address] = changed_between(party.memory, memory)
+            party.memory = list(memory)
         for address in plan.memory_appends:
             self.parties[address].memory.append(plan.meta.id)
+            if plan.edit:
+                before = plan.memory_changes.get(address, MemoryChange((), ()))
+                plan.memory_changes[address] = MemoryChange(
+                    (*before.added, plan.meta.id), before.removed)
         self._pending_meta[plan.meta.id] = plan.meta
         self._pending_raw[plan.meta.id] = mbox.to_lf(plan.raw)
 
@@ -515,6 +527,9 @@ class Store:
             )
         if plan.completes is not None:
             db.execute("UPDATE deliveries SET done=1 WHERE id=?", (plan.completes,))
+        if plan.memory_changes:
+            memory_log.record(db, meta.id, meta.received_at, meta.sender,
+                              plan.edit or "rewrite", plan.memory_changes, next_pos)
         uids = {
             folder: self._file_in_folder(folder, meta.id, plan.folder_flags.get(folder, ""))
             for folder in plan.folders
@@ -652,6 +667,38 @@ class Store:
             return after, changed
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, run)
+
+    # -- memories as IMAP folders: flags and versions (store/memory_log.py) -----------
+
+    async def change_memory_flags(
+        self, party: str, uids: Sequence[int], mode: str, flags: Sequence[str],
+    ) -> tuple[dict[int, tuple[str, ...]], dict[int, tuple[str, ...]]]:
+        """:meth:`change_flags` for the messages of a memory (``Agents/<party>``)."""
+        if mode not in ("add", "remove", "replace"):
+            raise ValueError(f"unknown flag change {mode!r}")
+        wanted = list(dict.fromkeys(flags))
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, memory_log.change_flags, self._db, party, list(uids), mode, wanted)
+
+    def memory_flags(self, party: str, uids: Iterable[int] | None = None) -> dict[int, str]:
+        """Message -> flags of the memory's messages that have some other than \\Seen."""
+        with self._read_lock:
+            return memory_log.flag_rows(self._read, party, uids)
+
+    def memory_deleted(self, party: str) -> list[int]:
+        with self._read_lock:
+            return memory_log.deleted(self._read, party)
+
+    def memory_history(self, party: str) -> list[MemoryEdit]:
+        """The recorded edits of a party's memory, oldest first."""
+        with self._read_lock:
+            return memory_log.edits_of(self._read, party)
+
+    def memory_version(self, party: str, version: int) -> list[int]:
+        """The party's memory as it was just after message ``version``."""
+        with self._read_lock:
+            later = memory_log.edits_of(self._read, party, after=version)
+        return memory_log.memory_at(self.parties[party].memory, later, version)
 
     # -- reading (event loop thread) --------------------------------------------
 

@@ -40,7 +40,7 @@ async def tls_server(tmp_path, certificate):
     credentials = Credentials.load_or_create(tmp_path / "data", "user@localdomain")
     imap = SimpleNamespace(**{**asdict(load_config().imap), "port": 0, "tls_cert": str(cert),
                               "tls_key": str(key)})
-    server = SimpleNamespace(config=SimpleNamespace(imap=imap), store=store,
+    server = SimpleNamespace(config=SimpleNamespace(imap=imap), store=store, engine=None,
                              credentials=credentials, login_throttle=LoginThrottle(delay=0))
     listener = await start_imap(server)
     try:
