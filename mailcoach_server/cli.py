@@ -1,5 +1,5 @@
-"""The ``mailcoach`` command line: ``serve``, ``worker``, ``shell-stub``, ``health``, else
-the console.
+"""The ``mailcoach`` command line: ``serve``, ``worker``, ``shell-stub``, ``health``,
+``memory``, else the console.
 
 One argparse parser: the console's flags, with the subcommands as subparsers.
 A subcommand counts only as the first word (``mailcoach serve ...``); with
@@ -30,6 +30,8 @@ SERVE_DESCRIPTION = ("Run the mail server headless: SMTP and IMAP on loopback, a
 _DELEGATED = {
     "shell-stub": ("shell_stub", "run shell commands for the remote-shell robot over HTTP"),
     "health": ("health", "check that a running server answers (exit 0 healthy, 1 not)"),
+    "memory": ("memory_cli", "agents' memories: list, history of edits, show, restore a "
+               "version"),
     "worker": ("worker.run", "serve agents and robots from their mailboxes on an IMAP + SMTP "
                "server (needs mailcoach[worker])"),
 }

@@ -28,6 +28,7 @@ IO_MODULES = ("mailcoach_server.smtp", "mailcoach_server.imap.server",
               "mailcoach_server.app", "mailcoach_server.cli", "mailcoach_server.console",
               "mailcoach_server.sendmail", "mailcoach_server.health",
               "mailcoach_server.container", "mailcoach_server.shell_stub",
+              "mailcoach_server.memory_cli",
               "mailcoach_server.worker")
 IO_LIBRARIES = ("asyncio", "socket", "ssl", "selectors", "threading", "sqlite3", "subprocess",
                 "aiosmtpd", "litellm", "http", "smtplib", "imaplib")

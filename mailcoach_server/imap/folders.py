@@ -349,7 +349,8 @@ class Catalogue:
             if address in self.store.parties:
                 raise MailboxExists(f"{name!r} already exists")
             editor = self.editor
-            problem = editor.new_agent_problem(address)
+            problem = editor.new_agent_problem(address) or (
+                f"{address!r} holds the hierarchy delimiter" if DELIMITER in address else "")
             if problem:
                 raise NoPermission(f"{AGENTS}/ holds one folder per agent: {problem}")
             await self.store.commit(_planned(editor.create, address, editor.config.user))

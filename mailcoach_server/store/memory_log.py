@@ -16,9 +16,10 @@ The flags of a memory's messages live in ``memory_flags``; a message
 without a row is ``\\Seen`` (a memory is an archive, not new mail). Rows of
 messages that leave the memory go with them.
 
-Not here: when an edit happens or what its record says (``memory_edits``),
-IMAP (``imap.folders``). Called by the store only: writes inside the
-writer's transaction, reads on its read connection.
+Not here: when an edit happens or what its record says (``runtime.memory_edits``),
+IMAP (``imap.folders``). Called by the store (writes inside the writer's
+transaction, reads on its read connection), and by ``mailcoach memory``
+on a read-only connection of its own, beside a running server.
 """
 
 from __future__ import annotations
@@ -27,10 +28,14 @@ import json
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import StoreError
 
 __all__ = [
-    "DEFAULT_FLAGS", "MemoryChange", "MemoryEdit", "apply_flag_change", "change_flags",
-    "changed_between", "deleted", "edits_of", "flag_rows", "memory_at", "record",
+    "DEFAULT_FLAGS", "MemoryChange", "MemoryEdit", "agents", "apply_flag_change", "change_flags",
+    "changed_between", "current", "deleted", "described", "edits_of", "flag_rows", "memory_at",
+    "read_only", "record",
 ]
 
 #: The flags of a memory message nobody has flagged.
@@ -161,3 +166,38 @@ def memory_at(current: Sequence[int], later: Sequence[MemoryEdit], version: int)
         memory.difference_update(edit.added)
         memory.update(edit.removed)
     return sorted(m for m in memory if m <= version)
+
+
+# -- reads beside a running server (its index in WAL mode; no lock taken) ----------------------
+
+
+def read_only(data_dir: Path) -> sqlite3.Connection:
+    """The index of ``data_dir``, opened read-only: a running server keeps writing it."""
+    path = data_dir / "index.sqlite"
+    if not path.exists():
+        raise StoreError(f"{data_dir} holds no mailcoach store (no index.sqlite)")
+    try:
+        return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
+                               isolation_level=None)
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: {exc}") from None
+
+
+def current(db: sqlite3.Connection, party: str) -> list[int]:
+    """The party's memory, in order."""
+    return [m for (m,) in db.execute("SELECT message FROM memory WHERE party = ? ORDER BY pos",
+                                     (party,))]
+
+
+def agents(db: sqlite3.Connection) -> list[tuple[str, int]]:
+    """Every agent and the size of its memory."""
+    return db.execute("SELECT p.address, COUNT(DISTINCT m.message) FROM parties p LEFT JOIN "
+                      "memory m ON m.party = p.address WHERE p.kind = 'agent' "
+                      "GROUP BY p.address ORDER BY p.address").fetchall()
+
+
+def described(db: sqlite3.Connection, numbers: Sequence[int]) -> dict[int, tuple[str, str, float]]:
+    """Message -> (sender, subject, received_at)."""
+    return {n: (sender, subject, at) for n, sender, subject, at in db.execute(
+        "SELECT id, sender, subject, received_at FROM messages "
+        "WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(list(numbers)),))}
