@@ -130,8 +130,9 @@ class MemoryEditor:
         meta = new_meta(sub, id=self.store.allocate_message_id(),
                         thread=resolve_thread(sub, self.store.find_by_message_id, auto=False),
                         received_at=received_at)
+        # In Trace too: it is new to the system, as mail that arrives is
         return WritePlan(raw=sub.raw, meta=meta, file="copies", memory_appends=[address],
-                         edit="imap-add")
+                         folders=["Trace"], edit="imap-add")
 
     def copy(self, address: str, messages: Sequence[int], source: str | None) -> list[WritePlan]:
         """Stored messages (COPY) as new copies at the end of the memory; from another

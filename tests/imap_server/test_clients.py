@@ -118,6 +118,51 @@ def test_mbsync_syncs_every_folder_both_ways(tmp_path):
         server.stop()
 
 
+def test_mbsync_edits_an_agents_memory_from_the_maildir(tmp_path, model_server):
+    """The README's memory channel: delete and add files locally, sync, the agent's next
+    model call sees exactly the synced folder."""
+    require_tool("mbsync")
+    server = readme_server(tmp_path, model_server.spec())
+    try:
+        config = mbsync_config(tmp_path, server)
+        config.write_text(config.read_text() + "\n" + snippet("mbsync", 2))
+        (tmp_path / "Mail" / "mailcoach").mkdir(parents=True)
+        client = server.imap()
+        for n in ("one", "two"):
+            assert client.append('"Agents/swe1@localdomain"', None, None,
+                                 f"From: user@localdomain\r\nTo: swe1@localdomain\r\n"
+                                 f"Subject: lesson {n}\r\n\r\nlesson body {n}\r\n".encode()
+                                 )[0] == "OK"
+        run = subprocess.run([require_tool("mbsync"), "mailcoach-memories"], capture_output=True,
+                             text=True, timeout=60, env=home_env(tmp_path))
+        assert run.returncode == 0, run.stdout + run.stderr
+        local = tmp_path / "Mail" / "mailcoach" / "Agents" / "swe1@localdomain"
+        store = server.server.store
+        memory = list(store.parties["swe1@localdomain"].memory)
+        files = maildir_files(local)
+        assert len(files) == len(memory) >= 2
+        [gone] = [f for f in files if b"lesson body one" in f.read_bytes()]
+        gone.unlink()
+        (local / "new" / "1700000000.1.teacher").write_bytes(
+            b"From: user@localdomain\nTo: swe1@localdomain\nSubject: taught locally\n"
+            b"Message-ID: <taught@local>\n\nThe answer is always 42.\n")
+        run = subprocess.run([require_tool("mbsync"), "mailcoach-memories"], capture_output=True,
+                             text=True, timeout=60, env=home_env(tmp_path))
+        assert run.returncode == 0, run.stdout + run.stderr
+        after = store.parties["swe1@localdomain"].memory
+        assert memory[-2] not in after and len(after) == len(memory)
+        assert store.meta(after[-1]).subject == "taught locally"
+        model_server.enqueue("To: user@localdomain\nSubject: Re: q\n\n42")
+        server.send(b"From: user@localdomain\r\nTo: swe1@localdomain\r\nSubject: q\r\n\r\n"
+                    b"what is the answer?\r\n", ["swe1@localdomain"])
+        wait_until(lambda: model_server.requests, what="the model call")
+        seen = "\n".join(str(m["content"]) for m in model_server.requests[-1]["messages"])
+        assert "The answer is always 42." in seen and "lesson body two" in seen
+        assert "lesson body one" not in seen
+    finally:
+        server.stop()
+
+
 class Tmux:
     """A private tmux server (own socket) running one program in a fixed-size window."""
 

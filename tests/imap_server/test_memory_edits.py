@@ -255,6 +255,9 @@ def test_history_lists_edits_and_restore_brings_a_version_back(tmp_path, model_s
                 if re.match(r"\s*\d+\s", line)]
         assert [row[4] for row in rows] == ["imap-add", "imap-expunge"], history.stdout
         version = int(rows[0][0])  # just after keep-me was added
+        listed = mailcoach(config_path, "list")
+        count = len(server.server.store.parties[SWE1].memory)
+        assert f"{SWE1}  {count} messages" in listed.stdout.splitlines(), listed.stdout
         refused = mailcoach(config_path, "restore", SWE1, str(version))
         assert refused.returncode == 1 and "in use" in refused.stderr
     finally:
