@@ -7,14 +7,24 @@ in-memory state kept here; a single writer thread persists them in that
 order. Concurrent commits are grouped: one fsync of each touched file and
 one SQLite transaction for the whole group, then every waiter is told.
 
-Order of writes inside a group, which is what makes recovery simple:
-trace (fsync) → party files → SQLite commit (fsync). At open, anything in
-a file past what the index knows was never acknowledged and is cut off.
+Order of writes inside a group: the message files (trace, imap, copies)
+are written; their fsync runs in a thread of its own while the party files
+are appended and the SQLite transaction commits (FULL: its own fsync); the
+group is acknowledged only once both are done, so two fsyncs cost the time
+of one. Recovery at open follows from that order. Bytes in a file past what
+the index knows were never acknowledged: they are cut off. Index rows whose
+bytes are not on disk can only be the last group's, after a power loss
+between its commit and the files' fsync (a killed process cannot leave
+them: the bytes were written, only not yet synced); it was not acknowledged
+either, and the record its transaction kept (``unsynced``) takes it back.
+A group that rewrites a memory keeps the serial order: files synced, then
+the commit. The writer thread takes the next group from the queue itself,
+so groups form and are written while the event loop is busy.
 
 The message files (trace, imap, copies) and the index are the record; a
 party's ``<address>.mbox`` is a view of it (its memory, in order) and is
-not fsynced on every append: that would be a third fsync per group for
-bytes the index can always rebuild. A party file that comes back shorter
+not fsynced on every append (nor its directory entry when new): that would
+be a third fsync per group for bytes the index can always rebuild. A party file that comes back shorter
 than the index says (power loss) is rewritten at open; rewrites for
 X-Rollback go through a temp file, fsync and rename.
 
@@ -42,13 +52,13 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import StoreError
-from . import mbox, memory_log
+from . import mbox, memory_log, unsynced
 from .files import open_append, open_new, party_path, private_dir, truncate_to
 from .folders import FolderIndex
 from .memory_log import MemoryChange, MemoryEdit, changed_between
@@ -64,6 +74,9 @@ log = logging.getLogger(__name__)
 
 
 FILES = MESSAGE_FILES
+
+#: groups the writer thread writes in a row before folder writes queued behind get a turn
+_GROUPS_PER_TURN = 16
 
 
 def party_file_name(address: str) -> str:
@@ -153,7 +166,13 @@ class Store:
         )
         self._read_lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+        # fsyncs the message files while the writer commits the index
+        self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-fsync")
+        # plans to write, appended on the loop and taken by the writer thread
         self._queue: list[tuple[WritePlan, asyncio.Future[StoredMessage]]] = []
+        self._queue_lock = threading.Lock()
+        self._recorded = False  # writer thread: an unsynced-group record is in the index
+        self._broken: str | None = None  # why no write can be trusted until a restart
         self._writer: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Event | None = None
         self._lost_ids = 0  # ids of plans whose write failed: never reused
@@ -167,7 +186,6 @@ class Store:
         self._next_id = 1
         self._pending_meta: dict[int, MessageMeta] = {}  # planned, not yet committed
         self._pending_raw: dict[int, bytes] = {}
-        self._party_files: set[str] = set()  # party files known to exist (writer thread)
         self._lock: int | None = None  # the data directory's lock file, held while open
         # folder -> uidnext, as the writer last wrote it; the folder writes that move,
         # delete or re-create folders drop their entries
@@ -205,6 +223,7 @@ class Store:
 
     def _recover(self) -> None:
         db = self._db
+        unsynced.recover(db, self.data_dir)  # a group whose bytes a power loss took: undone
         top, count = db.execute("SELECT MAX(id), COUNT(*) FROM messages").fetchone()
         self._next_id = (top or 0) + 1
         self._lost_ids = (top or 0) - count  # ids of groups that failed to write
@@ -277,6 +296,8 @@ class Store:
         """
         if self._closed:
             raise StoreError("the store is closed")
+        if self._broken is not None:
+            raise StoreError(self._broken)
         for plan in plans:  # before anything changes: a refused plan changes nothing
             for address in (*plan.party_states, *plan.memory_appends, *plan.memory_rewrites):
                 party_path(self.data_dir, address)
@@ -285,7 +306,8 @@ class Store:
         for plan in plans:
             self._apply_in_memory(plan)
             future: asyncio.Future[StoredMessage] = loop.create_future()
-            self._queue.append((plan, future))
+            with self._queue_lock:
+                self._queue.append((plan, future))
             futures.append(future)
         if self._writer is None or self._writer.done():
             self._wakeup = asyncio.Event()
@@ -316,7 +338,10 @@ class Store:
         self._pending_raw[plan.meta.id] = mbox.to_lf(plan.raw)
 
     async def _write_loop(self) -> None:
+        """Hand the queue to the writer thread, which writes group after group by itself
+        (``_drain``), so groups form and are written while the loop is busy."""
         assert self._wakeup is not None
+        loop = asyncio.get_running_loop()
         while True:
             if not self._queue:
                 self._wakeup.clear()
@@ -324,34 +349,69 @@ class Store:
                     return
                 await self._wakeup.wait()
                 continue
-            batch, self._queue = self._queue, []
-            plans = [plan for plan, _ in batch]
-            try:
-                results = await asyncio.get_running_loop().run_in_executor(
-                    self._executor, self._write_batch, plans
-                )
-            except Exception as exc:  # disk full, I/O error: this group fails, the writer goes on
-                # Plans queued meanwhile were made against the failed ones' state: they fail too.
-                failed, self._queue = batch + self._queue, []
-                log.error("store write failed (%s); %d message(s) not accepted", exc, len(failed))
-                if not isinstance(exc, OSError | sqlite3.Error):
-                    log.exception("store write failed")
-                self._forget([plan for plan, _ in failed])
-                for _, future in failed:
-                    if not future.done():
-                        future.set_exception(StoreError(f"cannot write the store: {exc}"))
+            failure = await loop.run_in_executor(self._executor, self._drain, loop)
+            if failure is None:
                 continue
-            for plan in plans:
-                self._pending_meta.pop(plan.meta.id, None)
-                self._pending_raw.pop(plan.meta.id, None)
-            for (_, future), result in zip(batch, results, strict=True):
+            # Disk full, I/O error: this group fails, the writer goes on. Plans queued
+            # meanwhile were made against the failed ones' state: they fail too.
+            batch, exc = failure
+            with self._queue_lock:
+                failed, self._queue = batch + self._queue, []
+            log.error("store write failed (%s); %d message(s) not accepted", exc, len(failed),
+                      exc_info=None if isinstance(exc, OSError | sqlite3.Error) else exc)
+            self._forget([plan for plan, _ in failed])
+            for _, future in failed:
                 if not future.done():
-                    future.set_result(result)
-            for listener in list(self.listeners):
-                try:
-                    listener(plans)
-                except Exception:
-                    log.exception("store listener failed")
+                    future.set_exception(StoreError(f"cannot write the store: {exc}"))
+
+    def _drain(self, loop: asyncio.AbstractEventLoop) -> tuple[list[Any], Exception] | None:
+        """Writer thread: write queued groups until the queue is empty (or a turn's worth:
+        the folder writes queued in the executor get their turn), acknowledging each
+        on the loop as soon as it is durable. Returns the group that failed, if one did."""
+        for _ in range(_GROUPS_PER_TURN):
+            with self._queue_lock:
+                batch, self._queue = self._queue, []
+            if not batch:
+                if self._recorded:  # the last group is durable and none follows
+                    self._clear_record()
+                return None
+            try:
+                results = self._write_batch([plan for plan, _ in batch])
+            except Exception as exc:
+                return batch, exc
+            loop.call_soon_threadsafe(self._acknowledge, batch, results)
+        return None
+
+    def _acknowledge(self, batch: list[tuple[WritePlan, asyncio.Future[StoredMessage]]],
+                     results: list[StoredMessage]) -> None:
+        """Loop thread: a group is durable; its waiters and the listeners are told."""
+        plans = [plan for plan, _ in batch]
+        for plan in plans:
+            self._pending_meta.pop(plan.meta.id, None)
+            self._pending_raw.pop(plan.meta.id, None)
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+        for listener in list(self.listeners):
+            try:
+                listener(plans)
+            except Exception:
+                log.exception("store listener failed")
+
+    def _clear_record(self) -> None:
+        """Writer thread: without an fsync of its own (the next commit syncs it; a stale
+        record of a durable group only repeats a check that passes)."""
+        db = self._db
+        try:
+            db.execute("PRAGMA synchronous=OFF")
+            try:
+                unsynced.clear(db)
+            finally:
+                db.execute("PRAGMA synchronous=FULL")
+        except sqlite3.Error as exc:
+            log.warning("cannot clear the last group's record yet: %s", exc)
+            return
+        self._recorded = False
 
     def _forget(self, plans: Sequence[WritePlan]) -> None:
         """Loop thread, after a failed group: drop its plans from the in-memory state."""
@@ -379,6 +439,8 @@ class Store:
         try:
             return self._write_group(plans, appended, parties)
         except BaseException:
+            if self._broken is not None:  # the index names these bytes: the restart decides
+                raise
             self._uidnext.clear()  # the transaction that advanced them was rolled back
             for name in appended:
                 try:
@@ -397,53 +459,101 @@ class Store:
 
     def _write_group(self, plans: Sequence[WritePlan], appended: set[str],
                      parties: set[str]) -> list[StoredMessage]:
-        """Files first (fsync), then one SQLite transaction; ``appended``/``parties`` say
-        what was touched, for ``_write_batch`` to undo. In-memory sizes change only
-        after the commit."""
+        """Message files written, then synced by the fsync thread while the party files
+        and the index are written; the group counts once both are durable.
+
+        ``appended``/``parties`` say what was touched, for ``_write_batch`` to undo.
+        In-memory sizes change only after both.
+        """
         entries: dict[str, list[tuple[WritePlan, bytes, int]]] = {}
         framed: dict[int, bytes] = {}
         for plan in plans:
             entry, head = mbox.frame(plan.raw, plan.meta.sender, plan.meta.received_at)
             entries.setdefault(plan.file, []).append((plan, entry, head))
             framed[plan.meta.id] = entry
-        offsets, sizes = self._append_message_files(entries, appended)
+        offsets, sizes, spans, handles = self._append_message_files(entries, appended)
+        synced = self._syncer.submit(_sync_files, self.data_dir, handles)
+        # A memory rewrite keeps the serial order: its record would hold the old memory.
+        serial = any(plan.memory_rewrites or plan.memory_changes for plan in plans)
         touched = {p for plan in plans for p in (*plan.memory_appends, *plan.memory_rewrites)}
-        party_sizes = self._write_party_files(plans, framed, touched, parties)
-        results = self._index_group(plans, offsets, party_sizes)
+        try:
+            if serial:
+                synced.result()
+            party_sizes = self._write_party_files(plans, framed, touched, parties)
+            results, record = self._index_group(plans, offsets, party_sizes,
+                                                None if serial else spans)
+        except BaseException:
+            synced.exception()  # waits: the files are cut back next, not while being synced
+            raise
+        if record is not None:
+            self._await_sync(synced, record)
         self._files.update(sizes)
         self._party_sizes.update(party_sizes)
         self._dirty_parties -= touched
         return results
 
+    def _await_sync(self, synced: Future[None], record: unsynced.GroupRecord) -> None:
+        """Writer thread: the index has the group; if its bytes cannot be synced (an I/O
+        error), its rows are taken back out, or the store refuses writes until a restart."""
+        try:
+            synced.result()
+        except BaseException as exc:
+            db = self._db
+            try:
+                db.execute("BEGIN")
+                try:
+                    unsynced.undo(db, record)
+                    db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise
+                self._recorded = False
+            except Exception as undo_exc:
+                self._broken = (f"the store needs a restart: a sync failed ({exc}) and the "
+                                f"index could not be taken back ({undo_exc})")
+                log.critical("%s", self._broken)
+            raise
+
     def _append_message_files(
         self, entries: dict[str, list[tuple[WritePlan, bytes, int]]], appended: set[str]
-    ) -> tuple[dict[int, tuple[int, int]], dict[str, int]]:
-        """Append each file's framed entries in one write and fsync it.
+    ) -> tuple[dict[int, tuple[int, int]], dict[str, int], dict[str, tuple[int, int, int]],
+               list[tuple[int, bool]]]:
+        """Append each file's framed entries in one write (synced by the caller).
 
-        Returns ``(offset, length)`` of each message's body by id, and each file's new size.
+        Returns ``(offset, length)`` of each message's body by id, each file's new size,
+        each file's span (start, end, CRC-32) and a duplicate of each file's descriptor
+        for the fsync, with whether the file is new (its directory needs one too).
         """
         offsets: dict[int, tuple[int, int]] = {}
         sizes: dict[str, int] = {}
-        for name, items in entries.items():
-            start = self._files[name]
-            appended.add(name)
-            with open_append(self.data_dir / name) as f:
-                if f.tell() != start:  # a failed group's tail that could not be cut then
-                    if f.tell() < start:
-                        raise StoreError(f"{name} is shorter than the index says")
-                    f.truncate(start)
-                    f.seek(0, os.SEEK_END)
-                position = start
-                for plan, entry, head in items:
-                    offsets[plan.meta.id] = (position + head, len(entry) - head - 1)
-                    position += len(entry)
-                f.write(b"".join(entry for _, entry, _ in items))
-                f.flush()
-                os.fsync(f.fileno())
-            if start == 0:
-                _fsync_dir(self.data_dir)
-            sizes[name] = position
-        return offsets, sizes
+        spans: dict[str, tuple[int, int, int]] = {}
+        handles: list[tuple[int, bool]] = []
+        try:
+            for name, items in entries.items():
+                start = self._files[name]
+                appended.add(name)
+                with open_append(self.data_dir / name) as f:
+                    if f.tell() != start:  # a failed group's tail that could not be cut then
+                        if f.tell() < start:
+                            raise StoreError(f"{name} is shorter than the index says")
+                        f.truncate(start)
+                        f.seek(0, os.SEEK_END)
+                    position = start
+                    for plan, entry, head in items:
+                        offsets[plan.meta.id] = (position + head, len(entry) - head - 1)
+                        position += len(entry)
+                    data = b"".join(entry for _, entry, _ in items)
+                    f.write(data)
+                    f.flush()
+                    handles.append((os.dup(f.fileno()), start == 0))
+                sizes[name] = position
+                spans[name] = (start, position, unsynced.crc_of(data))
+        except BaseException:
+            for fd, _ in handles:
+                os.close(fd)
+            raise
+        return offsets, sizes, spans, handles
 
     def _write_party_files(self, plans: Sequence[WritePlan], framed: dict[int, bytes],
                            touched: set[str], parties: set[str]) -> dict[str, int]:
@@ -468,24 +578,56 @@ class Store:
         self._flush_appends(appends, party_sizes)
         return party_sizes
 
-    def _index_group(self, plans: Sequence[WritePlan], offsets: dict[int, tuple[int, int]],
-                     party_sizes: dict[str, int]) -> list[StoredMessage]:
-        """Record the whole group in one SQLite transaction (rolled back on any error)."""
+    def _index_group(
+        self, plans: Sequence[WritePlan], offsets: dict[int, tuple[int, int]],
+        party_sizes: dict[str, int], spans: dict[str, tuple[int, int, int]] | None,
+    ) -> tuple[list[StoredMessage], unsynced.GroupRecord | None]:
+        """Record the whole group in one SQLite transaction (rolled back on any error).
+
+        With ``spans`` (the message files are not synced yet) the transaction also
+        records how to take the group back (``unsynced``), which it returns.
+        """
         db = self._db
         results: list[StoredMessage] = []
         next_pos: dict[str, int] = {}  # the next memory position of each party in this group
+        record: unsynced.GroupRecord | None = None
         db.execute("BEGIN")
         try:
+            if spans is not None:
+                before = unsynced.parties_before(
+                    db, dict.fromkeys(a for plan in plans for a in plan.party_states))
             for plan in plans:
                 results.append(self._index_plan(plan, offsets[plan.meta.id], next_pos))
-            for party, size in party_sizes.items():
-                db.execute("UPDATE parties SET mbox_size=? WHERE address=?", (size, party))
+            db.executemany("UPDATE parties SET mbox_size=? WHERE address=?",
+                           [(size, party) for party, size in party_sizes.items()])
+            if spans is not None:
+                record = self._group_record(plans, spans, results, before, party_sizes)
+                unsynced.save(db, record)
+            elif self._recorded:  # synced before this commit: the last record is void
+                unsynced.clear(db)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
                 db.execute("ROLLBACK")
             raise
-        return results
+        self._recorded = record is not None
+        return results, record
+
+    def _group_record(self, plans: Sequence[WritePlan], spans: dict[str, tuple[int, int, int]],
+                      results: Sequence[StoredMessage],
+                      before: dict[str, tuple[str, str] | None],
+                      party_sizes: dict[str, int]) -> unsynced.GroupRecord:
+        uids: dict[str, list[int]] = {}
+        for result in results:
+            for folder, uid in result.uids.items():
+                uids.setdefault(folder, []).append(uid)
+        return unsynced.GroupRecord(
+            files=spans, ids=[plan.meta.id for plan in plans],
+            memories=sorted({p for plan in plans for p in plan.memory_appends}),
+            deliveries=sorted({p for plan in plans for p, _ in plan.deliveries}),
+            uids=uids, completes=[p.completes for p in plans if p.completes is not None],
+            parties=before,
+            sizes={party: self._party_sizes.get(party, 0) for party in party_sizes})
 
     def _index_plan(self, plan: WritePlan, span: tuple[int, int],
                     next_pos: dict[str, int]) -> StoredMessage:
@@ -574,10 +716,10 @@ class Store:
         return uids
 
     def _flush_appends(self, appends: dict[str, list[bytes]], sizes: dict[str, int]) -> None:
+        # Neither the file nor (when new) its directory entry is synced: a party file
+        # that comes back short or missing is rewritten from the index at open.
         for party, chunks in appends.items():
             path = party_path(self.data_dir, party)
-            new = party not in self._party_files and not path.exists()
-            self._party_files.add(party)
             with open_append(path) as f:
                 expected = sizes.get(party, self._party_sizes.get(party, 0))
                 if f.tell() > expected:  # a failed group's tail that could not be cut then
@@ -585,8 +727,6 @@ class Store:
                     f.seek(0, os.SEEK_END)
                 f.write(b"".join(chunks))
                 sizes[party] = f.tell()
-            if new:
-                _fsync_dir(self.data_dir)
         appends.clear()
 
     def _rewrite_party_file(self, party: str, pending: WritePlan | None = None) -> int:
@@ -839,6 +979,7 @@ class Store:
         if self._writer is not None:
             await asyncio.shield(self._writer)
         self._executor.shutdown(wait=True)
+        self._syncer.shutdown(wait=True)
         self._db.close()
         self._read.close()
         if self._lock is not None:
@@ -880,6 +1021,18 @@ def _lock_data_dir(data_dir: Path) -> int:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
+
+
+def _sync_files(data_dir: Path, handles: list[tuple[int, bool]]) -> None:
+    """The fsync thread: sync (and close) the descriptors; a new file's directory too."""
+    try:
+        for fd, new in handles:
+            os.fsync(fd)
+            if new:
+                _fsync_dir(data_dir)
+    finally:
+        for fd, _ in handles:
+            os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:
