@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import base64
 import re
+from collections import OrderedDict
 from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
 from email.message import EmailMessage, Message
 
 from ..addresses import address_problem, parse_address_list
@@ -25,6 +27,7 @@ from .llm import ChatTurn
 
 __all__ = [
     "ATTACHMENT_TEXT",
+    "CONTEXT_CHARS",
     "IMAGES_PER_MESSAGE",
     "IMAGE_BYTES",
     "TurnText",
@@ -90,6 +93,10 @@ def primer(agent: str, *, domain: str, user: str, robots: Sequence[tuple[str, st
         lines.append(system.strip())
     return "\n".join(lines)
 
+
+#: characters of turn text kept between calls over all agents (``MemoryTurns``, the chats
+#: ``thread_to_turns`` made last): about as many bytes, since mail is mostly ASCII
+CONTEXT_CHARS = 128 * 1024 * 1024
 
 #: characters of a text attachment a model sees inline (``limits.attachment_text``)
 ATTACHMENT_TEXT = 20_000
@@ -170,14 +177,103 @@ def thread_to_turns(
     Args:
         memory: (normalised sender, ``turn_text`` of the message) pairs, oldest first.
         images: the model takes images: a message's images go with its turn.
+
+    Returns a new list. The last chat made for each agent is kept (``_CHATS``):
+    when ``memory`` is that chat's memory with turns appended, only the new
+    turns are made; after a rewrite (rollback, pop, trim) the turns of
+    messages still there are found again, so a long memory costs little more
+    than its new mail.
     """
-    turns = [ChatTurn("system", system_text)]
-    for sender, text in memory:
-        if text is not None:
+    memory = list(memory)
+    key = (agent, system_text, images)
+    last = _CHATS.take(key)
+    if last is not None and _continues(memory, last.memory, images):
+        start, turns, chars = len(last.memory), last.turns, last.chars
+        last.memory.extend(memory[start:])
+        made: dict[tuple[str, str | None], ChatTurn] = {}
+    else:
+        start, turns, chars = 0, [ChatTurn("system", system_text)], 0
+        made = {} if last is None else last.made(images)
+        last = _Chat(memory, turns, 0)
+    for sender, text in memory[start:]:
+        if text is None:
+            continue
+        chat = made.get((sender, text))
+        if chat is None:
             shown = getattr(text, "images", ()) if images else ()
-            turns.append(ChatTurn("assistant" if sender == agent else "user", str(text),
-                                  tuple(shown)))
-    return turns
+            chat = ChatTurn("assistant" if sender == agent else "user", str(text), tuple(shown))
+        turns.append(chat)
+        # images count too: the kept memory holds them (a TurnText's, shown or not)
+        chars += len(text) + sum(len(url) for url in getattr(text, "images", ()))
+    last.chars = chars
+    _CHATS.keep(key, last)
+    return list(turns)
+
+
+@dataclass(slots=True)
+class _Chat:
+    """The memory a chat was made from, the chat, and the characters it holds."""
+
+    memory: list[tuple[str, str | None]]
+    turns: list[ChatTurn]
+    chars: int
+
+    def made(self, images: bool) -> dict[tuple[str, str | None], ChatTurn]:
+        """The chat turn made of each (sender, text), to use again after a rewrite.
+
+        Turns with images are left out when they are shown (a ``TurnText``
+        compares as its text alone).
+        """
+        shown = [(sender, text) for sender, text in self.memory if text is not None]
+        return {turn: chat for turn, chat in zip(shown, self.turns[1:], strict=True)
+                if not (images and type(turn[1]) is TurnText)}
+
+
+class _ChatMemo:
+    """The last chat of each (agent, system text, images), the least recent dropped first.
+
+    Only a cache: a kept chat is used again only for a memory that begins with
+    the very turns it was made from (compared by value, never assumed).
+    """
+
+    def __init__(self, max_chars: int) -> None:
+        self.max_chars = max_chars
+        self._chats: OrderedDict[tuple[str, str, bool], _Chat] = OrderedDict()
+        self._chars = 0
+
+    def take(self, key: tuple[str, str, bool]) -> _Chat | None:
+        chat = self._chats.pop(key, None)
+        if chat is not None:
+            self._chars -= chat.chars
+        return chat
+
+    def keep(self, key: tuple[str, str, bool], chat: _Chat) -> None:
+        self._chats[key] = chat
+        self._chars += chat.chars
+        while self._chars > self.max_chars and self._chats:
+            _, oldest = self._chats.popitem(last=False)
+            self._chars -= oldest.chars
+
+    def clear(self) -> None:
+        self._chats.clear()
+        self._chars = 0
+
+
+#: the chats ``thread_to_turns`` made last, by agent (text bounded as ``MemoryTurns``)
+_CHATS = _ChatMemo(CONTEXT_CHARS)
+
+
+def _continues(memory: list[tuple[str, str | None]], earlier: list[tuple[str, str | None]],
+               images: bool) -> bool:
+    """Whether ``memory`` is ``earlier`` with turns appended, images included."""
+    if len(memory) < len(earlier) or memory[:len(earlier)] != earlier:
+        return False
+    if not images:
+        return True
+    # Equal text, so equal turns, unless images differ (a TurnText compares as its text).
+    return all(getattr(new, "images", ()) == getattr(old, "images", ())
+               for (_, new), (_, old) in zip(memory, earlier, strict=False)
+               if type(new) is TurnText or type(old) is TurnText)
 
 
 def re_subject(subject: str) -> str:

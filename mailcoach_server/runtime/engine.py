@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from collections.abc import Iterable
 from email.message import EmailMessage, Message
 from fnmatch import fnmatchcase
@@ -40,6 +39,8 @@ from .llm import (
     takes_images,
 )
 from .local_mailbox import StoreMailbox
+from .mailbox import Turn
+from .memory_turns import MemoryTurns
 from .party import AgentProfile, BeforeModelCall
 from .plugins import load_robot
 from .router import FOLDERS, Router
@@ -49,8 +50,6 @@ from .workers import AgentWorker, RobotWorker, Worker
 __all__ = ["Engine", "memory_plans"]
 
 log = logging.getLogger("mailcoach.engine")
-
-_TURN_CACHE = 20_000
 
 
 class Engine:
@@ -83,8 +82,8 @@ class Engine:
         self._activity = asyncio.Event()
         #: called before each model call (the console's --debug waits for Enter there)
         self.before_model_call: BeforeModelCall | None = None
-        # message id -> (sender, turn text): messages never change, contexts re-read them
-        self._turns: OrderedDict[int, tuple[str, str | None]] = OrderedDict()
+        #: each party's memory as turns, kept between calls (a memory grows at its end)
+        self.memory_turns = MemoryTurns(self.turn_of)
 
     # -- life cycle ----------------------------------------------------------
 
@@ -183,7 +182,7 @@ class Engine:
         if kind == "robot" and party not in self.robots:
             log.error("no robot is configured for %s; its mail waits", party)
             return
-        mailbox = StoreMailbox(party, self.store, submit=self.submit, turn_of=self.turn_of,
+        mailbox = StoreMailbox(party, self.store, submit=self.submit, turns=self.memory_turns,
                                human_for=self._human_for, answers=self.reply_answers,
                                rewrite=self._rewrite_memory)
         self.mailboxes[party] = mailbox
@@ -234,21 +233,12 @@ class Engine:
         """Mail between agents and robots that fails is told to the user."""
         return sender if self.router.kind_of(sender) == "user" else self.config.user
 
-    def turn_of(self, number: int) -> tuple[str, str | None]:
-        """(sender, text) of a stored message as a model sees it, cached."""
-        cached = self._turns.get(number)
-        if cached is not None:
-            self._turns.move_to_end(number)
-            return cached
+    def turn_of(self, number: int) -> Turn:
+        """(sender, text) of a stored message as a model sees it (read and parsed each time;
+        ``memory_turns`` keeps them). Safe in a worker thread: the store's reads are."""
         raw, meta = self.store.read(number)
-        cached = (meta.sender, turn_text(read_message(raw),
-                                         attachment_text=self.config.limits.attachment_text))
-        if getattr(cached[1], "images", ()):
-            return cached  # images are megabytes: read again when needed, never cached
-        self._turns[number] = cached
-        if len(self._turns) > _TURN_CACHE:
-            self._turns.popitem(last=False)
-        return cached
+        return meta.sender, turn_text(read_message(raw),
+                                      attachment_text=self.config.limits.attachment_text)
 
     def reply_answers(self, reply: Message, meta: MessageMeta) -> str | None:
         """What a reply to ``meta`` threads under, if not ``meta`` itself.

@@ -15,6 +15,7 @@ from email.message import Message
 from ..errors import StoreError
 from ..store.store import Delivery, MessageMeta, Store
 from .mailbox import Incoming, Turn
+from .memory_turns import MemoryTurns
 
 __all__ = ["StoreMailbox"]
 
@@ -22,6 +23,9 @@ log = logging.getLogger("mailcoach.worker")
 
 #: pending messages read at a time: each is held in memory until answered
 _BATCH = 32
+#: messages of a memory not yet read above which they are read in a thread (a cold long
+#: memory takes seconds to parse; the event loop keeps serving meanwhile)
+_READ_IN_THREAD = 256
 
 #: submit(raw, origin=..., completes=..., cost=...)
 Submit = Callable[..., Awaitable[object]]
@@ -33,19 +37,19 @@ class StoreMailbox:
     """``Mailbox`` over the store; the engine wakes it with ``notify()``.
 
     Args:
-        turn_of: (sender, model text) of a stored message, cached by the engine.
+        turns: the engine's turns of every party's memory, kept between calls.
         human_for: who hears of a failure to answer a sender.
         answers: the Message-ID a reply to a stored message threads under.
     """
 
     def __init__(self, address: str, store: Store, *, submit: Submit,
-                 turn_of: Callable[[int], Turn], human_for: Callable[[str], str],
+                 turns: MemoryTurns, human_for: Callable[[str], str],
                  answers: Callable[[Message, MessageMeta], str | None],
                  rewrite: Rewrite) -> None:
         self.address = address
         self.store = store
         self._submit = submit
-        self._turn_of = turn_of
+        self._turns = turns
         self._human_for = human_for
         self._answers = answers
         self._rewrite = rewrite
@@ -84,7 +88,13 @@ class StoreMailbox:
         memory = list(self.store.parties[self.address].memory)
         if number in memory:
             memory = memory[: memory.index(number) + 1]
-        return [self._turn_of(n) for n in memory]
+        # The memory is taken above, before any await: what arrives meanwhile is later mail.
+        missing = self._turns.missing(self.address, memory)
+        if len(missing) <= _READ_IN_THREAD:
+            return self._turns.turns(self.address, memory)
+        read = self._turns.read
+        ahead = await asyncio.to_thread(lambda: {n: read(n) for n in missing})
+        return self._turns.turns(self.address, memory, ahead)
 
     async def send(self, reply: bytes, *, answering: Incoming, cost: float = 0.0,
                    origin: str = "agent") -> None:

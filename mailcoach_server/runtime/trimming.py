@@ -63,7 +63,9 @@ def fit(memory: Sequence[Turn], *, system: str, limit: int, keep_first: int,
         limit: input tokens the model takes.
         low_water: once over ``limit``, trim down to this share of it.
     """
-    sizes = [estimate_tokens(text) for _, text in memory]
+    # estimate_tokens inlined for plain text: a long memory has tens of thousands of turns
+    sizes = [len(text) // 3 + _PER_TURN if type(text) is str else estimate_tokens(text)
+             for _, text in memory]
     before = estimate_tokens(system) + sum(sizes)
     if before <= limit:
         return None
