@@ -24,9 +24,9 @@ so groups form and are written while the event loop is busy.
 The message files (trace, imap, copies) and the index are the record; a
 party's ``<address>.mbox`` is a view of it (its memory, in order) and is
 not fsynced on every append (nor its directory entry when new): that would
-be a third fsync per group for bytes the index can always rebuild. A party file that comes back shorter
-than the index says (power loss) is rewritten at open; rewrites for
-X-Rollback go through a temp file, fsync and rename.
+be a third fsync per group for bytes the index can always rebuild. A party
+file that comes back shorter than the index says (power loss) is rewritten
+at open; rewrites for X-Rollback go through a temp file, fsync and rename.
 
 A group that cannot be written (disk full, an I/O error) fails alone: its
 waiters and the plans queued behind it (made against its state) get a
@@ -223,7 +223,11 @@ class Store:
 
     def _recover(self) -> None:
         db = self._db
-        unsynced.recover(db, self.data_dir)  # a group whose bytes a power loss took: undone
+        dropped = unsynced.recover(db, self.data_dir)  # a group a power loss took: undone
+        for address, before in (dropped.parties if dropped else {}).items():
+            if before is None:  # a party only that group made: its file holds nothing kept
+                with contextlib.suppress(StoreError, FileNotFoundError):
+                    truncate_to(party_path(self.data_dir, address), 0)
         top, count = db.execute("SELECT MAX(id), COUNT(*) FROM messages").fetchone()
         self._next_id = (top or 0) + 1
         self._lost_ids = (top or 0) - count  # ids of groups that failed to write

@@ -124,14 +124,14 @@ def undo(db: sqlite3.Connection, record: GroupRecord) -> None:
     clear(db)
 
 
-def recover(db: sqlite3.Connection, data_dir: Path) -> int:
+def recover(db: sqlite3.Connection, data_dir: Path) -> GroupRecord | None:
     """At open: undo the recorded group if its bytes are not all on disk.
 
-    Returns how many messages were dropped (0: none, or no record).
+    Returns the record of the group dropped, if one was.
     """
     row = db.execute("SELECT value FROM meta WHERE key=?", (KEY,)).fetchone()
     if row is None:
-        return 0
+        return None
     record = _parse(row[0])
     missing = [name for name, span in record.files.items()
                if not _bytes_present(data_dir / name, *span)]
@@ -146,12 +146,11 @@ def recover(db: sqlite3.Connection, data_dir: Path) -> int:
         db.execute("ROLLBACK")
         raise
     if not missing:
-        return 0
-    count = len(record.ids)
+        return None
     log.warning("%s: the last group's bytes did not reach the disk (power loss before "
                 "its fsync); its %d unacknowledged message(s) are dropped from the index",
-                ", ".join(missing), count)
-    return count
+                ", ".join(missing), len(record.ids))
+    return record
 
 
 def _bytes_present(path: Path, start: int, end: int, crc: int) -> bool:
