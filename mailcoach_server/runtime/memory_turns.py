@@ -87,10 +87,12 @@ class MemoryTurns:
             self._chars -= kept.chars
         if kept is not None and _extends(numbers, kept.numbers):
             start = len(kept.numbers)  # the usual case: mail appended since the last call
+            again = {kept.numbers[i]: read(kept.numbers[i]) for i in kept.unkept}
             new = [read(n) for n in numbers[start:]]
             kept.numbers.extend(numbers[start:])
         else:
             known = {} if kept is None else _by_number(kept)
+            start, again = 0, {}
             new = [known.get(n) or read(n) for n in numbers]
             kept = _Kept(numbers, [], [], 0)
         for turn in new:
@@ -102,7 +104,8 @@ class MemoryTurns:
                 kept.chars += len(turn[1] or "")
         result = list(kept.turns)
         for position in kept.unkept:
-            result[position] = read(kept.numbers[position])
+            number = kept.numbers[position]
+            result[position] = new[position - start] if position >= start else again[number]
         self._keep(party, kept)
         return result  # type: ignore[return-value]  # every None was filled in
 
