@@ -1,11 +1,14 @@
 """The SMTP listener: aiosmtpd's ``SMTP`` protocol in our loop, with our login.
 
 ``start_smtp`` builds one ``SubmissionServer`` per connection. It differs
-from aiosmtpd's ``SMTP`` in two places only: AUTH PLAIN/LOGIN answers go
+from aiosmtpd's ``SMTP`` in three places only: AUTH PLAIN/LOGIN answers go
 through the shared :class:`~mailcoach_server.login_throttle.LoginThrottle`
-(a wrong password is answered late, per client address), and sessions keep
+(a wrong password is answered late, per client address), sessions keep
 the legacy ``login_data`` quietly (aiosmtpd 1.4 sets it itself on every
-login and logs a deprecation warning each time: aio-libs/aiosmtpd#347).
+login and logs a deprecation warning each time: aio-libs/aiosmtpd#347), and
+the path of MAIL FROM and RCPT TO is parsed with the same result for less
+CPU (aiosmtpd 1.4 defines a class on every call, ~85 us, and a plain
+``<local@domain>`` needs no RFC 5322 parser: together ~0.2 ms a message).
 
 Whether AUTH is required is the handler's policy (its MAIL hook), not
 aiosmtpd's ``auth_required``: on loopback AUTH without TLS is the design,
@@ -16,6 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+from email._header_value_parser import get_addr_spec, get_angle_addr
+from email.errors import HeaderParseError
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
@@ -31,6 +37,11 @@ log = logging.getLogger("mailcoach.smtp")
 
 # The one result that means "wrong user or password" (aiosmtpd then answers 535).
 _REFUSED = AuthResult(success=False, handled=False)
+
+# RFC 5322 §3.2.3 atext: a path whose local part and domain are dot-atoms parses to
+# itself; after the '>' the parser skips white space when a blank starts it.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_PATH = re.compile(rf"<({_ATOM}(?:\.{_ATOM})*@{_ATOM}(?:\.{_ATOM})*)>")
 
 
 class _Session(Session):
@@ -59,6 +70,28 @@ class SubmissionServer(SMTP):
 
     def _create_session(self) -> Session:
         return _Session(self.loop)
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """aiosmtpd's path parsing (same results), without its per-call class."""
+        if not arg:
+            return "", ""
+        plain = _PLAIN_PATH.match(arg)
+        rest = arg[plain.end():] if plain is not None else ""
+        if rest[:1] in (" ", "\t"):
+            rest = rest.lstrip()
+        if plain is not None and not rest.startswith("("):  # a comment: the parser's
+            addr = plain.group(1)
+        else:
+            try:
+                parse = get_angle_addr if arg.lstrip().startswith("<") else get_addr_spec
+                address, rest = parse(arg)
+            except HeaderParseError:
+                return None, None
+            addr = address.addr_spec
+        localpart = addr.rpartition("@")[0]
+        if self.local_part_limit and len(localpart) > self.local_part_limit:
+            return None, None
+        return addr, rest
 
     def _check_login(self, server: SMTP, session: Session, envelope: Envelope,
                      mechanism: str, auth_data: Any) -> AuthResult:
