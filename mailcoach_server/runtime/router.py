@@ -176,6 +176,8 @@ class Router:
             main.party_states[address] = ("agent", effect.state.to_json())
         if effect.memory is not None:
             main.memory_rewrites[address] = effect.memory
+            main.edit = " ".join(h.lower() for h in ("X-Rollback", "X-Pop-Shell")
+                                 if h in sub.message) or "headers"
         if effect.store:
             main.memory_appends.append(address)
         # X-Drop still answers, from the memory the headers left (the original's
@@ -201,7 +203,7 @@ class Router:
                       max_hops=self.config.limits.max_hops, origin="system")
         meta = new_meta(sub, id=self.store.allocate_message_id(),
                         thread=resolve_thread(sub, self.store.find_by_message_id, auto=False))
-        return WritePlan(raw=sub.raw, meta=meta, folders=["Trace"],
+        return WritePlan(raw=sub.raw, meta=meta, folders=["Trace"], edit="trim",
                          memory_rewrites={address: [*memory, meta.id]})
 
     def users_question(self, meta: MessageMeta) -> MessageMeta | None:

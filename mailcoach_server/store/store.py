@@ -62,6 +62,7 @@ from . import mbox, memory_log, unsynced
 from .files import open_append, open_new, party_path, private_dir, truncate_to
 from .folders import FolderIndex
 from .memory_log import MemoryChange, MemoryEdit, changed_between
+from .header_cache import CACHE_FILES
 from .schema import INDEX_FILES, connect, migrate
 from .spans import MESSAGE_FILES
 from .tokens import tokens_of
@@ -202,7 +203,7 @@ class Store:
     @classmethod
     def open(cls, data_dir: Path) -> Store:
         try:
-            private_dir(data_dir, [*FILES, *INDEX_FILES, "lock"])
+            private_dir(data_dir, [*FILES, *INDEX_FILES, *CACHE_FILES, "lock"])
             probe = data_dir / ".write-test"
             probe.write_bytes(b"")
             probe.unlink()
@@ -334,7 +335,7 @@ class Store:
             party.memory = list(memory)
         for address in plan.memory_appends:
             self.parties[address].memory.append(plan.meta.id)
-            if plan.edit:
+            if plan.edit and not plan.memory_rewrites:  # put in from a client (APPEND, COPY)
                 before = plan.memory_changes.get(address, MemoryChange((), ()))
                 plan.memory_changes[address] = MemoryChange(
                     (*before.added, plan.meta.id), before.removed)

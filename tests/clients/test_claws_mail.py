@@ -47,7 +47,8 @@ def test_claws_mail_reads_sends_and_gets_the_agents_reply(tmp_path):
             listed = claws.folders()
             for folder in ("INBOX", "Sent", "Drafts", "Trash", "Trace", "Agents/swe1@localdomain"):
                 assert folder in listed, listed
-            poll(lambda: claws.status("Agents/swe1@localdomain") == (0, 0, 4), 30,
+            primer = len(stack.mbox("swe1@localdomain"))
+            poll(lambda: claws.status("Agents/swe1@localdomain") == (0, 0, primer), 30,
                  "swe1's memory (its primer) counted by claws")
 
             # the body lands in claws' cache when the message is shown
@@ -105,6 +106,18 @@ def test_claws_mail_reads_sends_and_gets_the_agents_reply(tmp_path):
             screen.screenshot(artifacts_dir() / "claws-mail-delete-in-trace.png")
             assert stack.folder_message_ids("Trash") == []
             assert len(stack.folder_message_ids("Trace")) == trace_before
+
+            # deleting in an agent's folder takes the message out of its memory (claws:
+            # COPY to Trash, \Deleted, EXPUNGE); Trash and Trace keep it
+            memory = [m["Message-ID"] for m in stack.mbox("swe1@localdomain")]
+            claws.remote("--select", "#imap/mailcoach/Agents/swe1@localdomain/1")
+            poll(lambda: claws.cached("Agents/swe1@localdomain", 1).is_file(), 30,
+                 "swe1's first memory message shown in claws")
+            screen.keys(main, "Delete")
+            left = poll(lambda: (m := [x["Message-ID"] for x in stack.mbox("swe1@localdomain")])
+                        != memory and m, 60, "the message out of swe1's memory")
+            assert left == memory[1:]
+            assert memory[0] in stack.folder_message_ids("Trash")
         finally:
             claws.quit()
         assert stack.errors() == []
