@@ -5,8 +5,9 @@
     python bench/agent_tasks.py --model openai/gpt-4o-mini                    # a provider (key)
     python bench/agent_tasks.py --scripted           # a scripted model that solves them all
 
-One ``mailcoach serve`` takes every task by SMTP, To swe1@localdomain with ``X-Rollback: 5``
-(swe1 starts each task from its shipped memory, which is part of what is measured). The
+One ``mailcoach serve`` takes every task by SMTP, To swe1@localdomain with an ``X-Rollback``
+that keeps swe1's starting memory and forgets earlier tasks (swe1 starts each task from its
+shipped memory, or the mbox given with ``--memory``, which is part of what is measured). The
 bench makes the task's files in the shell's work directory first, waits for the answer
 in the user's mailbox (or a note: the thread stops after ``--rounds`` agent/robot mails),
 then checks the file system or the reply. Per task and in total it prints: solved,
@@ -37,11 +38,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common, even under -P
-from _common import ROOT, require_install, scratch, scripted_model_server, start_server, stop
+from _common import (
+    PYTHON,
+    ROOT,
+    child_env,
+    require_install,
+    scratch,
+    scripted_model_server,
+    start_server,
+    stop,
+)
 
 USER, SWE1, SHELL = "user@localdomain", "swe1@localdomain", "shell@localdomain"
 REALMODEL = ROOT / "tests" / "realmodel"
@@ -234,12 +245,40 @@ def make_files(work: Path, files: dict[str, str]) -> None:
             os.chown(made, owner.st_uid, owner.st_gid)
 
 
-def send_task(port: int, password: str, task: Task, root: str) -> None:
+def shipped_memory() -> Path:
+    """swe1's memory as installed (``config/memory`` in a checkout)."""
+    return Path(str(resources.files("mailcoach_server.defaults").joinpath(
+        "memory", f"{SWE1}.mbox")))
+
+
+def memory_length(path: Path) -> int:
+    box = mailbox.mbox(path, create=False)
+    try:
+        return len(box.keys())
+    finally:
+        box.close()
+
+
+def seed_memory(data: Path, memory: Path, work: Path) -> None:
+    """Start ``data`` with ``memory`` as swe1's (the console's ``-m``), so serve ships none."""
+    empty = work / "empty-queue.mbox"
+    empty.write_bytes(b"")
+    done = subprocess.run(
+        [*PYTHON, "-m", "mailcoach_server", "-m", str(memory), "-q", str(empty), "-t", str(data)],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd=work, env=child_env(),
+        timeout=120)
+    if done.returncode != 0 or memory_length(data / f"{SWE1}.mbox") != memory_length(memory):
+        raise SystemExit(f"could not load {memory} as swe1's memory:\n{done.stderr[-2000:]}")
+
+
+def send_task(port: int, password: str, task: Task, root: str, memory: int) -> None:
+    """Mail ``task`` to swe1; ``memory`` is how many messages its starting memory has."""
     message = EmailMessage()
     message["From"], message["To"] = USER, SWE1
     message["Subject"] = task.subject
     message["Message-ID"] = root
-    message["X-Rollback"] = "5"  # forget earlier tasks: start from the shipped memory
+    # Forget earlier tasks: position N + 1 is the memory's last message (README, X-Rollback).
+    message["X-Rollback"] = str(memory + 1)
     message.set_content(task.body)
     with smtplib.SMTP("127.0.0.1", port) as client:
         client.login(USER, password)
@@ -255,6 +294,8 @@ class Run:
     password: str
     proxy: Any
     task_timeout: float
+    #: messages in swe1's starting memory
+    memory: int
 
     @property
     def work(self) -> Path:
@@ -308,7 +349,7 @@ def measure(run: Run, task: Task, index: int) -> Result:
     root = f"<task-{index}-{task.name}@bench.localdomain>"
     make_files(run.work, task.files)
     started = time.perf_counter()
-    send_task(run.port, run.password, task, root)
+    send_task(run.port, run.password, task, root, run.memory)
     heard = run.wait(lambda: run.answered(root), run.task_timeout)
     result = Result(task.name, seconds=time.perf_counter() - started)
     if run.proxy is not None:  # let the last call land (a reply may go to the shell too)
@@ -462,21 +503,32 @@ def main() -> None:
                         help="seconds to wait for the user to hear back, per task")
     parser.add_argument("--n-ctx", type=int, default=4096,
                         help="context of the bundled model's server, in tokens")
+    parser.add_argument("--memory", type=Path,
+                        help="an mbox to start swe1 from instead of its shipped memory "
+                        "(ours or a mail client's; not the original tool's, whose primer "
+                        "X-Rollback counts differently)")
     args = parser.parse_args()
     if args.scripted and args.model:
         parser.error("--scripted and --model exclude each other")
     require_install()
     tasks = _chosen(args.tasks)
     work = scratch()
+    memory = args.memory or shipped_memory()
+    if not memory.is_file():
+        parser.error(f"--memory: no such file: {memory}")
     with Model(args, work) as model:
         data = work / "data"
+        if args.memory:
+            seed_memory(data, args.memory, work)
         proc, port, password = start_server(_config(data, model.spec, args.rounds), work)
         try:
-            run = Run(data, port, password, model.proxy, args.task_timeout)
+            run = Run(data, port, password, model.proxy, args.task_timeout,
+                      memory_length(memory))
             warm = warm_up(run)
             results = [measure(run, task, i) for i, task in enumerate(tasks, 1)]
         finally:
             stop(proc)
+    print(f"swe1's memory: {memory} ({memory_length(memory)} messages)")
     print(f"warm-up answer (pays the litellm import and loads the model): {warm:.1f} s")
     report(model.kind, model.spec, model.about, results)
 

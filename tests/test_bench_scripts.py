@@ -113,3 +113,19 @@ def test_imap_fetch_without_dovecot_prints_mailcoach_alone() -> None:
     out = run_bench("imap_fetch", ["--messages", "50", "--runs", "1", "--no-dovecot"])
     assert "Dovecot: skipped (--no-dovecot)" in out, out
     assert re.search(rf"LOGIN\+SELECT +{NUMBER}ms +<= 1x Dovecot \(not measured\)", out), out
+
+
+def test_agent_tasks_starts_swe1_from_the_memory_given(tmp_path: Path) -> None:
+    memory = tmp_path / "two.mbox"
+    memory.write_text(
+        "From user@localdomain Thu Jan  1 00:00:00 2026\nFrom: user@localdomain\n"
+        "To: swe1@localdomain\nSubject: hi\n\nhello\n\n"
+        "From swe1@localdomain Thu Jan  1 00:00:01 2026\nFrom: swe1@localdomain\n"
+        "To: user@localdomain\nSubject: Re: hi\n\nhello to you\n\n")
+    out = run_bench("agent_tasks", ["--scripted", "--tasks", "1", "--memory", str(memory)])
+    assert f"swe1's memory: {memory} (2 messages)" in out, out
+    assert re.search(r"count_lines +yes ", out), out
+    missing = subprocess.run([sys.executable, str(ROOT / "bench" / "agent_tasks.py"),
+                              "--scripted", "--memory", str(tmp_path / "none.mbox")],
+                             cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and "--memory: no such file" in missing.stderr

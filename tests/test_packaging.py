@@ -152,7 +152,7 @@ def test_serve_sendmail_health_and_stub(installed, tmp_path):
         data = elsewhere / "data"
         assert str(data.resolve()) in "".join(banner)
         # The shipped memory of swe1 came from the installed wheel.
-        assert (data / "swe1@localdomain.mbox").read_text().count("\nFrom: ") == 4
+        assert (data / "swe1@localdomain.mbox").read_text().count("\nFrom: ") == 6
 
         password = (data / "login").read_text().strip()
         with smtplib.SMTP("127.0.0.1", smtp_port, timeout=30) as smtp:
@@ -169,6 +169,11 @@ def test_serve_sendmail_health_and_stub(installed, tmp_path):
                                  cwd=elsewhere, env=env, capture_output=True, text=True,
                                  timeout=60)
         assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+        memories = subprocess.run([str(installed / "mailcoach"), "memory", "--config",
+                                   str(config), "list"], cwd=elsewhere, env=env,
+                                  capture_output=True, text=True, timeout=60)
+        assert memories.returncode == 0 and "swe1@localdomain  " in memories.stdout, \
+            memories.stdout + memories.stderr
         subjects = [str(m["Subject"]) for m in mbox_messages(data / "user@localdomain.mbox")]
         assert "by smtp" in subjects and "by sendmail" in subjects
     finally:

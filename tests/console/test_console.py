@@ -61,7 +61,7 @@ def test_queue_runs_the_original_readme_example(tmp_path, model_server):
     # The default memory was loaded and its path printed.
     assert "memory: " in result.stdout and "(default)" in result.stdout
     first_call = model_server.requests[0]["messages"]
-    assert any("python3 --version" in m["content"] for m in first_call)
+    assert any("Subject: nproc" in m["content"] for m in first_call)  # its first command
     for name in ("trace", "user@localdomain.mbox", "swe1@localdomain.mbox",
                  "shell@localdomain.mbox"):
         assert (trace / name).exists()

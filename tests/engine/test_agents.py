@@ -101,9 +101,9 @@ async def test_x_rollback_n_forgets_message_n_of_the_agents_folder(tmp_path, mod
         folder = await agent_folder(server, "swe1@localdomain")
         assert [s for _, s in folder] == memory_subjects(server, "swe1@localdomain")
         number = next(n for n, subject in folder if subject == "first")
-        assert number == 5  # after the 4 shipped messages
-        # As documented: message k is the original's position k + 1, so N = 5
-        # keeps positions 0..5, messages 1..4, and forgets "first" and its answer.
+        assert number == 7  # after the 6 shipped messages
+        # As documented: message k is the original's position k + 1, so N = 7
+        # keeps positions 0..7, messages 1..6, and forgets "first" and its answer.
         await send(server, mail("swe1@localdomain", "again", X_Rollback=str(number)))
         await settled(lambda: len(replies_to_user(server)) == 2)
         after = await agent_folder(server, "swe1@localdomain")
@@ -196,7 +196,7 @@ async def test_x_pop_shell_on_mail_an_agent_sends_trims_its_own_memory(tmp_path,
         await settled(lambda: len(replies_to_user(server)) == 1)
         memory = memory_subjects(server, "swe1@localdomain")
         assert memory[-2:] == ["run echo", "done"]
-        assert "echo one" not in memory and "Exit Code: 0" not in memory[4:]
+        assert "echo one" not in memory and "Exit Code: 0" not in memory[6:]  # after the shipped 6
         # The trace keeps everything; only the agent's memory was trimmed.
         trace = [m["Subject"] for m in mbox_messages(server.config.data_dir / "trace")]
         assert trace == ["run echo", "echo one", "Exit Code: 0", "done"]

@@ -88,7 +88,7 @@ async def test_agent_uses_the_shell_then_answers_the_user(tmp_path, model_server
         assert "42" in second[-1]["content"]
         assert second[-2]["role"] == "assistant"
         memory = mbox_messages(config.data_dir / "swe1@localdomain.mbox")
-        # shipped primer memory (4) + request + command + output + answer
+        # shipped primer memory (6) + request + command + output + answer
         assert [m["From"] for m in memory][-4:] == [
             "user@localdomain", "swe1@localdomain", "shell@localdomain", "swe1@localdomain"]
 
@@ -219,7 +219,7 @@ def test_smtplib_session_refusals(tmp_path):
                                 b"From: evil@example.com\nSubject: id\n\n")
             assert foreign.value.smtp_code == 553
         # Nothing of that was stored.
-        assert server.store.message_count() == 4  # the shipped memory of swe1 only
+        assert server.store.message_count() == 6  # the shipped memory of swe1 only
     finally:
         holder["loop"].call_soon_threadsafe(stop[0].set)
         thread.join(20)

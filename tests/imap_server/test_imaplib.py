@@ -410,9 +410,9 @@ def test_trace_and_agents_are_read_only_and_read(threaded):
     ok(client.create("Keep"))
     ok(client.copy("1", "Keep"))  # copying out of an archive is fine
     client.select("Agents/swe1@localdomain", readonly=True)
-    assert client.untagged_responses.get("EXISTS") == [b"4"]
+    assert client.untagged_responses.get("EXISTS") == [b"6"]
     uids = ok(client.uid("SEARCH", "ALL"))[0].split()
-    assert uids == [b"1", b"2", b"3", b"4"]  # the shipped memory, by message id
+    assert uids == [b"1", b"2", b"3", b"4", b"5", b"6"]  # the shipped memory, by message id
     assert b"From: user@localdomain" in ok(client.fetch("1", "(BODY[])"))[0][1]
     client.logout()
 
