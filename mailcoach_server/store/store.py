@@ -78,6 +78,8 @@ FILES = MESSAGE_FILES
 
 #: groups the writer thread writes in a row before folder writes queued behind get a turn
 _GROUPS_PER_TURN = 16
+#: seconds without a new group after which the last group's record is cleared
+_CLEAR_AFTER = 0.05
 
 
 def party_file_name(address: str) -> str:
@@ -350,6 +352,12 @@ class Store:
         while True:
             if not self._queue:
                 self._wakeup.clear()
+                if self._recorded and not self._closed and await self._woken(_CLEAR_AFTER):
+                    continue  # more plans (or closing): look again
+                if self._recorded:
+                    # The last group is durable and none followed for a while: its record
+                    # goes (the next group's transaction would have replaced it).
+                    await loop.run_in_executor(self._executor, self._clear_record)
                 if self._closed:
                     return
                 await self._wakeup.wait()
@@ -369,6 +377,15 @@ class Store:
                 if not future.done():
                     future.set_exception(StoreError(f"cannot write the store: {exc}"))
 
+    async def _woken(self, seconds: float) -> bool:
+        assert self._wakeup is not None
+        try:
+            async with asyncio.timeout(seconds):
+                await self._wakeup.wait()
+        except TimeoutError:
+            return False
+        return True
+
     def _drain(self, loop: asyncio.AbstractEventLoop) -> tuple[list[Any], Exception] | None:
         """Writer thread: write queued groups until the queue is empty (or a turn's worth:
         the folder writes queued in the executor get their turn), acknowledging each
@@ -377,8 +394,6 @@ class Store:
             with self._queue_lock:
                 batch, self._queue = self._queue, []
             if not batch:
-                if self._recorded:  # the last group is durable and none follows
-                    self._clear_record()
                 return None
             try:
                 results = self._write_batch([plan for plan, _ in batch])
@@ -413,9 +428,8 @@ class Store:
                 unsynced.clear(db)
             finally:
                 db.execute("PRAGMA synchronous=FULL")
-        except sqlite3.Error as exc:
-            log.warning("cannot clear the last group's record yet: %s", exc)
-            return
+        except sqlite3.Error as exc:  # left for the next group to replace
+            log.warning("cannot clear the last group's record: %s", exc)
         self._recorded = False
 
     def _forget(self, plans: Sequence[WritePlan]) -> None:
