@@ -10,6 +10,7 @@ layer's job (:func:`sets_seen` tells it when).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
@@ -23,6 +24,7 @@ from .responses import FetchResponse
 from .wire import format_datetime, format_list, format_timestamp
 
 __all__ = [
+    "ITEMS_VERSION",
     "FetchPlan",
     "Literal",
     "MessageView",
@@ -37,6 +39,10 @@ __all__ = [
 
 _T = TypeVar("_T")
 
+#: Bump when what ENVELOPE, BODYSTRUCTURE, BODY or HEADER.FIELDS answer for a message
+#: changes: the header cache keeps them under this version, and old ones go unused.
+ITEMS_VERSION = 1
+
 
 class MessageView:
     """A stored message as FETCH sees it: CRLF bytes, MIME tree parsed on first need.
@@ -46,7 +52,7 @@ class MessageView:
     (counted, not copied) and the header (the only part converted).
     """
 
-    __slots__ = ("_lf", "_raw", "_tree", "_memo", "_size")
+    __slots__ = ("_lf", "_raw", "_tree", "_memo", "_size", "_block", "cached")
 
     def __init__(self, raw: bytes) -> None:
         # Only LF-only bytes can be converted in pieces; anything else (a bare CR) at once.
@@ -55,15 +61,44 @@ class MessageView:
         self._tree: MimePart | None = None
         self._memo: dict[object, Any] | None = None
         self._size = -1
+        self._block: bytes | None = None
+        #: the memo keys that came from the header cache (None: not a cached view)
+        self.cached: frozenset[str] | None = None
+
+    @classmethod
+    def from_cache(cls, size: int, block: bytes, items: dict[str, bytes]) -> MessageView:
+        """A view of what the header cache holds: size, header block, items. It has
+        no body: only a plan whose :attr:`FetchPlan.from_header` is true may use it."""
+        view = cls.__new__(cls)
+        view._lf = view._raw = None
+        view._tree = None
+        view._memo = dict(items)
+        view._size = size
+        view._block = block
+        view.cached = frozenset(items)
+        return view
 
     @property
     def raw(self) -> bytes:
         """The whole message, CRLF line ends."""
         if self._raw is None:
-            assert self._lf is not None
+            if self._lf is None:  # a programmer's error: the plan said it needs no body
+                raise RuntimeError("a view from the header cache has no body")
             self._raw = self._lf.replace(b"\n", b"\r\n")
             self._lf = None
         return self._raw
+
+    def items(self, keys: Iterable[str]) -> dict[str, bytes]:
+        """The memo values of ``keys`` that are there."""
+        memo = self._memo or {}
+        return {key: memo[key] for key in keys if key in memo}
+
+    def computed(self, keys: Iterable[str]) -> list[tuple[str, bytes]]:
+        """The memo values of ``keys`` made here, not loaded from the header cache."""
+        memo, loaded = self._memo, self.cached or frozenset()
+        if not memo:
+            return []
+        return [(key, memo[key]) for key in keys if key in memo and key not in loaded]
 
     def memo(self, key: object, make: Callable[[], _T]) -> _T:
         """``make()``, computed once per view: a message never changes, and clients
@@ -91,18 +126,29 @@ class MessageView:
         return self._tree
 
     @property
+    def header_tree(self) -> MimePart:
+        """The top-level part with its fields only (ENVELOPE): the body is not parsed."""
+        if self._tree is not None:
+            return self._tree
+        return parse_message(self.header_block)
+
+    @property
     def header_block(self) -> bytes:
         """The message's header, blank line included: ``tree.header_block`` without
         parsing the MIME tree (a header-only FETCH of a big folder needs no more)."""
+        if self._block is not None:
+            return self._block
         if self._tree is not None:
             return self._tree.header_block
         lf = self._lf
-        if lf is not None:  # convert the header alone
+        if lf is not None:  # convert the header alone, once
             if not lf or lf.startswith(b"\n"):
-                return lf[:1].replace(b"\n", b"\r\n")
-            blank = lf.find(b"\n\n")
-            head = lf if blank < 0 else lf[: blank + 2]
-            return head.replace(b"\n", b"\r\n")
+                block = lf[:1].replace(b"\n", b"\r\n")
+            else:
+                blank = lf.find(b"\n\n")
+                block = (lf if blank < 0 else lf[: blank + 2]).replace(b"\n", b"\r\n")
+            self._block = block
+            return block
         raw = self.raw
         if not raw or raw.startswith(b"\r\n"):
             return raw[:2]
@@ -221,7 +267,33 @@ def _date_item(message: MessageView, uid: int, flags: tuple[str, ...],
                when: datetime | float) -> bytes:
     # A folder's rows give the POSIX time: formatted straight, no datetime, no cache
     # that a million different dates would fill.
-    return _format_datetime(when) if isinstance(when, datetime) else format_timestamp(when)
+    return _format_datetime(when) if isinstance(when, datetime) else _timestamp(when)
+
+
+_MINUTES: dict[int, tuple[bytes, bytes] | None] = {}  # minute -> date up to it, zone after it
+_MAX_MINUTES = 4096
+
+
+def _timestamp(seconds: float) -> bytes:
+    """``format_timestamp(seconds)``: the date and zone made once a minute (a sweep over
+    a folder meets many messages a minute; the zone cannot change within one), the
+    seconds put in between."""
+    whole = math.floor(seconds)
+    if seconds - whole >= 0.999999:  # may round up to the next second, as format_timestamp
+        whole = math.floor(round(seconds, 6))  # does (round() with digits is slow: rarely)
+    minute, second = divmod(whole, 60)
+    parts = _MINUTES.get(minute, False)
+    if parts is False:
+        if len(_MINUTES) >= _MAX_MINUTES:
+            _MINUTES.clear()
+        first, last = format_timestamp(minute * 60), format_timestamp(minute * 60 + 59)
+        # '"17-Jul-1996 02:44:00 -0700"': seconds at 19:21, the same minute and zone at both ends
+        same = (first[:19], first[21:]) == (last[:19], last[21:])
+        parts = _MINUTES[minute] = (first[:19], first[21:]) if same and first[19:21] == b"00" \
+            and last[19:21] == b"59" else None
+    if parts is None:  # a zone change or leap seconds inside this minute: no shortcut
+        return format_timestamp(seconds)
+    return b"%s%02d%s" % (parts[0], second, parts[1])
 
 
 def _size_item(message: MessageView, uid: int, flags: tuple[str, ...], when: datetime) -> bytes:
@@ -233,7 +305,7 @@ _SIMPLE: dict[str, Step] = {
     "FLAGS": _flags_item,
     "INTERNALDATE": _date_item,
     "RFC822.SIZE": _size_item,
-    "ENVELOPE": lambda m, u, f, d: m.memo("ENVELOPE", lambda: envelope(m.tree)),
+    "ENVELOPE": lambda m, u, f, d: m.memo("ENVELOPE", lambda: envelope(m.header_tree)),
     "BODYSTRUCTURE": lambda m, u, f, d: m.memo("BODYSTRUCTURE", lambda: body_structure(m.tree)),
     "RFC822": lambda m, u, f, d: Literal(m.raw),
     "RFC822.HEADER": lambda m, u, f, d: Literal(m.header_block),
@@ -241,19 +313,48 @@ _SIMPLE: dict[str, Step] = {
 }
 
 
-def _section_step(attr: FetchAttr) -> Step:
+#: What a step needs beyond the folder row: nothing, the header cache's entry (size and
+#: header block; a named item made from them), or the whole message.
+_ROW, _HEADER, _MESSAGE = 0, 1, 2
+_NEEDS = {"UID": _ROW, "FLAGS": _ROW, "INTERNALDATE": _ROW, "RFC822.SIZE": _HEADER,
+          "RFC822.HEADER": _HEADER, "ENVELOPE": _HEADER}
+#: Items kept in the header cache that need the whole message when they are missing.
+_TREE_ITEMS = {"BODYSTRUCTURE", "BODY"}
+
+
+def _fields_key(section: Section) -> str:
+    # The fields come out in the message's order whatever the list's: one key per set.
+    assert section.text is not None
+    return f"{section.text} {' '.join(sorted({name.upper() for name in section.fields}))}"
+
+
+def _section_step(attr: FetchAttr, *, wire: bool = False) -> Step:
+    """The step of ``BODY[section]``; ``wire``: one that answers the literal's wire form
+    as bytes (for :meth:`FetchPlan.line`; the usual header FETCH, done per message)."""
     section, partial = attr.section, attr.partial
     assert section is not None
     text = section.text
     if not section.part and text in ("HEADER.FIELDS", "HEADER.FIELDS.NOT"):
         # The top-level header fields, the usual header FETCH: memo key made once, a
         # str (its hash is kept), not the Section (a dataclass hashes itself each time).
-        key = f"{text} {' '.join(section.fields).upper()}"
+        key = _fields_key(section)
         fields, exclude = section.fields, text.endswith(".NOT")
 
+        def fields_of(m: MessageView) -> bytes:
+            memo = m._memo  # the memo, looked up inline: this runs for every message
+            data = memo.get(key) if memo is not None else None
+            if data is None:
+                data = m.memo(key, lambda: header_fields(m.header_block, fields, exclude=exclude))
+            return data if partial is None else _partial(data, partial)
+
+        if wire:
+            def fields_wire(m: MessageView, u: int, f: tuple[str, ...], d: datetime) -> bytes:
+                data = fields_of(m)
+                return b"{%d}\r\n%s" % (len(data), data)
+            return fields_wire
+
         def fields_step(m: MessageView, u: int, f: tuple[str, ...], d: datetime) -> Literal:
-            data = m.memo(key, lambda: header_fields(m.header_block, fields, exclude=exclude))
-            return Literal(_partial(data, partial))
+            return Literal(fields_of(m))
         return fields_step
 
     def step(m: MessageView, u: int, f: tuple[str, ...], d: datetime) -> bytes | Literal:
@@ -262,7 +363,7 @@ def _section_step(attr: FetchAttr) -> Step:
     return step
 
 
-def _step(attr: FetchAttr) -> Step:
+def _step(attr: FetchAttr, *, wire: bool = False) -> Step:
     name = attr.name
     if name == "BODY" and attr.section is None:
         return lambda m, u, f, d: m.memo("BODY", lambda: body_structure(m.tree, extensible=False))
@@ -270,8 +371,24 @@ def _step(attr: FetchAttr) -> Step:
     if simple is not None:
         return simple
     if attr.section is not None:
-        return _section_step(attr)
+        return _section_step(attr, wire=wire)
     raise ValueError(f"unknown FETCH attribute {name}")  # the parser only makes the above
+
+
+def _needs(attr: FetchAttr) -> tuple[int, str | None]:
+    """What ``attr`` needs (``_ROW``, ``_HEADER``, ``_MESSAGE``) and its cache key, if any."""
+    section = attr.section
+    if section is None:
+        if attr.name in _TREE_ITEMS or attr.name == "ENVELOPE":
+            return (_MESSAGE if attr.name in _TREE_ITEMS else _HEADER), attr.name
+        return _NEEDS.get(attr.name, _MESSAGE), None
+    if section.part:
+        return _MESSAGE, None
+    if section.text == "HEADER":
+        return _HEADER, None
+    if section.text in ("HEADER.FIELDS", "HEADER.FIELDS.NOT"):
+        return _HEADER, _fields_key(section)
+    return _MESSAGE, None
 
 
 class FetchPlan:
@@ -279,12 +396,27 @@ class FetchPlan:
 
     A FETCH of a whole folder answers the same list for every message: the
     names and the choice of what to compute are made here, not per message.
+    It also says what the header cache can answer: :attr:`cache_keys` are
+    the items worth keeping there, and with :attr:`from_header` every item
+    can come from a cached entry (size, header block, those items) alone;
+    :attr:`tree_keys` are the ones that need the whole message when missing.
     """
 
-    __slots__ = ("_steps",)
+    __slots__ = ("_line", "_only_steps", "_steps", "cache_keys", "from_header", "needs_content",
+                 "tree_keys")
 
     def __init__(self, attributes: Iterable[FetchAttr]) -> None:
+        attributes = tuple(attributes)
         self._steps = [(attr.response_name, _step(attr)) for attr in attributes]
+        self._only_steps = [_step(attr, wire=True) for attr in attributes]
+        names = b" ".join(name.replace(b"%", b"%%") + b" %s" for name, _ in self._steps)
+        self._line = b"* %d FETCH (" + names + b")\r\n"
+        needs = [_needs(attr) for attr in attributes]
+        self.cache_keys = tuple(dict.fromkeys(key for _, key in needs if key is not None))
+        self.tree_keys = frozenset(key for key in self.cache_keys if key in _TREE_ITEMS)
+        plain = [need for need, key in needs if key is None or key not in _TREE_ITEMS]
+        self.from_header = all(need <= _HEADER for need in plain)
+        self.needs_content = any(need > _ROW for need, _ in needs)
 
     def items(self, message: MessageView, *, uid: int, flags: Iterable[str],
               internaldate: datetime) -> list[tuple[bytes, bytes]]:
@@ -296,9 +428,9 @@ class FetchPlan:
     def line(self, seq: int, message: MessageView, *, uid: int, flags: tuple[str, ...],
              internaldate: datetime | float) -> bytes:
         """``* seq FETCH (...)`` and its CRLF, as bytes."""
-        return b"* %d FETCH (%s)\r\n" % (seq, b" ".join([
-            name + b" " + bytes(step(message, uid, flags, internaldate))
-            for name, step in self._steps]))
+        # One %-format made for the plan: a literal's __bytes__ gives its wire form.
+        return self._line % (seq, *[step(message, uid, flags, internaldate)
+                                    for step in self._only_steps])
 
     def pieces(self, seq: int, message: MessageView, *, uid: int, flags: tuple[str, ...],
                internaldate: datetime | float) -> list[bytes]:

@@ -165,7 +165,7 @@ async def do_fetch(session: Session, command: FetchCommand) -> Tagged:
         if mailbox.note_keywords(f for _, row in batch for f in row.flags):
             session.send(bytes(mailbox.flags_response()))  # before a FETCH shows a new keyword
         rows = [row for _, row in batch]
-        views = cache.views(rows, keep=keep) if content else [_EMPTY] * len(batch)
+        views = cache.views(rows, keep=keep, plan=plan) if content else [_EMPTY] * len(batch)
         flags_of = mailbox.flags_of
         lines = []
         for (seq, row), view in zip(batch, views, strict=True):
@@ -179,6 +179,8 @@ async def do_fetch(session: Session, command: FetchCommand) -> Tagged:
             await _stream(session, chosen.pieces(seq, view, uid=row.uid, flags=flags_of(row),
                                                  internaldate=row.received_at))
         session.send_all(lines)
+        if content:  # while the client reads: keep what the header cache lacked
+            cache.remember(rows, views, plan)
         await session.out.drain()
         await asyncio.sleep(0)  # a long FETCH lets the other clients in between batches
     return Tagged.ok(command.tag, "FETCH completed")

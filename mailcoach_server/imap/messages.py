@@ -22,28 +22,48 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..store.header_cache import CACHE_FILES, CachedHeader, HeaderCache
 from ..store.spans import SpanReader
-from .fetch import MessageView
+from .fetch import ITEMS_VERSION, FetchPlan, MessageView
 from .folders import Row
 
 __all__ = ["MessageCache"]
 
+
+def _span(row: Row) -> tuple[int, str, int, int, float]:
+    return row.message, row.file, row.offset, row.length, row.received_at
+
+
 class MessageCache:
-    """Message id → :class:`MessageView`, filled from the store's mbox files."""
+    """Message id → :class:`MessageView`, filled from the store's mbox files.
+
+    Beside it, the persistent :class:`~mailcoach_server.store.header_cache.HeaderCache`
+    (``headers.sqlite``) answers plans that need no body: size, header block and
+    the items made from it, so a header FETCH of a big folder reads no message twice.
+    """
 
     def __init__(self, data_dir: Path, *, max_bytes: int = 32 * 1024 * 1024) -> None:
         self._data_dir = data_dir
         self._max_bytes = max_bytes
         self._bytes = 0
         self._views: OrderedDict[int, MessageView] = OrderedDict()
+        self.headers = HeaderCache(data_dir / CACHE_FILES[0], items_version=ITEMS_VERSION)
 
-    def views(self, rows: Sequence[Row], *, keep: bool = True) -> list[MessageView]:
+    def views(self, rows: Sequence[Row], *, keep: bool = True,
+              plan: FetchPlan | None = None) -> list[MessageView]:
         """The views of ``rows``, in order; each file is opened once for the batch.
 
         ``keep``: add the ones read to the cache (not for a sweep over a folder).
+        ``plan``: the FETCH they are for; when it needs no body, views come from
+        the header cache where it has them (see :meth:`remember`).
         """
         out: list[MessageView] = []
         cached = self._views
+        entries = {}
+        tree_keys: frozenset[str] = frozenset()
+        if plan is not None and plan.from_header:
+            entries = self.headers.get([_span(row) for row in rows])
+            tree_keys = plan.tree_keys
         with SpanReader(self._data_dir) as spans:
             for row in rows:
                 view = cached.get(row.message)
@@ -51,11 +71,35 @@ class MessageCache:
                     cached.move_to_end(row.message)
                     out.append(view)
                     continue
+                entry = entries.get(row.message)
+                if entry is not None and entry.block is not None and (
+                        not tree_keys or tree_keys <= entry.items.keys()):
+                    # never kept in memory: it has no body
+                    out.append(MessageView.from_cache(entry.size, entry.block, entry.items))
+                    continue
                 view = MessageView(spans.read(row.file, row.offset, row.length))
                 if keep:
                     self._add(row.message, view)
                 out.append(view)
         return out
+
+    def remember(self, rows: Sequence[Row], views: Sequence[MessageView], plan: FetchPlan) -> None:
+        """Keep in the header cache what answering ``plan`` made that it lacks: the
+        entries of messages read from their files, and items new to an entry."""
+        if not plan.from_header:
+            return  # the cache could not answer it next time either
+        keys = plan.cache_keys
+        entries = []
+        for row, view in zip(rows, views, strict=True):
+            if view.cached is not None and view.cached.issuperset(keys):
+                continue  # the usual case once the cache is warm
+            made = view.computed(keys)
+            if view.cached is not None and not made:
+                continue
+            view.cached = (view.cached or frozenset()).union(key for key, _ in made)
+            entries.append((_span(row), CachedHeader(view.size, view.header_block,
+                                                     view.items(view.cached))))
+        self.headers.put(entries)
 
     def _add(self, message: int, view: MessageView) -> None:
         # Twice the raw size: the bytes plus, roughly, a parsed tree.
@@ -66,5 +110,7 @@ class MessageCache:
             self._bytes -= 2 * old.size
 
     def clear(self) -> None:
+        """Forget the views and close the header cache's file (it reopens on next use)."""
         self._views.clear()
         self._bytes = 0
+        self.headers.close()

@@ -1,0 +1,184 @@
+"""Header FETCH through the persistent header cache, over a real server and imaplib.
+
+The first FETCH of a folder reads the messages and fills ``headers.sqlite``; every
+later one (same session, a new one, after a restart) must answer the same bytes,
+also when the file was deleted, is garbage or has an entry that rotted, and for
+messages whose headers are hostile (huge, malformed, 8-bit, no blank line).
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from pathlib import Path
+
+from mailcoach_server.store.header_cache import MAX_VALUE, CachedHeader, HeaderCache
+from tests.imap_server.conftest import ThreadedServer
+from tests.support import make_config
+
+HOSTILE = {
+    "plain": b"From: Ann <ann@example.org>\r\nTo: user@localdomain\r\nSubject: plain\r\n"
+             b"Date: Mon, 01 Jan 2024 10:00:00 +0000\r\nMessage-ID: <p@x>\r\n\r\nbody\r\n",
+    "multipart": b"From: b@x\r\nSubject: parts\r\nMIME-Version: 1.0\r\n"
+                 b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+                 b"Content-Type: text/plain\r\n\r\none\r\n--b\r\nContent-Type: text/html\r\n\r\n"
+                 b"<p>two</p>\r\n--b--\r\n",
+    "huge header": b"".join(b"X-Filler-%d: %s\r\n" % (n, b"z" * 100) for n in range(900))
+                   + b"Subject: after the filler\r\nFrom: c@x\r\n\r\nbody\r\n",
+    "huge field": b"From: d@x\r\nSubject: " + b"s" * (MAX_VALUE + 10) + b"\r\n\r\nbody\r\n",
+    "malformed": b"no colon on this line\r\n\tcontinuation with no field\r\nFrom: e@x\r\n"
+                 b"Subject:no space\r\nSUBJECT  : spaced name\r\nTo: <<broken@@\r\n\r\nbody\r\n",
+    "8-bit": b"From: J\xf6rg <j@x>\r\nSubject: caf\xe9 \xff\xfe\r\nTo: \xc3\xa9@x\r\n\r\n\xe9\r\n",
+    "no blank line": b"From: f@x\r\nSubject: a header and nothing else\r\n",
+    "blank first": b"\r\nFrom: not-a-header@x\r\n",
+    "bare CR and LF": b"Subject: a\rb\nFrom: g@x\n\nbody\r",
+    "percent": b"X-%A: percent field\r\nSubject: p\r\n\r\nx\r\n",
+}
+FETCHES = [
+    "(UID FLAGS RFC822.SIZE INTERNALDATE "
+    "BODY.PEEK[HEADER.FIELDS (FROM TO SUBJECT DATE MESSAGE-ID)])",  # bench/imap_fetch.py's
+    "(ENVELOPE BODY.PEEK[HEADER] RFC822.SIZE)",
+    "(BODYSTRUCTURE BODY.PEEK[HEADER.FIELDS.NOT (SUBJECT X-FILLER-1)])",
+    '(BODY.PEEK[HEADER.FIELDS ("X-%A" subject)]<0.20> RFC822.HEADER)',
+    "(UID BODY.PEEK[HEADER.FIELDS (subject from)])",  # the same set as the first, another order
+]
+
+
+def crlf(raw: bytes) -> bytes:
+    return re.sub(rb"\r?\n|\r", b"\r\n", raw)
+
+
+def answers(client) -> list[bytes]:
+    """Each FETCH of ``FETCHES`` over the folder, as the bytes imaplib read."""
+    out = []
+    for items in FETCHES:
+        typ, data = client.uid("FETCH", "1:*", items)
+        assert typ == "OK", data
+        wire = b"".join(part if isinstance(part, bytes) else part[0] + b"\r\n" + part[1]
+                        for part in data)
+        out.append(re.sub(rb" ?\\Recent", b"", wire))  # recent only for the first session
+    return out
+
+
+def fill(server: ThreadedServer) -> None:
+    client = server.imap()
+    for raw in HOSTILE.values():
+        typ, data = client.append("INBOX", None, None, raw)
+        assert typ == "OK", data
+    client.select("INBOX")
+    client.logout()
+
+
+def opened(server: ThreadedServer):
+    client = server.imap()
+    assert client.select("INBOX")[0] == "OK"
+    return client
+
+
+def cache_path(server: ThreadedServer) -> Path:
+    return server.config.data_dir / "headers.sqlite"
+
+
+def entries(path: Path) -> int:
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT count(*) FROM entry").fetchone()[0]
+
+
+def remove(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def check_cold(cold: list[bytes]) -> None:
+    """What the first answers must say of every message, worked out here from the raw bytes."""
+    first, second = cold[0], cold[1]
+    for name, raw in HOSTILE.items():
+        wire = crlf(raw)
+        assert b"RFC822.SIZE %d " % len(wire) in first, name
+        blank = wire.find(b"\r\n\r\n")
+        header = wire[:2] if wire.startswith(b"\r\n") else (
+            wire if blank < 0 else wire[: blank + 4])
+        assert b"BODY[HEADER] {%d}\r\n" % len(header) + header in second, name
+    assert b"Subject: after the filler\r\n" in first
+    assert b"X-%A: percent" in cold[3]
+    assert b"Subject: caf\xe9 \xff\xfe\r\n" in first  # 8-bit bytes as they came
+
+
+def test_answers_are_the_same_cold_warm_deleted_and_corrupted(tmp_path):
+    config = make_config(tmp_path)
+    server = ThreadedServer(config).start()
+    try:
+        fill(server)
+        client = opened(server)
+        cold = answers(client)  # read from the messages: the cache is empty
+        check_cold(cold)
+        assert answers(client) == cold  # warm, same session
+        client.logout()  # the last client: the cache file is closed
+        path = cache_path(server)
+        assert entries(path) == len(HOSTILE)  # every message has an entry, huge ones too
+        client = opened(server)
+        assert answers(client) == cold  # warm, a new session
+        client.logout()
+        remove(path)  # deleted between sessions
+        client = opened(server)
+        assert answers(client) == cold
+        assert answers(client) == cold
+        client.logout()
+        assert entries(path) == len(HOSTILE)  # made again
+    finally:
+        server.stop()
+
+    remove(path)
+    path.write_bytes(b"\x00garbage, not SQLite\xff" * 300)  # while the server is down
+    server = ThreadedServer(config).start()
+    try:
+        client = opened(server)
+        assert answers(client) == cold  # rebuilt, answered from the messages
+        assert answers(client) == cold  # and from the rebuilt cache
+        client.logout()
+        assert entries(path) == len(HOSTILE)
+        with sqlite3.connect(path) as db:  # rot in every entry: each one a miss
+            for message, data in db.execute("SELECT message, data FROM entry").fetchall():
+                rotted = bytearray(data)
+                rotted[-3] ^= 0x01
+                db.execute("UPDATE entry SET data = ? WHERE message = ?",
+                           (bytes(rotted), message))
+        client = opened(server)
+        assert answers(client) == cold
+        client.logout()
+    finally:
+        server.stop()
+
+
+def test_a_warm_header_fetch_is_answered_from_the_cache(tmp_path):
+    # Proof that the cache is what answers: an entry changed behind the server's back
+    # (valid, for the same span) shows in the next FETCH, and no other FETCH sees it.
+    server = ThreadedServer(make_config(tmp_path)).start()
+    try:
+        fill(server)
+        client = opened(server)
+        before = answers(client)
+        client.logout()
+        store = server.server.store
+        ((_, message, _, file, offset, length, received),) = [
+            row for row in store.folders.folder_rows("INBOX") if row[0] == 1]
+        span = (message, file, offset, length, received)
+        cache = HeaderCache(cache_path(server), items_version=1)
+        entry = cache.get([span])[message]
+        planted = b"Subject: planted\r\n\r\n"
+        cache.put([(span, CachedHeader(entry.size, planted, {}))])  # no items: made again
+        cache.close()
+        client = opened(server)
+        typ, data = client.uid("FETCH", "1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        assert typ == "OK" and data[0][1] == b"Subject: planted\r\n\r\n"
+        typ, data = client.uid("FETCH", "2", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        assert data[0][1] == b"Subject: parts\r\n\r\n"
+        after = answers(client)
+        assert b"BODY[HEADER] {20}\r\nSubject: planted\r\n\r\n" in after[1]
+        assert b'ENVELOPE (NIL "planted" NIL' in after[1]  # made again, from what it holds
+        assert after[1].split(b")2 (", 1)[1] == before[1].split(b")2 (", 1)[1]  # the others
+        typ, data = client.uid("FETCH", "1", "(BODY.PEEK[])")  # the body: from the message
+        assert typ == "OK" and data[0][1] == crlf(HOSTILE["plain"])
+        client.logout()
+    finally:
+        server.stop()
