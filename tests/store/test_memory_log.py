@@ -61,7 +61,8 @@ async def _run(tmp_path, script) -> None:
         await store.aclose()
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(script=steps)
 def test_every_version_reads_back_as_it_was(tmp_path_factory, script):
     asyncio.run(_run(tmp_path_factory.mktemp("store"), script))
