@@ -121,6 +121,9 @@ def connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     # FULL: the WAL is fsynced at each commit, so "accepted" survives power loss too.
     conn.execute("PRAGMA synchronous=FULL")
+    # The store checkpoints in a thread of its own (store/checkpoints.py); SQLite's own,
+    # inside a commit, is only the safety net (40 MB of WAL).
+    conn.execute("PRAGMA wal_autocheckpoint=10000")
     conn.executescript(_SCHEMA)
     row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
     if row is None:

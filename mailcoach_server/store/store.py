@@ -59,6 +59,7 @@ from typing import Any
 
 from ..errors import StoreError
 from . import mbox, memory_log, unsynced
+from .checkpoints import Checkpointer
 from .files import open_append, open_new, party_path, private_dir, truncate_to
 from .folders import FolderIndex
 from .memory_log import MemoryChange, MemoryEdit, changed_between
@@ -171,6 +172,7 @@ class Store:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
         # fsyncs the message files while the writer commits the index
         self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-fsync")
+        self._checkpoints = Checkpointer(data_dir / "index.sqlite")
         # plans to write, appended on the loop and taken by the writer thread
         self._queue: list[tuple[WritePlan, asyncio.Future[StoredMessage]]] = []
         self._queue_lock = threading.Lock()
@@ -504,6 +506,7 @@ class Store:
         except BaseException:
             synced.exception()  # waits: the files are cut back next, not while being synced
             raise
+        self._checkpoints.poke()
         if record is not None:
             self._await_sync(synced, record)
         self._files.update(sizes)
@@ -999,6 +1002,7 @@ class Store:
             await asyncio.shield(self._writer)
         self._executor.shutdown(wait=True)
         self._syncer.shutdown(wait=True)
+        self._checkpoints.close()
         self._db.close()
         self._read.close()
         if self._lock is not None:
