@@ -6,6 +6,11 @@ A small stdlib HTTP server, meant for a container or another machine::
                   -> {"exit_code": 0, "output": "...", "timed_out": false, "seconds": 0.01}
     GET  /health  -> 200 "ok"
 
+With ``"keep_whole": N`` (bytes) in the request, the answer also has
+``"output_bytes"`` (all the output) and, when ``output`` was cut,
+``"whole_output_base64"``: the output's first N bytes as written (at most
+``MAX_KEEP_WHOLE``), which the robot attaches as ``stdout.txt``.
+
 Commands run exactly as the local shell robot runs them
 (``mailcoach_robots.shell.run_command``): in ``--workdir``, output merged and
 cut, the process group killed at the time limit (the smaller of the
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import hmac
 import ipaddress
 import json
@@ -48,6 +54,8 @@ log = logging.getLogger(__name__)
 
 TOKEN_ENV: Final = "MAILCOACH_STUB_TOKEN"
 MAX_REQUEST: Final = 16 * 1024 * 1024
+#: most bytes of a cut output sent back whole (``keep_whole``)
+MAX_KEEP_WHOLE: Final = 16 * 1024 * 1024
 
 
 class _Stop(Exception):
@@ -128,18 +136,22 @@ class _Handler(BaseHTTPRequestHandler):
             command = request["command"]
             stdin = request.get("stdin", "")
             timeout = request.get("timeout", self.server.command_timeout)
+            keep_whole = request.get("keep_whole", 0)
             if not isinstance(command, str) or not command.strip():
                 raise ValueError("'command' must be a non-empty string")
             if not isinstance(stdin, str):
                 raise ValueError("'stdin' must be a string")
             if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
                 raise ValueError("'timeout' must be a positive number")
+            if isinstance(keep_whole, bool) or not isinstance(keep_whole, int) or keep_whole < 0:
+                raise ValueError("'keep_whole' must be a number of bytes")
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             self._send_json(400, {"error": f"bad request: {exc}"})
             return
-        self._send_json(200, self._run(command, stdin, min(timeout, self.server.command_timeout)))
+        timeout = min(timeout, self.server.command_timeout)
+        self._send_json(200, self._run(command, stdin, timeout, min(keep_whole, MAX_KEEP_WHOLE)))
 
-    def _run(self, command: str, stdin: str, timeout: float) -> dict[str, Any]:
+    def _run(self, command: str, stdin: str, timeout: float, keep_whole: int) -> dict[str, Any]:
         server = self.server
         env = server.sandbox.environment(server.workdir)
         argv_prefix, process_env = server.sandbox.launch(server.workdir, env)
@@ -154,6 +166,7 @@ class _Handler(BaseHTTPRequestHandler):
                     env=process_env,
                     argv_prefix=argv_prefix,
                     process_groups=server.groups,
+                    keep_whole=keep_whole,
                 )
             )
         except OSError as exc:
@@ -163,12 +176,17 @@ class _Handler(BaseHTTPRequestHandler):
                 "timed_out": False,
                 "seconds": 0.0,
             }
-        return {
+        answer: dict[str, Any] = {
             "exit_code": result.exit_code,
             "output": result.output_text,
             "timed_out": result.timed_out,
             "seconds": round(result.seconds, 3),
         }
+        if keep_whole:  # only asked for: an older robot gets the answer it knows
+            answer["output_bytes"] = result.output_bytes
+            if result.whole_output is not None:
+                answer["whole_output_base64"] = base64.b64encode(result.whole_output).decode()
+        return answer
 
 
 def _is_loopback(host: str) -> bool:

@@ -85,7 +85,7 @@ class Approvals:
     """The approval requests of one robot and what answering them does."""
 
     def __init__(self, context: RobotContext, policy: ApprovalPolicy, *, approver: str,
-                 timeout: float, workdir: Path, run: Run) -> None:
+                 timeout: float, workdir: Path | None, run: Run) -> None:
         self.robot = context.address
         self.policy = policy
         self.approver = approver
@@ -93,7 +93,8 @@ class Approvals:
         self._post = context.post
         self._run = run
         path = state_path(context)
-        if path.resolve().is_relative_to(workdir):
+        # workdir None: commands run elsewhere (the remote shell's stub).
+        if workdir is not None and path.resolve().is_relative_to(workdir):
             raise ConfigError(f"robots.{self.robot}.workdir: {workdir} holds the approval "
                               f"state ({path}); commands could approve themselves")
         self.book = ApprovalBook(path)

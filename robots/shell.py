@@ -33,8 +33,11 @@ as a terminal shows them. Other conventions:
   Without a sandbox a server running as root refuses to start the robot
   unless ``allow_unsandboxed_root: true``.
 
-``run_command`` is the core, shared with the HTTP shell stub. This module
-does not send mail: the runtime addresses and threads the reply.
+``run_command`` is the core, shared with the HTTP shell stub. The mail
+format (``command_of``, ``stdin_of``, ``format_reply``, re-exported here)
+is ``command_mail.py``, and the flow of one mail (approval, refusal,
+``stdout.txt``), shared with the remote shell, ``command_robot.py``. This
+module does not send mail: the runtime addresses and threads the reply.
 """
 
 from __future__ import annotations
@@ -43,26 +46,38 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import signal
 import time
-import unicodedata
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from email.headerregistry import BaseHeader
 from email.message import EmailMessage, Message
 from pathlib import Path
 from typing import Any, ClassVar, Final
 
-from mailcoach_robots import Robot, RobotContext
-from mailcoach_robots.approval_book import Request
-from mailcoach_robots.approval_rules import ApprovalPolicy
-from mailcoach_robots.approvals import Approvals
-from mailcoach_robots.attach import Attachment, attach_paths, attach_to, read_attachments
+from mailcoach_robots import RobotContext
+from mailcoach_robots.attach import attach_paths, read_attachments
+from mailcoach_robots.command_mail import (
+    CommandResult,
+    command_of,
+    command_problem,
+    error_reply,
+    format_reply,
+    refusal,
+    stdin_of,
+)
+from mailcoach_robots.command_robot import (
+    ATTACH_MAX_BYTES,
+    COMMAND_OPTIONS,
+    CommandRobot,
+    approvals_from_options,
+    is_count,
+    is_number,
+    option,
+    reply_with_files,
+    stdout_attachment,
+)
 from mailcoach_robots.output import HEAD_LINES, TAIL_LINES, OutputCollector
 from mailcoach_robots.sandbox import Sandbox
 
-from mailcoach_server.addresses import normalize_address
 from mailcoach_server.errors import ConfigError
 
 __all__ = [
@@ -90,38 +105,6 @@ EXIT_GRACE: Final = 0.5
 _POLL: Final = 0.02
 #: bound on each wait for a killed process to go away
 _REAP_WAIT: Final = 5.0
-#: largest attachment (and all of a reply's together): base64 of it fits smtp.max_message_size
-ATTACH_MAX_BYTES: Final = 5 * 1024 * 1024
-#: seconds an approval request waits for the user
-APPROVAL_TIMEOUT: Final = 3600
-_FOLDED: Final = re.compile(r"\r?\n(?=[ \t])")
-# Characters that make a command line look different from what the shell
-# runs: bidi overrides and isolates (CVE-2021-42574, "Trojan Source").
-_CONTROL_NAMES: Final = {"\n": "a line break", "\r": "a carriage return"}
-_BIDI_CONTROLS: Final = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-
-
-@dataclass(frozen=True, slots=True)
-class CommandResult:
-    """How a command ended.
-
-    Attributes:
-        exit_code: the shell's exit status; 124 after a timeout, 128+n after signal n.
-        output_text: stdout and stderr merged, cut to head and tail ("" if none).
-        timed_out: the time limit was reached and the process group killed.
-        seconds: wall-clock time from start to the end of reading.
-        whole_output: the output as written (its first ``keep_whole`` bytes)
-            when ``output_text`` is cut; None when nothing was cut or kept.
-        output_bytes: bytes of output in all.
-    """
-
-    exit_code: int
-    output_text: str
-    timed_out: bool
-    seconds: float
-    whole_output: bytes | None = None
-    output_bytes: int = 0
-
 
 def kill_group(pgid: int) -> None:
     # ESRCH: everyone in the group is gone already. EPERM: the group id was
@@ -300,116 +283,6 @@ def _exit_code(returncode: int | None, *, timed_out: bool) -> int:
     return returncode
 
 
-def _seconds_text(seconds: float) -> str:
-    return f"{seconds:.0f}" if seconds >= 10 else f"{seconds:.1f}"
-
-
-def format_reply(result: CommandResult) -> EmailMessage:
-    """The reply to a command: ``Exit Code: N`` and the output section."""
-    if result.output_text:
-        body = "--- stdout ---\n" + result.output_text
-    else:
-        body = "--- no output ---\n"
-    if result.timed_out:
-        body += f"--- killed after {_seconds_text(result.seconds)} s (timeout) ---\n"
-    return error_reply(result.exit_code, body)
-
-
-def error_reply(exit_code: int, body: str) -> EmailMessage:
-    """A reply with Subject ``Exit Code: N`` and ``body``; From/To are the runtime's."""
-    reply = EmailMessage()
-    reply["Subject"] = f"Exit Code: {exit_code}"
-    reply.set_content(body)
-    return reply
-
-
-def command_of(message: Message) -> str:
-    """The command line: the Subject, unfolded (RFC 5322 §2.2.3) and stripped."""
-    value = message.get("Subject")
-    if value is None:
-        return ""
-    if not isinstance(value, BaseHeader):  # a compat32 message: decode RFC 2047 words here
-        from email.header import decode_header, make_header
-
-        value = str(make_header(decode_header(str(value))))
-    return _FOLDED.sub("", str(value)).strip()
-
-
-def command_problem(command: str) -> str | None:
-    """Why ``command`` is not run as it stands (None: it is fine).
-
-    A Subject is one line, but an RFC 2047 encoded word can carry a line
-    break (``=?utf-8?q?echo_a=0Aecho_b?=``): the shell would run two
-    commands where a mail client and the log show one. Control characters
-    (a tab excepted) and bidi overrides are refused for the same reason.
-    """
-    if not command:
-        return (
-            "Nothing to run: put the command in the Subject (the body, if any, becomes its stdin)."
-        )
-    for char in command:
-        if char == "\t":
-            continue
-        if unicodedata.category(char) in ("Cc", "Zl", "Zp") or char in _BIDI_CONTROLS:
-            name = _CONTROL_NAMES.get(char) or unicodedata.name(char, "a control character")
-            return (
-                f"Not run: the Subject holds U+{ord(char):04X} ({name}), so the command "
-                f"would not be the line you see. The Subject as decoded: {command!r}\n"
-                "Put one command line in the Subject; for a script, send the Subject "
-                "'sh' with the script as the body."
-            )
-    return None
-
-
-def refusal(command: str) -> EmailMessage | None:
-    """The ``Exit Code: 2`` reply for a command that is not run, or None to run it."""
-    problem = command_problem(command)
-    return None if problem is None else error_reply(2, problem + "\n")
-
-
-def stdin_of(message: Message) -> bytes:
-    """The command's stdin: the text/plain body as UTF-8 with LF line ends (b"" if none)."""
-    part: Message | None
-    if isinstance(message, EmailMessage):
-        part = message.get_body(preferencelist=("plain",))
-    else:
-        part = next(
-            (
-                p
-                for p in message.walk()
-                if p.get_content_type() == "text/plain"
-                and p.get_content_disposition() != "attachment"
-            ),
-            None,
-        )
-    if part is None:
-        return b""
-    payload = part.get_payload(decode=True)
-    if not isinstance(payload, bytes):
-        return b""
-    charset = part.get_content_charset() or "utf-8"
-    try:
-        text = payload.decode(charset, errors="replace")
-    except LookupError:  # an unknown charset name
-        text = payload.decode("utf-8", errors="replace")
-    return text.replace("\r\n", "\n").encode("utf-8")
-
-
-def _option(context: RobotContext, name: str, default: Any, check: Any, expected: str) -> Any:
-    value = context.options.get(name, default)
-    if not check(value):
-        raise ConfigError(f"robots.{context.address}.{name}: expected {expected}, got {value!r}")
-    return value
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
-
-
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
 def _is_env(value: Any) -> bool:
     def is_name(name: Any) -> bool:
         return isinstance(name, str) and bool(name) and "=" not in name and "\0" not in name
@@ -422,11 +295,11 @@ def _is_env(value: Any) -> bool:
     )
 
 
-class ShellRobot(Robot):
+class ShellRobot(CommandRobot):
     """Runs the Subject as a shell command line and mails back exit code and output."""
 
     kind: ClassVar[str] = "shell"
-    options: ClassVar[frozenset[str]] = frozenset(
+    options: ClassVar[frozenset[str]] = COMMAND_OPTIONS | frozenset(
         {
             "timeout",
             "workdir",
@@ -437,18 +310,14 @@ class ShellRobot(Robot):
             "network",
             "env",
             "allow_unsandboxed_root",
-            "attach_max_bytes",
-            "approval",
-            "approver",
-            "approval_timeout",
         }
     )
 
     def __init__(self, context: RobotContext) -> None:
         super().__init__(context)
         key = f"robots.{context.address}"
-        self.timeout: float = _option(context, "timeout", 60, _is_number, "seconds > 0")
-        workdir = _option(context, "workdir", "work", lambda v: isinstance(v, str) and v, "a path")
+        self.timeout: float = option(context, "timeout", 60, is_number, "seconds > 0")
+        workdir = option(context, "workdir", "work", lambda v: isinstance(v, str) and v, "a path")
         self.workdir = (Path(context.data_dir) / workdir).resolve()
         data_dir = Path(context.data_dir).resolve()
         if self.workdir == data_dir or self.workdir in data_dir.parents:
@@ -457,27 +326,27 @@ class ShellRobot(Robot):
                 f"{key}.workdir: {self.workdir} holds the data directory; "
                 "use a directory of its own (default: work)"
             )
-        self.head_lines: int = _option(context, "head_lines", HEAD_LINES, _is_count, "a count")
-        self.tail_lines: int = _option(context, "tail_lines", TAIL_LINES, _is_count, "a count")
-        requested: str = _option(
+        self.head_lines: int = option(context, "head_lines", HEAD_LINES, is_count, "a count")
+        self.tail_lines: int = option(context, "tail_lines", TAIL_LINES, is_count, "a count")
+        requested: str = option(
             context,
             "sandbox",
             "auto",
             lambda v: v in ("auto", "none", "bwrap"),
             "auto, bwrap or none",
         )
-        self.shell: str = _option(
+        self.shell: str = option(
             context, "shell", "/bin/sh", lambda v: isinstance(v, str) and v, "a shell's path"
         )
         # Without a sandbox the command has the server's network; the option
         # only means something for bwrap.
-        network: bool = _option(
+        network: bool = option(
             context, "network", False, lambda v: isinstance(v, bool), "true or false"
         )
-        allow_root: bool = _option(
+        allow_root: bool = option(
             context, "allow_unsandboxed_root", False, lambda v: isinstance(v, bool), "true or false"
         )
-        env = _option(
+        env = option(
             context, "env", {}, _is_env, "a list of variable names, or a mapping of names to values"
         )
         # A list (or a null value) passes the server's variable on; a value sets it.
@@ -493,39 +362,18 @@ class ShellRobot(Robot):
             switch=f"{key}.allow_unsandboxed_root: true",
         )
         self._groups: set[int] = set()
-        self.attach_max_bytes: int = _option(context, "attach_max_bytes", ATTACH_MAX_BYTES,
-                                             _is_count, "a number of bytes")
-        self.approvals = _approvals(context, self.workdir, self._run_approved)
+        self.attach_max_bytes: int = option(context, "attach_max_bytes", ATTACH_MAX_BYTES,
+                                            is_count, "a number of bytes")
+        self.approvals = approvals_from_options(context, workdir=self.workdir,
+                                                run=self.run_approved)
 
     @property
     def summary(self) -> str:
         approval = ", approval" if self.approvals.policy.active else ""
         return f"{self.kind}, {self.sandbox.mode}{approval}"
 
-    async def start(self) -> None:
-        await self.approvals.start()
-
-    async def handle(self, message: EmailMessage) -> EmailMessage:
-        command = command_of(message)
-        stdin = stdin_of(message)
-        text = stdin.decode("utf-8")
-        answered = self.approvals.is_answer(message) or self.approvals.console_answer(
-            message, command, text)
-        if isinstance(answered, EmailMessage):
-            return answered
-        if answered is not None:
-            return await self.approvals.answer(answered, message, text)
-        refused = refusal(command)
-        if refused is not None:
-            log.warning("%s: not run: %r", self.context.address, command)
-            return refused
-        why = self.approvals.needs_approval(message, command)
-        if why is not None:
-            return await self.approvals.hold(message, command, stdin, attach_paths(message), why)
-        return await self.execute(command, stdin, attach_paths(message))
-
-    async def _run_approved(self, request: Request) -> EmailMessage:
-        return await self.execute(request.command, request.stdin.encode("utf-8"), request.attach)
+    def attach_requested(self, message: Message) -> list[str]:
+        return attach_paths(message)
 
     async def execute(self, command: str, stdin: bytes, attach: list[str]) -> EmailMessage:
         """Run ``command`` now; the reply with its output and the files asked for."""
@@ -556,41 +404,17 @@ class ShellRobot(Robot):
 
     async def _with_files(self, result: CommandResult, attach: list[str]) -> EmailMessage:
         """``format_reply(result)`` with ``stdout.txt`` when cut and the X-Attach files."""
-        files: list[Attachment] = []
-        lines: list[str] = []
-        if result.whole_output is not None:
-            files.append(Attachment("stdout.txt", result.whole_output))
-            kept, total = len(result.whole_output), result.output_bytes
-            lines.append(f"--- stdout.txt: the whole output ({total} bytes) is attached ---"
-                         if kept >= total else
-                         f"--- stdout.txt: the first {kept} of {total} bytes of the output "
-                         "are attached (attach_max_bytes) ---")
+        files, lines = stdout_attachment(result)
         if attach:
             more, notes = await asyncio.to_thread(
                 read_attachments, self.workdir, attach, max_bytes=self.attach_max_bytes,
                 used=sum(len(f.data) for f in files))
             files += more
             lines += notes
-        reply = format_reply(result)
-        if not lines:
-            return reply
-        reply = error_reply(result.exit_code, reply.get_content() + "\n".join(lines) + "\n")
-        attach_to(reply, files)
-        return reply
+        return reply_with_files(result, files, lines)
 
     async def aclose(self) -> None:
-        await self.approvals.aclose()
+        await super().aclose()
         for pgid in list(self._groups):
             kill_group(pgid)
 
-
-def _approvals(context: RobotContext, workdir: Path, run: Any) -> Approvals:
-    """The ``approval``, ``approver`` and ``approval_timeout`` options, checked."""
-    key = f"robots.{context.address}"
-    policy = ApprovalPolicy.parse(context.options.get("approval", "never"), f"{key}.approval")
-    approver = _option(context, "approver", context.user,
-                       lambda v: v == "" or (isinstance(v, str) and normalize_address(v)),
-                       "an address")
-    timeout = _option(context, "approval_timeout", APPROVAL_TIMEOUT, _is_number, "seconds > 0")
-    return Approvals(context, policy, approver=normalize_address(approver) or "",
-                     timeout=timeout, workdir=workdir, run=run)

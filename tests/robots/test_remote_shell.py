@@ -15,7 +15,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from email import policy
 from email.message import EmailMessage
+from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 
@@ -94,15 +96,33 @@ def make_robot(tmp_path: Path, **options: Any) -> RemoteShellRobot:
     return RemoteShellRobot(RobotContext("remote@localdomain", tmp_path, options))
 
 
-async def run(robot: RemoteShellRobot, subject: str, body: str | None = None) -> tuple[str, str]:
+async def reply_to(robot: RemoteShellRobot, subject: str, body: str | None = None,
+                   sender: str = "user@localdomain") -> EmailMessage:
     message = EmailMessage()
-    message["From"] = "user@localdomain"
+    message["From"] = sender
     message["To"] = "remote@localdomain"
     message["Subject"] = subject
     if body is not None:
         message.set_content(body)
     reply = await asyncio.wait_for(robot.handle(message), timeout=60)
-    return reply["Subject"], reply.get_content()
+    # a round trip through bytes, as the runtime sends it
+    parsed = BytesParser(policy=policy.default).parsebytes(reply.as_bytes())
+    assert isinstance(parsed, EmailMessage)
+    return parsed
+
+
+def parts(reply: EmailMessage) -> tuple[str, dict[str, bytes]]:
+    """The reply's text and its attachments by file name."""
+    text = reply.get_body(preferencelist=("plain",)) if reply.is_multipart() else reply
+    assert text is not None
+    files = {str(part.get_filename()): part.get_payload(decode=True)
+             for part in reply.iter_attachments()}
+    return text.get_content(), files
+
+
+async def run(robot: RemoteShellRobot, subject: str, body: str | None = None) -> tuple[str, str]:
+    reply = await reply_to(robot, subject, body)
+    return reply["Subject"], parts(reply)[0]
 
 
 def free_port() -> int:
@@ -147,12 +167,83 @@ async def test_stdin_files_and_stderr(tmp_path: Path, stub: Stub) -> None:
     )
 
 
-async def test_long_output_is_cut_by_the_stub(tmp_path: Path, stub: Stub) -> None:
+async def test_long_output_is_cut_by_the_stub_and_attached_whole(tmp_path: Path,
+                                                                   stub: Stub) -> None:
     robot = make_robot(tmp_path, url=stub.url, token=TOKEN)
-    subject, body = await run(robot, "seq 1 1000")
-    assert subject == "Exit Code: 0"
-    assert "--- stdout: 900 lines skipped ---" in body.splitlines()
-    assert len(body.splitlines()) == 102
+    reply = await reply_to(robot, "seq 1 1000")
+    body, files = parts(reply)
+    expected = "".join(f"{i}\n" for i in range(1, 1001)).encode()
+    assert reply["Subject"] == "Exit Code: 0"
+    lines = body.splitlines()
+    assert lines[51] == "--- stdout: 900 lines skipped ---"
+    assert lines[1:51] == [str(i) for i in range(1, 51)]
+    assert lines[52:] == [*(str(i) for i in range(951, 1001)),
+                          f"--- stdout.txt: the whole output ({len(expected)} bytes) is attached ---"]
+    assert files == {"stdout.txt": expected}
+
+
+async def test_stdout_txt_is_cut_at_attach_max_bytes(tmp_path: Path, stub: Stub) -> None:
+    robot = make_robot(tmp_path, url=stub.url, token=TOKEN, attach_max_bytes=1000)
+    body, files = parts(await reply_to(robot, "seq 1 1000"))
+    whole = "".join(f"{i}\n" for i in range(1, 1001)).encode()
+    assert files == {"stdout.txt": whole[:1000]}
+    assert body.splitlines()[-1] == (f"--- stdout.txt: the first 1000 of {len(whole)} bytes "
+                                     "of the output are attached (attach_max_bytes) ---")
+    # 0 asks the stub for nothing whole: the cut text alone, as the local shell does.
+    robot = make_robot(tmp_path, url=stub.url, token=TOKEN, attach_max_bytes=0)
+    body, files = parts(await reply_to(robot, "seq 1 1000"))
+    assert files == {} and body.splitlines()[-1] == "1000"
+
+
+async def test_short_output_has_no_stdout_txt(tmp_path: Path, stub: Stub) -> None:
+    reply = await reply_to(make_robot(tmp_path, url=stub.url, token=TOKEN), "seq 1 3")
+    assert not reply.is_multipart() and parts(reply) == ("--- stdout ---\n1\n2\n3\n", {})
+
+
+async def test_binary_output_comes_whole_as_bytes(tmp_path: Path, stub: Stub) -> None:
+    robot = make_robot(tmp_path, url=stub.url, token=TOKEN)
+    command = "i=0; while [ $i -lt 200 ]; do printf 'l\\377\\000\\n'; i=$((i+1)); done"
+    body, files = parts(await reply_to(robot, command))
+    assert files == {"stdout.txt": b"l\xff\x00\n" * 200}
+    assert "--- stdout.txt: the whole output (800 bytes) is attached ---" in body
+
+
+async def answering_stub(answer: dict[str, Any]) -> asyncio.Server:
+    """An HTTP server on 127.0.0.1 that gives every request the same JSON ``answer``."""
+    raw = json.dumps(answer).encode()
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(raw), raw))
+        await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(respond, "127.0.0.1", 0)
+
+
+@pytest.mark.parametrize(("extra", "subject", "files"), [
+    ({}, "Exit Code: 0", {}),
+    ({"output_bytes": 10, "whole_output_base64": "d2hvbGUgb25lCg=="}, "Exit Code: 0",
+     {"stdout.txt": b"whole one\n"}),
+    ({"output_bytes": 9, "whole_output_base64": "not base64!"}, "Exit Code: 255", {}),
+    ({"output_bytes": -1}, "Exit Code: 255", {}),
+    ({"whole_output_base64": 3}, "Exit Code: 255", {}),
+], ids=["older-stub", "whole", "bad-base64", "bad-count", "bad-type"])
+async def test_the_whole_output_field_is_checked(tmp_path: Path, extra: dict[str, Any],
+                                                 subject: str, files: dict[str, bytes]) -> None:
+    server = await answering_stub({"exit_code": 0, "output": "cut\n", "timed_out": False,
+                                   "seconds": 0.1, **extra})
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        reply = await reply_to(make_robot(tmp_path, url=url), "echo hi")
+    finally:
+        server.close()
+        await server.wait_closed()
+    body, attached = parts(reply)
+    assert (reply["Subject"], attached) == (subject, files)
+    if subject == "Exit Code: 255":
+        assert "invalid answer" in body
 
 
 async def test_timeout_on_the_stub(tmp_path: Path, stub: Stub) -> None:
@@ -236,6 +327,15 @@ def test_health_and_bad_requests(stub: Stub) -> None:
     assert json.loads(raw) == {"exit_code": 0, "output": "ok\n", "timed_out": False} | {
         "seconds": json.loads(raw)["seconds"]
     }
+    for bad in (-1, True, "10", 1.5):
+        asked = {"command": "echo ok", "keep_whole": bad}
+        status, raw = post(stub.url + "/run", json.dumps(asked).encode(), auth)
+        assert status == 400 and b"keep_whole" in raw
+    # Asked for, the count comes back; the output itself only when the text was cut.
+    asked = {"command": "echo ok", "keep_whole": 100}
+    status, raw = post(stub.url + "/run", json.dumps(asked).encode(), auth)
+    assert status == 200 and json.loads(raw)["output_bytes"] == 3
+    assert "whole_output_base64" not in json.loads(raw)
 
 
 def test_stub_without_token_needs_no_authorization(tmp_path: Path) -> None:
