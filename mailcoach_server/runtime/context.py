@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage, Message
 
 from ..addresses import address_problem, parse_address_list
-from ..mailtext import images_of, text_of
+from ..mailtext import images_of, read_message, text_of
 from ..postmaster import decoded_header
 from .llm import ChatTurn
 
@@ -37,6 +37,7 @@ __all__ = [
     "re_subject",
     "reply_headers",
     "starts_with_original_primer",
+    "stored_turn_text",
     "thread_to_turns",
     "turn_text",
 ]
@@ -149,6 +150,65 @@ def turn_text(message: Message, *, attachment_text: int = ATTACHMENT_TEXT,
         f"data:{kind};base64,{base64.b64encode(data).decode()}" for kind, data in images))
 
 
+def stored_turn_text(raw: bytes, *, attachment_text: int = ATTACHMENT_TEXT,
+                     image_bytes: int = IMAGE_BYTES) -> str | None:
+    """``turn_text`` of a stored message's bytes, without the MIME parser for plain mail.
+
+    Most of a long memory is one-part text/plain mail with plain ASCII
+    headers; for those the text is cut straight from the bytes, exactly as
+    the parser would read it (``tests/runtime/test_memory_context.py`` holds
+    the two to the same result). Anything else goes through the parser.
+    """
+    text = _plain_turn_text(raw)
+    if text is not None:
+        return text or None
+    return turn_text(read_message(raw), attachment_text=attachment_text,
+                     image_bytes=image_bytes)
+
+
+# A header block as the stdlib's feedparser reads it: lines of a name and a colon (no
+# continuation lines, no envelope "From " line, no control characters: those go through
+# the parser), and each field's name and value as it takes them (first colon, value
+# without its leading blanks).
+_PLAIN_HEAD = re.compile(rb"(?:[\x21-\x39\x3b-\x7e]+:[\x20-\x7e\t]*\n)*"
+                         rb"[\x21-\x39\x3b-\x7e]+:[\x20-\x7e\t]*")
+_FIELD = re.compile(r"^([^:\n]+):[ \t]*(.*)$", re.MULTILINE)
+# One-part text in a charset the parser would name the same way.
+_PLAIN_TYPE = re.compile(r'text/plain(?:;[ \t]*charset=("?)(utf-8|us-ascii)\1)?[ \t]*',
+                         re.IGNORECASE)
+_PLAIN_ENCODINGS = frozenset({"", "7bit", "8bit", "binary"})
+_SHOWN_LOWER = tuple(name.lower() for name in _SHOWN_HEADERS)
+
+
+def _plain_turn_text(raw: bytes) -> str | None:
+    """The turn text of a plain message ("" for the runtime's error notes), None if not plain."""
+    head, blank, body = raw.partition(b"\n\n")
+    if (not blank or b"\r" in raw or b"=?" in head
+            or _PLAIN_HEAD.fullmatch(head) is None):
+        return None
+    fields: dict[str, str] = {}
+    for name, value in _FIELD.findall(head.decode("ascii")):
+        fields.setdefault(name.lower(), value)  # the first one counts, as message[name]
+    kind = fields.get("content-type")
+    plain = _PLAIN_TYPE.fullmatch(kind.strip()) if kind is not None else None
+    if (kind is not None and plain is None) or fields.get(
+            "content-transfer-encoding", "").lower() not in _PLAIN_ENCODINGS:
+        return None
+    if ERROR_HEADER.lower() in fields:
+        return ""
+    charset = plain.group(2).lower() if plain is not None and plain.group(2) else "utf-8"
+    shown = []
+    for name, key in zip(_SHOWN_HEADERS, _SHOWN_LOWER, strict=True):
+        value = fields.get(key)
+        if value is None:
+            continue
+        value = " ".join(value.split())
+        if name == "Content-Type":
+            value = value.split(";")[0].strip()
+        shown.append(f"{name}: {value}")
+    return "\n".join(shown) + "\n\n" + body.decode(charset, "replace").strip("\n") + "\n"
+
+
 def starts_with_original_primer(first: Sequence[tuple[str, str]], agent: str) -> bool:
     """Whether a memory begins with the original tool's two primer messages.
 
@@ -198,13 +258,15 @@ def thread_to_turns(
     for sender, text in memory[start:]:
         if text is None:
             continue
-        chat = made.get((sender, text))
+        chat = made.get((sender, text)) if made else None
+        pictured = isinstance(text, TurnText)
         if chat is None:
-            shown = getattr(text, "images", ()) if images else ()
+            shown = text.images if images and pictured else ()  # type: ignore[attr-defined]
             chat = ChatTurn("assistant" if sender == agent else "user", str(text), tuple(shown))
         turns.append(chat)
-        # images count too: the kept memory holds them (a TurnText's, shown or not)
-        chars += len(text) + sum(len(url) for url in getattr(text, "images", ()))
+        chars += len(text)
+        if pictured:  # images count too: the kept memory holds them, shown or not
+            chars += sum(len(url) for url in text.images)  # type: ignore[attr-defined]
     last.chars = chars
     _CHATS.keep(key, last)
     return list(turns)

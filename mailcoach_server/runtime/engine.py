@@ -21,14 +21,13 @@ from mailcoach_robots import Post, Robot
 from ..addresses import parse_address_list
 from ..config import Config
 from ..errors import SubmitError
-from ..mailtext import read_message
 from ..notices import notice
 from ..postmaster import new_message_id, prepare
 from ..records import header_fields, new_meta, resolve_thread
 from ..store import mbox
 from ..store.store import MessageMeta, Store, WritePlan
 from .budgets import TokenTally
-from .context import ERROR_HEADER, primer, turn_text
+from .context import ERROR_HEADER, primer, stored_turn_text
 from .llm import (
     ChatModel,
     ChatTurn,
@@ -237,8 +236,8 @@ class Engine:
         """(sender, text) of a stored message as a model sees it (read and parsed each time;
         ``memory_turns`` keeps them). Safe in a worker thread: the store's reads are."""
         raw, meta = self.store.read(number)
-        return meta.sender, turn_text(read_message(raw),
-                                      attachment_text=self.config.limits.attachment_text)
+        return meta.sender, stored_turn_text(raw,
+                                             attachment_text=self.config.limits.attachment_text)
 
     def reply_answers(self, reply: Message, meta: MessageMeta) -> str | None:
         """What a reply to ``meta`` threads under, if not ``meta`` itself.

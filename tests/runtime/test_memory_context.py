@@ -13,7 +13,14 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailcoach_server.runtime.context import TurnText, thread_to_turns
+from mailcoach_server.mailtext import read_message
+from mailcoach_server.runtime.context import (
+    TurnText,
+    _plain_turn_text,
+    stored_turn_text,
+    thread_to_turns,
+    turn_text,
+)
 from mailcoach_server.runtime.llm import ChatTurn
 from mailcoach_server.runtime.memory_turns import MemoryTurns
 from tests.engine.test_flow import mail, send
@@ -184,3 +191,45 @@ async def test_model_requests_equal_a_fresh_build_through_rollback_pop_and_trim(
     sent = [request["messages"] for request in model_server.requests]
     assert len(sent) == len(expected) == 15
     assert sent == expected
+
+
+# -- reading a stored message: plain mail without the parser, the same text ----------------
+
+HEADER_LINES = [
+    b"From: user@localdomain", b"from: other@localdomain", b"To: tutor@localdomain",
+    b"To:  a@localdomain,\tb@localdomain  ", b"Cc: c@localdomain", b"CC: d@localdomain",
+    b"Subject: step 1", b"Subject:", b"Subject: =?utf-8?q?caf=C3=A9?=", b"Subject: tail \t",
+    b" folded continuation", b"\tfolded tab", b"Subject: caf\xc3\xa9", b"X-Pop-Shell: yes",
+    b"Content-Type: text/plain", b"Content-Type: text/plain; charset=utf-8",
+    b'Content-Type: TEXT/Plain; CHARSET="US-ASCII"', b"Content-Type: text/plain; charset=latin-1",
+    b"Content-Type: text/plain; format=flowed", b"Content-Type: text/html",
+    b"Content-Type: text/plain;charset=utf-8  ", b"Content-Type: application/octet-stream",
+    b"Content-Type: multipart/mixed; boundary=b", b"Content-Type: plain",
+    b"Content-Transfer-Encoding: 7bit", b"Content-Transfer-Encoding: 8BIT",
+    b"Content-Transfer-Encoding: base64", b"Content-Transfer-Encoding: quoted-printable",
+    b"X-Mailcoach-Error: budget", b"x-mailcoach-error:", b"From someone Mon Jan 1", b":empty",
+    b"Bad header line", b"X-Bell: \x07", b"X-Form: a\x0cb", b"X-CR: a\rb", b"Message-ID: <a@b>",
+]
+BODIES = [
+    b"", b"hello\n", b"\n\nspaced\n\n\n", b"caf\xc3\xa9 \xff\xfe\n", b"a\r\nb\r\n",
+    b"=C3=A9 soft=\nbreak\n", b"aGVsbG8K\n", b"--b\nContent-Type: text/plain\n\npart\n--b--\n",
+    b"From the start\n>From quoted\n", b"form\x0cfeed\x0bvt\x1c\n", b"<p>html</p>\n",
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(lines=st.lists(st.sampled_from(HEADER_LINES), min_size=0, max_size=8),
+       body=st.sampled_from(BODIES), separator=st.sampled_from([b"\n\n", b"\n", b""]))
+def test_a_stored_message_reads_as_the_parser_reads_it(lines, body, separator):
+    raw = b"\n".join(lines) + separator + body
+    assert stored_turn_text(raw) == turn_text(read_message(raw))
+
+
+def test_plain_mail_is_read_without_the_parser():
+    raw = (b"From: user@localdomain\nTo: tutor@localdomain\nSubject: step  2\n"
+           b"Content-Type: text/plain; charset=utf-8\nMessage-ID: <x@y>\n\n\nbody \xc3\xa9\n\n")
+    assert _plain_turn_text(raw) == turn_text(read_message(raw)) == (
+        "From: user@localdomain\nTo: tutor@localdomain\nSubject: step 2\n"
+        "Content-Type: text/plain\n\nbody \u00e9\n")
+    assert _plain_turn_text(b"X-Mailcoach-Error: x\nSubject: s\n\nb\n") == ""  # an error note
+    assert _plain_turn_text(b"Subject: =?utf-8?q?a?=\n\nb\n") is None  # the parser's work
