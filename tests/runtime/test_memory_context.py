@@ -10,6 +10,8 @@ to the scripted model) through a rollback, a pop and a trim.
 
 from __future__ import annotations
 
+import threading
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -233,3 +235,53 @@ def test_plain_mail_is_read_without_the_parser():
         "Content-Type: text/plain\n\nbody \u00e9\n")
     assert _plain_turn_text(b"X-Mailcoach-Error: x\nSubject: s\n\nb\n") == ""  # an error note
     assert _plain_turn_text(b"Subject: =?utf-8?q?a?=\n\nb\n") is None  # the parser's work
+
+
+async def test_a_cold_long_memory_is_read_in_a_thread_as_a_fresh_read(tmp_path):
+    """Past a few hundred unread messages the mailbox reads them off the event loop."""
+    from mailcoach_server.runtime.engine import Engine
+    from mailcoach_server.runtime.mailbox import Incoming
+    from mailcoach_server.store.store import Delivery, MessageMeta, Store, WritePlan
+
+    config = make_config(tmp_path)
+    store = Store.open(config.data_dir)
+    try:
+        def plan(number):
+            sender, to = (USER, AGENT) if number % 2 else (AGENT, USER)
+            meta = MessageMeta(id=store.allocate_message_id(), message_id=f"<m{number}@x>",
+                               sender=sender, recipients=(to,), subject=f"m{number}",
+                               in_reply_to="", thread="", auto_round=0, cost=0.0,
+                               received_at=0.0)
+            raw = (f"From: {sender}\nTo: {to}\nSubject: m{number}\n"
+                   f"Content-Type: text/plain; charset=utf-8\n\nbody {number}\n").encode()
+            written = WritePlan(raw=raw, meta=meta, memory_appends=[AGENT])
+            if number == 0:
+                written.party_states[AGENT] = ("agent", {})
+            return written
+        await store.commit_many([plan(n) for n in range(600)])
+        engine = Engine(config, store)
+        engine.notify(AGENT)  # its mailbox as the server makes it; no worker needed
+        await engine.aclose()
+        mailbox, turns = engine.mailboxes[AGENT], engine.memory_turns
+        threads = []
+        fresh_read = turns.read
+
+        def read(number):
+            threads.append(threading.get_ident())
+            return fresh_read(number)
+        turns.read = read
+
+        async def memory():
+            numbers = store.parties[AGENT].memory
+            upto = Incoming(ref=Delivery(0, AGENT, numbers[-1], None), raw=b"", sender=USER,
+                            subject="", message_id=None)
+            return await mailbox.memory(upto)
+
+        assert await memory() == [fresh_read(n) for n in store.parties[AGENT].memory]
+        assert len(threads) == 600 and threading.get_ident() not in threads
+        threads.clear()
+        await store.commit(plan(600))
+        assert await memory() == [fresh_read(n) for n in store.parties[AGENT].memory]
+        assert threads == [threading.get_ident()]  # one new message: read at once
+    finally:
+        await store.aclose()
