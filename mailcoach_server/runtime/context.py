@@ -97,7 +97,7 @@ def primer(agent: str, *, domain: str, user: str, robots: Sequence[tuple[str, st
 
 #: characters of turn text kept between calls over all agents (``MemoryTurns``, the chats
 #: ``thread_to_turns`` made last): about as many bytes, since mail is mostly ASCII
-CONTEXT_CHARS = 128 * 1024 * 1024
+CONTEXT_CHARS = 64 * 1024 * 1024
 
 #: characters of a text attachment a model sees inline (``limits.attachment_text``)
 ATTACHMENT_TEXT = 20_000
