@@ -177,8 +177,10 @@ async def test_long_output_is_cut_by_the_stub_and_attached_whole(tmp_path: Path,
     lines = body.splitlines()
     assert lines[51] == "--- stdout: 900 lines skipped ---"
     assert lines[1:51] == [str(i) for i in range(1, 51)]
-    assert lines[52:] == [*(str(i) for i in range(951, 1001)),
-                          f"--- stdout.txt: the whole output ({len(expected)} bytes) is attached ---"]
+    assert lines[52:] == [
+        *(str(i) for i in range(951, 1001)),
+        f"--- stdout.txt: the whole output ({len(expected)} bytes) is attached ---",
+    ]
     assert files == {"stdout.txt": expected}
 
 
