@@ -66,9 +66,9 @@ class MessageView:
         self.cached: frozenset[str] | None = None
 
     @classmethod
-    def from_cache(cls, size: int, block: bytes, items: dict[str, bytes]) -> MessageView:
-        """A view of what the header cache holds: size, header block, items. It has
-        no body: only a plan whose :attr:`FetchPlan.from_header` is true may use it."""
+    def from_cache(cls, size: int, block: bytes | None, items: dict[str, bytes]) -> MessageView:
+        """A view of what the header cache holds: size, header block (if kept), items. It
+        has no body: only a plan whose :attr:`FetchPlan.from_header` is true may use it."""
         view = cls.__new__(cls)
         view._lf = view._raw = None
         view._tree = None
@@ -87,6 +87,11 @@ class MessageView:
             self._raw = self._lf.replace(b"\n", b"\r\n")
             self._lf = None
         return self._raw
+
+    @property
+    def cached_block(self) -> bytes | None:
+        """The header block the header cache gave this view, if it did."""
+        return self._block if self.cached is not None else None
 
     def items(self, keys: Iterable[str]) -> dict[str, bytes]:
         """The memo values of ``keys`` that are there."""
@@ -313,11 +318,12 @@ _SIMPLE: dict[str, Step] = {
 }
 
 
-#: What a step needs beyond the folder row: nothing, the header cache's entry (size and
-#: header block; a named item made from them), or the whole message.
-_ROW, _HEADER, _MESSAGE = 0, 1, 2
+#: What a step needs beyond the folder row: nothing, the header cache's entry (its size;
+#: a named item, or the header block to make it from), the header block itself, or the
+#: whole message.
+_ROW, _HEADER, _BLOCK, _MESSAGE = 0, 1, 2, 3
 _NEEDS = {"UID": _ROW, "FLAGS": _ROW, "INTERNALDATE": _ROW, "RFC822.SIZE": _HEADER,
-          "RFC822.HEADER": _HEADER, "ENVELOPE": _HEADER}
+          "RFC822.HEADER": _BLOCK, "ENVELOPE": _HEADER}
 #: Items kept in the header cache that need the whole message when they are missing.
 _TREE_ITEMS = {"BODYSTRUCTURE", "BODY"}
 
@@ -385,7 +391,7 @@ def _needs(attr: FetchAttr) -> tuple[int, str | None]:
     if section.part:
         return _MESSAGE, None
     if section.text == "HEADER":
-        return _HEADER, None
+        return _BLOCK, None
     if section.text in ("HEADER.FIELDS", "HEADER.FIELDS.NOT"):
         return _HEADER, _fields_key(section)
     return _MESSAGE, None
@@ -399,11 +405,12 @@ class FetchPlan:
     It also says what the header cache can answer: :attr:`cache_keys` are
     the items worth keeping there, and with :attr:`from_header` every item
     can come from a cached entry (size, header block, those items) alone;
-    :attr:`tree_keys` are the ones that need the whole message when missing.
+    :attr:`tree_keys` are the ones that need the whole message when missing,
+    and :attr:`needs_block` says whether the header block itself is sent.
     """
 
-    __slots__ = ("_line", "_only_steps", "_steps", "cache_keys", "from_header", "needs_content",
-                 "tree_keys")
+    __slots__ = ("_line", "_only_steps", "_steps", "cache_keys", "from_header", "needs_block",
+                 "needs_content", "tree_keys")
 
     def __init__(self, attributes: Iterable[FetchAttr]) -> None:
         attributes = tuple(attributes)
@@ -415,7 +422,8 @@ class FetchPlan:
         self.cache_keys = tuple(dict.fromkeys(key for _, key in needs if key is not None))
         self.tree_keys = frozenset(key for key in self.cache_keys if key in _TREE_ITEMS)
         plain = [need for need, key in needs if key is None or key not in _TREE_ITEMS]
-        self.from_header = all(need <= _HEADER for need in plain)
+        self.from_header = all(need <= _BLOCK for need in plain)
+        self.needs_block = any(need == _BLOCK for need, _ in needs)
         self.needs_content = any(need > _ROW for need, _ in needs)
 
     def items(self, message: MessageView, *, uid: int, flags: Iterable[str],

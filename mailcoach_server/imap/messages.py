@@ -60,10 +60,12 @@ class MessageCache:
         out: list[MessageView] = []
         cached = self._views
         entries = {}
-        tree_keys: frozenset[str] = frozenset()
+        keys: frozenset[str] = frozenset()
+        tree_keys, needs_block = keys, False
         if plan is not None and plan.from_header:
             entries = self.headers.get([_span(row) for row in rows])
-            tree_keys = plan.tree_keys
+            keys, tree_keys, needs_block = frozenset(plan.cache_keys), plan.tree_keys, \
+                plan.needs_block
         with SpanReader(self._data_dir) as spans:
             for row in rows:
                 view = cached.get(row.message)
@@ -72,8 +74,11 @@ class MessageCache:
                     out.append(view)
                     continue
                 entry = entries.get(row.message)
-                if entry is not None and entry.block is not None and (
-                        not tree_keys or tree_keys <= entry.items.keys()):
+                # An entry answers with its items; with its header block it also makes
+                # the items it lacks (all but the body structure's).
+                if entry is not None and (
+                        keys <= entry.items.keys() and not needs_block
+                        or entry.block is not None and tree_keys <= entry.items.keys()):
                     # never kept in memory: it has no body
                     out.append(MessageView.from_cache(entry.size, entry.block, entry.items))
                     continue
@@ -96,9 +101,11 @@ class MessageCache:
             made = view.computed(keys)
             if view.cached is not None and not made:
                 continue
+            # The block only when a client asks for it as such (BODY[HEADER]): the items
+            # a client fetches are a fraction of it, and a new one is made from the message.
+            block = view.header_block if plan.needs_block else view.cached_block
             view.cached = (view.cached or frozenset()).union(key for key, _ in made)
-            entries.append((_span(row), CachedHeader(view.size, view.header_block,
-                                                     view.items(view.cached))))
+            entries.append((_span(row), CachedHeader(view.size, block, view.items(view.cached))))
         self.headers.put(entries)
 
     def _add(self, message: int, view: MessageView) -> None:

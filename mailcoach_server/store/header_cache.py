@@ -7,17 +7,19 @@ from ``dovecot.index.cache``; this is ours: one SQLite file,
 ``headers.sqlite`` in the data directory, holding per message its size on
 the wire, its CRLF header block, and the FETCH items made from it (keyed by
 a name such as ``HEADER.FIELDS DATE FROM``), filled the first time a client
-asks for them.
+asks for them, 64 messages of neighbouring ids to a row (a folder's batch
+is a few rows, not one per message).
 
 Messages never change once stored, so an entry never goes stale; each
 one also records the message's span (file, offset, length) and arrival
 time, and is used only when the index still says the same, so an index
 rebuilt with other ids, or a new store in the same directory, is never
-answered from old entries. A CRC of every entry catches bytes that rotted
+answered from old entries. A CRC of every row catches bytes that rotted
 on disk. It is a cache: no fsync, and a missing, corrupt or unwritable
 file costs a rebuild or a miss, never an error to a client (a warning in
-the log). Values over :data:`MAX_VALUE` bytes (a hostile header) are not
-kept; they are recomputed from the message each time.
+the log), and a file another connection is writing is a miss, not a wait.
+Values over :data:`MAX_VALUE` bytes (a hostile header) are not kept; they
+are recomputed from the message each time.
 
 Not here: what the items are (``imap.fetch``), when to ask (``imap.messages``).
 """
@@ -29,7 +31,7 @@ import marshal
 import os
 import sqlite3
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,17 +45,20 @@ CACHE_FILES = ("headers.sqlite", "headers.sqlite-wal", "headers.sqlite-shm")
 #: Bytes of the biggest header block or item kept; a bigger one is recomputed each time.
 MAX_VALUE = 64 * 1024
 
-_FORMAT = "2"  # bump when the layout changes: a file of another format is rebuilt
+_FORMAT = "3"  # bump when the layout changes: a file of another format is rebuilt
 _MAX_REBUILDS = 3  # then the cache is off until the server restarts (a disk that keeps failing)
+_CHUNK_BITS = 6  # 64 messages of consecutive ids a row
 
-# One row a message, one blob a row: a row costs the same few microseconds whatever it
-# holds, and a header FETCH reads one per message. The blob is a CRC-32 (4 bytes, big
-# endian) of the rest, then marshal of (file, offset, length, received_at, size, block,
-# items version, items): the span and arrival time the entry was made for, RFC822.SIZE,
-# the CRLF header block (None: over MAX_VALUE) and the items, {name: bytes}.
+# A row costs a few microseconds whatever it holds, and a header FETCH wants every
+# message of a folder, mostly in id order: so one row holds the entries of 64
+# consecutive message ids. Its blob is a CRC-32 (4 bytes, big endian) of the rest, then
+# marshal of {message id: entry}, each entry itself marshal of (file, offset, length,
+# received_at, size, block, items version, items), decoded only when it is asked for:
+# the span and arrival time the entry was made for, RFC822.SIZE, the CRLF header block
+# (None: over MAX_VALUE) and the items, {name: bytes}.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS entry (message INTEGER PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS chunk (id INTEGER PRIMARY KEY, data BLOB NOT NULL);
 """
 
 #: (message id, file, offset, length, received_at): the message as the index has it
@@ -98,21 +103,47 @@ class HeaderCache:
 
     def _get(self, spans: Sequence[Span]) -> dict[int, CachedHeader]:
         db = self._open()
-        where = {span[0]: span[1:] for span in spans}
+        found: dict[int, bytes] = {}
+        for _, entries in self._chunks(db, {span[0] >> _CHUNK_BITS for span in spans}):
+            found.update(entries)
         out: dict[int, CachedHeader] = {}
-        version, crc32, loads = self.items_version, zlib.crc32, marshal.loads
-        for message, data in db.execute(
-                f"SELECT message, data FROM entry WHERE message IN ({','.join('?' * len(where))})",
-                tuple(where)):
-            if crc32(data[4:]) != int.from_bytes(data[:4], "big"):
-                continue  # rotted on disk: a miss, rewritten when it is read again
+        version, loads = self.items_version, marshal.loads
+        for message, *where in spans:
+            packed = found.get(message)
+            if packed is None:
+                continue
             try:
-                file, offset, length, received, size, block, made_by, items = loads(data[4:])
+                file, offset, length, received, size, block, made_by, items = loads(packed)
             except (ValueError, EOFError, TypeError):
                 continue
-            if where[message] == (file, offset, length, received):
+            if [file, offset, length, received] == where:
                 out[message] = CachedHeader(size, block, items if made_by == version else {})
         return out
+
+    def _chunks(self, db: sqlite3.Connection,
+                ids: Iterable[int]) -> Iterator[tuple[int, dict[int, bytes]]]:
+        """``(chunk id, {message: packed entry})`` of the readable ones of ``ids``."""
+        wanted = tuple(ids)
+        for chunk, data in db.execute(
+                f"SELECT id, data FROM chunk WHERE id IN ({','.join('?' * len(wanted))})", wanted):
+            if zlib.crc32(data[4:]) != int.from_bytes(data[:4], "big"):
+                continue  # rotted on disk: its entries are misses, made again when read
+            try:
+                entries = marshal.loads(data[4:])
+            except (ValueError, EOFError, TypeError):
+                continue
+            if isinstance(entries, dict):
+                yield chunk, entries
+
+    def count(self) -> int:
+        """Entries held, every row read (for tests and checks, not for a FETCH)."""
+        try:
+            db = self._open()
+            ids = [row[0] for row in db.execute("SELECT id FROM chunk")]
+            return sum(len(entries) for _, entries in self._chunks(db, ids))
+        except (sqlite3.Error, OSError) as exc:
+            self._failed("read", exc)
+            return 0
 
     # -- writing ------------------------------------------------------------------------
 
@@ -131,17 +162,24 @@ class HeaderCache:
     def _put(self, entries: list[tuple[Span, CachedHeader]]) -> None:
         if not entries:
             return
-        rows = []
+        changed: dict[int, dict[int, bytes]] = {}
         for (message, file, offset, length, received), entry in entries:
             block = entry.block if entry.block is not None and len(entry.block) <= MAX_VALUE \
                 else None
             items = {k: v for k, v in entry.items.items() if len(v) <= MAX_VALUE}
-            body = marshal.dumps((file, offset, length, received, entry.size, block,
-                                  self.items_version, items))
-            rows.append((message, zlib.crc32(body).to_bytes(4, "big") + body))
+            changed.setdefault(message >> _CHUNK_BITS, {})[message] = marshal.dumps(
+                (file, offset, length, received, entry.size, block, self.items_version, items))
         db = self._open()
-        with db:
-            db.executemany("INSERT OR REPLACE INTO entry VALUES (?, ?)", rows)
+        with db:  # read, merge and write under one lock: another connection's entries stay
+            db.execute("BEGIN IMMEDIATE")
+            rows = []
+            old = dict(self._chunks(db, changed))
+            for chunk, new in changed.items():
+                merged = old.get(chunk, {})
+                merged.update(new)
+                body = marshal.dumps(merged)
+                rows.append((chunk, zlib.crc32(body).to_bytes(4, "big") + body))
+            db.executemany("INSERT OR REPLACE INTO chunk VALUES (?, ?)", rows)
 
     # -- opening, rebuilding ------------------------------------------------------------
 

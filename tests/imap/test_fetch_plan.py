@@ -72,3 +72,13 @@ def test_internaldate_made_once_a_minute_is_format_timestamp(zone, name):
     assert [fetch._timestamp(m) for m in moments] == [format_timestamp(m) for m in moments]
     if name != "UTC":  # the zone data is there: the moments do cross a change of offset
         assert len({format_timestamp(m)[-6:] for m in moments}) > 1
+
+
+@pytest.mark.parametrize("items, needs_block", [
+    (b"(UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS (FROM)] ENVELOPE)", False),
+    (b"(BODY.PEEK[HEADER])", True),
+    (b"(RFC822.HEADER)", True),
+    (b"(BODYSTRUCTURE)", False),
+])
+def test_a_plan_says_when_it_sends_the_header_block_itself(items, needs_block):
+    assert plan(items).needs_block is needs_block

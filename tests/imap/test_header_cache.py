@@ -80,8 +80,11 @@ def cache_path(server: ThreadedServer) -> Path:
 
 
 def entries(path: Path) -> int:
-    with sqlite3.connect(path) as db:
-        return db.execute("SELECT count(*) FROM entry").fetchone()[0]
+    cache = HeaderCache(path)
+    try:
+        return cache.count()
+    finally:
+        cache.close()
 
 
 def remove(path: Path) -> None:
@@ -137,15 +140,16 @@ def test_answers_are_the_same_cold_warm_deleted_and_corrupted(tmp_path):
         assert answers(client) == cold  # and from the rebuilt cache
         client.logout()
         assert entries(path) == len(HOSTILE)
-        with sqlite3.connect(path) as db:  # rot in every entry: each one a miss
-            for message, data in db.execute("SELECT message, data FROM entry").fetchall():
+        with sqlite3.connect(path) as db:  # rot in every row: each entry a miss
+            for chunk, data in db.execute("SELECT id, data FROM chunk").fetchall():
                 rotted = bytearray(data)
                 rotted[-3] ^= 0x01
-                db.execute("UPDATE entry SET data = ? WHERE message = ?",
-                           (bytes(rotted), message))
+                db.execute("UPDATE chunk SET data = ? WHERE id = ?", (bytes(rotted), chunk))
+        assert entries(path) == 0
         client = opened(server)
         assert answers(client) == cold
         client.logout()
+        assert entries(path) == len(HOSTILE)  # written again
     finally:
         server.stop()
 
@@ -180,5 +184,34 @@ def test_a_warm_header_fetch_is_answered_from_the_cache(tmp_path):
         typ, data = client.uid("FETCH", "1", "(BODY.PEEK[])")  # the body: from the message
         assert typ == "OK" and data[0][1] == crlf(HOSTILE["plain"])
         client.logout()
+    finally:
+        server.stop()
+
+
+def test_the_header_block_is_kept_only_once_a_client_asks_for_it(tmp_path):
+    server = ThreadedServer(make_config(tmp_path)).start()
+    try:
+        fill(server)
+        store = server.server.store
+        spans = [(m, f, o, n, r) for _, m, _, f, o, n, r in store.folders.folder_rows("INBOX")]
+        client = opened(server)
+        fields = client.uid("FETCH", "1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        client.logout()
+        cache = HeaderCache(cache_path(server), items_version=1)
+        got = cache.get(spans)
+        assert len(got) == len(HOSTILE) and {e.block for e in got.values()} == {None}
+        cache.close()
+        client = opened(server)
+        assert client.uid("FETCH", "1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])") == fields
+        header = client.uid("FETCH", "1:*", "(BODY.PEEK[HEADER])")  # from the messages
+        assert header[1][0][1] == crlf(HOSTILE["plain"]).split(b"\r\n\r\n")[0] + b"\r\n\r\n"
+        client.logout()
+        got = cache.get(spans)
+        kept = {m for m, e in got.items() if e.block is not None}
+        assert len(kept) == len(HOSTILE) - 2  # all but the two over MAX_VALUE
+        client = opened(server)
+        assert client.uid("FETCH", "1:*", "(BODY.PEEK[HEADER])") == header  # from the cache
+        client.logout()
+        cache.close()
     finally:
         server.stop()

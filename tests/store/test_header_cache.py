@@ -54,17 +54,34 @@ def test_values_over_the_limit_are_left_out(tmp_path):
     assert (tmp_path / "headers.sqlite").stat().st_size < MAX_VALUE
 
 
-def test_a_rotted_entry_is_a_miss(tmp_path):
+def test_a_rotted_row_is_a_miss_and_the_others_are_kept(tmp_path):
     cache = cache_in(tmp_path)
-    second = (9, "trace", 5000, 100, 2.0)
-    cache.put([(SPAN, CachedHeader(1, BLOCK)), (second, CachedHeader(2, BLOCK))])
+    far = (7 + 64 * 5, "trace", 5000, 100, 2.0)  # ids far apart: rows of their own
+    cache.put([(SPAN, CachedHeader(1, BLOCK)), (far, CachedHeader(2, BLOCK))])
     cache.close()
     with sqlite3.connect(tmp_path / "headers.sqlite") as db:
-        (data,) = db.execute("SELECT data FROM entry WHERE message = 7").fetchone()
+        rows = db.execute("SELECT id, data FROM chunk").fetchall()
+        assert len(rows) == 2
+        chunk, data = min(rows)  # the row of message 7
         flipped = bytearray(data)
         flipped[len(flipped) // 2] ^= 0x20  # one bit, somewhere in the block
-        db.execute("UPDATE entry SET data = ? WHERE message = 7", (bytes(flipped),))
-    assert list(cache.get([SPAN, second])) == [9]
+        db.execute("UPDATE chunk SET data = ? WHERE id = ?", (bytes(flipped), chunk))
+    assert list(cache.get([SPAN, far])) == [far[0]]
+    cache.put([(SPAN, CachedHeader(1, BLOCK))])  # made again when read again
+    assert list(cache.get([SPAN, far])) == [7, far[0]]
+
+
+def test_entries_written_apart_are_all_kept(tmp_path):
+    # Neighbouring ids share a row: writing one must keep the others, from any connection.
+    first, second = cache_in(tmp_path), cache_in(tmp_path)
+    spans = [(n, "trace", n * 10, 10, 1.0) for n in range(1, 200)]
+    for n, span in enumerate(spans):
+        (first if n % 2 else second).put([(span, CachedHeader(n, BLOCK))])
+    assert {m: e.size for m, e in first.get(spans).items()} == {
+        span[0]: n for n, span in enumerate(spans)}
+    assert first.count() == len(spans)
+    first.close()
+    second.close()
 
 
 def test_a_file_that_is_not_a_database_is_rebuilt(tmp_path, caplog):
