@@ -2,7 +2,8 @@
 
 As ``test_approval.py`` does for the local shell: the agent is the scripted
 model server reached through litellm, the user speaks SMTP (smtplib) and
-reads INBOX over IMAP; the robot is ``kind: remote-shell`` and every command
+reads INBOX over IMAP (or answers the console's prompt, in a pseudo-terminal);
+the robot is ``kind: remote-shell`` and every command
 that runs, runs in a ``mailcoach shell-stub`` subprocess on 127.0.0.1, so a
 file in the stub's work directory is the proof it ran (and its absence that
 it did not).
@@ -13,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import json
 import smtplib
+import sys
 from collections.abc import Iterator
 from email.message import EmailMessage, Message
 from pathlib import Path
 from typing import Any
 
+import pexpect
 import pytest
 from mailcoach_robots import RobotContext
 from mailcoach_robots.remote_shell import RemoteShellRobot
@@ -301,3 +304,39 @@ def test_a_request_survives_a_restart(tmp_path: Path, model_server: Any, stub: S
     output = [m for m in memory if m["In-Reply-To"] == command["Message-ID"]]
     assert [(m["From"], m["Subject"]) for m in output] == [(REMOTE, "Exit Code: 0")]
     assert (stub.workdir / "kept.txt").read_text() == "survived\n"
+
+
+# --- the console ------------------------------------------------------------------
+
+
+def test_the_console_asks_and_the_stub_runs_it(tmp_path: Path, model_server: Any,
+                                               stub: Stub) -> None:
+    model_server.enqueue(f"To: {REMOTE}\nSubject: echo approved > console.txt; cat console.txt"
+                         "\n\n")
+    model_server.enqueue(f"To: {USER}\nSubject: done\n\nThe remote shell wrote console.txt.")
+    data = config_data(tmp_path / "chat", model_server.spec(),
+                       robots=remote_options(stub, approval="always"))
+    path = write_config(tmp_path / "mailcoach.yaml", data)
+    child = pexpect.spawn(sys.executable, ["-m", "mailcoach_server", "--config", str(path),
+                                           "-t", "chat", "--model", model_server.spec()],
+                          cwd=str(tmp_path), encoding="utf-8", timeout=30,
+                          dimensions=(40, 200))
+    try:
+        child.expect("> ")
+        child.sendline("Write console.txt on the remote machine.")
+        # The request is a prompt: the answer goes back as a reply to it.
+        child.expect(r"remote@localdomain: approve echo approved > console.txt; cat console.txt"
+                     r".*\? \[y/n reason\] ")
+        assert not (stub.workdir / "console.txt").exists()
+        child.sendline("y")
+        child.expect("Exit Code: 0")
+        child.expect("The remote shell wrote console.txt")
+        child.expect("> ")
+        child.sendeof()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert (stub.workdir / "console.txt").read_text() == "approved\n"
+    output = [m for m in mbox_messages(tmp_path / "chat" / f"{AGENT}.mbox")
+              if m["From"] == REMOTE][-1]
+    assert text_of(output) == "--- stdout ---\napproved\n"
