@@ -173,13 +173,16 @@ class Store:
         # fsyncs the message files while the writer commits the index
         self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-fsync")
         self._checkpoints = Checkpointer(data_dir / "index.sqlite")
-        # plans to write, appended on the loop and taken by the writer thread
+        # plans to write, appended on the loop and taken by the writer thread, and
+        # whether a drain of the queue runs there (both under the lock)
         self._queue: list[tuple[WritePlan, asyncio.Future[StoredMessage]]] = []
         self._queue_lock = threading.Lock()
+        self._draining = False
+        self._idle: asyncio.Event | None = None  # set while no drain runs
+        self._groups = 0  # writer thread: groups written (a delayed clear checks it)
+        self._clear_timer: asyncio.TimerHandle | None = None
         self._recorded = False  # writer thread: an unsynced-group record is in the index
         self._broken: str | None = None  # why no write can be trusted until a restart
-        self._writer: asyncio.Task[None] | None = None
-        self._wakeup: asyncio.Event | None = None
         self._lost_ids = 0  # ids of plans whose write failed: never reused
         # writer thread: party -> bytes of its file as last committed; parties whose
         # file a failed group rewrote, to write again from the index
@@ -318,11 +321,7 @@ class Store:
             with self._queue_lock:
                 self._queue.append((plan, future))
             futures.append(future)
-        if self._writer is None or self._writer.done():
-            self._wakeup = asyncio.Event()
-            self._writer = asyncio.create_task(self._write_loop(), name="store-writer")
-        assert self._wakeup is not None
-        self._wakeup.set()
+        self._start_drain(loop)
         return [await future for future in futures]
 
     def _apply_in_memory(self, plan: WritePlan) -> None:
@@ -346,63 +345,70 @@ class Store:
         self._pending_meta[plan.meta.id] = plan.meta
         self._pending_raw[plan.meta.id] = mbox.to_lf(plan.raw)
 
-    async def _write_loop(self) -> None:
-        """Hand the queue to the writer thread, which writes group after group by itself
-        (``_drain``), so groups form and are written while the loop is busy."""
-        assert self._wakeup is not None
-        loop = asyncio.get_running_loop()
-        while True:
-            if not self._queue:
-                self._wakeup.clear()
-                if self._recorded and not self._closed and await self._woken(_CLEAR_AFTER):
-                    continue  # more plans (or closing): look again
-                if self._recorded:
-                    # The last group is durable and none followed for a while: its record
-                    # goes (the next group's transaction would have replaced it).
-                    await loop.run_in_executor(self._executor, self._clear_record)
-                if self._closed:
-                    return
-                await self._wakeup.wait()
-                continue
-            failure = await loop.run_in_executor(self._executor, self._drain, loop)
-            if failure is None:
-                continue
-            # Disk full, I/O error: this group fails, the writer goes on. Plans queued
-            # meanwhile were made against the failed ones' state: they fail too.
-            batch, exc = failure
-            with self._queue_lock:
-                failed, self._queue = batch + self._queue, []
-            log.error("store write failed (%s); %d message(s) not accepted", exc, len(failed),
-                      exc_info=None if isinstance(exc, OSError | sqlite3.Error) else exc)
-            self._forget([plan for plan, _ in failed])
-            for _, future in failed:
-                if not future.done():
-                    future.set_exception(StoreError(f"cannot write the store: {exc}"))
+    def _start_drain(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Loop thread: hand the queue to the writer thread, unless a drain running there
+        will take it. No loop task sits in between: groups form and are written while
+        the loop is busy (a hundred replies made back to back land in a few groups)."""
+        with self._queue_lock:
+            if self._draining or not self._queue:
+                return
+            self._draining = True
+        if self._idle is None:
+            self._idle = asyncio.Event()
+        self._idle.clear()
+        self._executor.submit(self._drain, loop)
 
-    async def _woken(self, seconds: float) -> bool:
-        assert self._wakeup is not None
-        try:
-            async with asyncio.timeout(seconds):
-                await self._wakeup.wait()
-        except TimeoutError:
-            return False
-        return True
-
-    def _drain(self, loop: asyncio.AbstractEventLoop) -> tuple[list[Any], Exception] | None:
-        """Writer thread: write queued groups until the queue is empty (or a turn's worth:
-        the folder writes queued in the executor get their turn), acknowledging each
-        on the loop as soon as it is durable. Returns the group that failed, if one did."""
+    def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Writer thread: write queued groups until none is left, acknowledging each on
+        the loop as soon as it is durable. A failed group goes to the loop (``_fail``),
+        which fails the plans queued behind it too before the writer goes on."""
         for _ in range(_GROUPS_PER_TURN):
             with self._queue_lock:
                 batch, self._queue = self._queue, []
-            if not batch:
-                return None
+                if not batch:
+                    self._draining = False
+                    loop.call_soon_threadsafe(self._drained)
+                    return
             try:
                 results = self._write_batch([plan for plan, _ in batch])
-            except Exception as exc:
-                return batch, exc
+            except Exception as exc:  # disk full, I/O error: this group fails
+                loop.call_soon_threadsafe(self._fail, batch, exc)
+                return
+            self._groups += 1
             loop.call_soon_threadsafe(self._acknowledge, batch, results)
-        return None
+        self._executor.submit(self._drain, loop)  # folder writes queued meanwhile go first
+
+    def _fail(self, batch: list[tuple[WritePlan, asyncio.Future[StoredMessage]]],
+              exc: Exception) -> None:
+        """Loop thread: a group failed; it fails alone, with the plans queued behind it
+        (made against its state), and the writer goes on."""
+        with self._queue_lock:
+            failed, self._queue = batch + self._queue, []
+            self._draining = False
+        log.error("store write failed (%s); %d message(s) not accepted", exc, len(failed),
+                  exc_info=None if isinstance(exc, OSError | sqlite3.Error) else exc)
+        self._forget([plan for plan, _ in failed])
+        for _, future in failed:
+            if not future.done():
+                future.set_exception(StoreError(f"cannot write the store: {exc}"))
+        self._drained()
+
+    def _drained(self) -> None:
+        """Loop thread: no drain runs. The last group's record is cleared once the writer
+        has been idle a while (a next group's transaction would replace it)."""
+        assert self._idle is not None
+        self._idle.set()
+        if self._clear_timer is not None:
+            self._clear_timer.cancel()
+            self._clear_timer = None
+        if self._recorded and not self._closed:
+            self._clear_timer = asyncio.get_running_loop().call_later(
+                _CLEAR_AFTER, self._clear_later, self._groups)
+
+    def _clear_later(self, groups: int) -> None:
+        self._clear_timer = None
+        if not self._closed:  # else aclose clears it
+            self._executor.submit(self._clear_record, groups)
 
     def _acknowledge(self, batch: list[tuple[WritePlan, asyncio.Future[StoredMessage]]],
                      results: list[StoredMessage]) -> None:
@@ -420,9 +426,12 @@ class Store:
             except Exception:
                 log.exception("store listener failed")
 
-    def _clear_record(self) -> None:
-        """Writer thread: without an fsync of its own (the next commit syncs it; a stale
-        record of a durable group only repeats a check that passes)."""
+    def _clear_record(self, groups: int | None = None) -> None:
+        """Writer thread: drop the record if no group was written since the clear was
+        asked for (``groups``); without an fsync of its own (the next commit syncs it;
+        a stale record of a durable group only repeats a check that passes)."""
+        if not self._recorded or groups is not None and groups != self._groups:
+            return
         db = self._db
         try:
             db.execute("PRAGMA synchronous=OFF")
@@ -996,10 +1005,11 @@ class Store:
 
     async def aclose(self) -> None:
         self._closed = True
-        if self._wakeup is not None:
-            self._wakeup.set()
-        if self._writer is not None:
-            await asyncio.shield(self._writer)
+        if self._idle is not None:
+            await asyncio.shield(self._idle.wait())  # the queue written
+        if self._clear_timer is not None:
+            self._clear_timer.cancel()
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._clear_record)
         self._executor.shutdown(wait=True)
         self._syncer.shutdown(wait=True)
         self._checkpoints.close()
