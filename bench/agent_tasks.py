@@ -13,7 +13,8 @@ in the user's mailbox (or a note: the thread stops after ``--rounds`` agent/robo
 then checks the file system or the reply. Per task and in total it prints: solved,
 model calls, tokens, wall time, model answers that did not parse as mail (no To/Subject
 header block; counted where the model is reached through an ``@URL``), and shell
-commands that failed (``Exit Code`` not 0).
+commands that failed (``Exit Code`` not 0); in total also how many model-written mails
+carry ``X-Pop-Shell`` (which the shipped memory teaches).
 
 The default model needs ``bash tests/realmodel/setup.sh`` (the test setup runs it): it
 caches llama.cpp's server and the GGUF per machine. ``--scripted`` checks the harness,
@@ -214,6 +215,9 @@ class Result:
     seconds: float = 0.0
     unparsed: int | None = None
     failed_commands: int = 0
+    #: model-written mails in the thread, and those with ``X-Pop-Shell`` (the memory shows it)
+    mails: int = 0
+    popping: int = 0
     ended: str = ""
 
 
@@ -359,6 +363,8 @@ def measure(run: Run, task: Task, index: int) -> Result:
     result.tokens = sum(int(str(m.get(h, 0) or 0)) for m in written
                         for h in ("M-Tokens-Input", "M-Tokens-Output"))
     result.calls = len(written)
+    result.mails = len(written)
+    result.popping = sum(1 for m in written if m["X-Pop-Shell"] is not None)
     if run.proxy is not None:
         calls = [x for x in run.proxy.since(0) if _asks(x.request, task)]
         result.calls = len(calls)
@@ -462,6 +468,8 @@ def report(kind: str, spec: str, about: str, results: list[Result]) -> None:
     }
     solved = f"{sum(r.solved for r in results)}/{len(results)}"
     print(_row("total", solved, None, totals))
+    print(f"X-Pop-Shell in {sum(r.popping for r in results)} of "
+          f"{sum(r.mails for r in results)} model-written mails")
     print(f"{kind} total: {solved} solved, {totals['calls']} model calls, "
           f"{totals['tokens']} tokens, {totals['seconds']:.1f} s")
 
