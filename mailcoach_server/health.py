@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Final
 
 __all__ = ["SERVER_FILE", "advertised_addresses", "check_imap", "check_smtp",
-           "has_imap_server", "main", "read_server_file"]
+           "has_imap_server", "main", "pick_address", "read_server_file"]
 
 SERVER_FILE: Final = "server.json"
 _LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
@@ -183,13 +183,15 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"unhealthy: {exc}", file=sys.stderr)
         return 1
-    smtp_host, smtp_port = _target(bound.get("smtp"), (config.smtp.host, config.smtp.port),
-                                   args.host, args.smtp_port)
+    smtp_host, smtp_port = pick_address(bound.get("smtp"),
+                                        (config.smtp.host, config.smtp.port),
+                                        args.host, args.smtp_port)
     problems = [check_smtp(smtp_host, smtp_port, args.timeout)]
     checked = [f"SMTP {_where(smtp_host, smtp_port)}"]
     if not args.no_imap and has_imap_server():
-        imap_host, imap_port = _target(bound.get("imap"), (config.imap.host, config.imap.port),
-                                       args.host, args.imap_port)
+        imap_host, imap_port = pick_address(bound.get("imap"),
+                                            (config.imap.host, config.imap.port),
+                                            args.host, args.imap_port)
         problems.append(check_imap(imap_host, imap_port, args.timeout))
         checked.append(f"IMAP {_where(imap_host, imap_port)}")
     elif not args.no_imap:
@@ -204,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _target(bound: Address | None, configured: Address, host: str | None,
+def pick_address(bound: Address | None, configured: Address, host: str | None,
             port: int | None) -> Address:
     """Flags first, then what the server bound, then the config; wildcards as loopback."""
     chosen_host, chosen_port = bound or configured

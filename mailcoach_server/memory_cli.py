@@ -8,9 +8,9 @@
 A version is the number of the message whose arrival made the edit (the
 record of an edit from a mail client, an X-Rollback mail, a trim note);
 ``history`` lists them. ``list``, ``history`` and ``show`` read the index
-beside a running server; ``restore`` writes, so it needs the data
-directory to itself (stop the server first), and is itself an edit that
-can be undone the same way.
+beside a running server; ``restore`` asks a running server to do it (the
+IMAP command ``XRESTORE``, logged in as the user), else writes the store
+itself. A restore is itself an edit that can be undone the same way.
 """
 
 from __future__ import annotations
@@ -102,12 +102,48 @@ def _show(data_dir: Path, address: str, version: int | None) -> int:
     return 0
 
 
+def _restore_by_imap(config: Config, address: str, version: int) -> int:
+    """The running server does it (XRESTORE), so nothing has to stop."""
+    import imaplib
+
+    from .credentials import Credentials
+    from .health import pick_address, read_server_file
+
+    configured = (config.imap.host, config.imap.port)
+    host, port = pick_address(read_server_file(config.data_dir).get("imap"), configured,
+                              None, None)
+    if not port:
+        raise StoreError(f"the data directory {config.data_dir} is in use, and the server "
+                         "that holds it names no IMAP port (server.json): stop it to restore")
+    login = Credentials.load_or_create(config.data_dir, config.user)
+    with imaplib.IMAP4(host, port, timeout=60) as client:
+        try:
+            client.login(config.user, login.password)
+            folder = "Agents/" + address
+            quoted = '"' + folder.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            typ, data = client.xatom("XRESTORE", quoted, str(version))
+        except imaplib.IMAP4.error as exc:
+            print(f"mailcoach memory: the server refused: {exc}", file=sys.stderr)
+            return 1
+    text = b" ".join(d for d in data if isinstance(d, bytes)).decode("utf-8", "replace")
+    if typ != "OK":
+        print(f"mailcoach memory: the server refused: {text}", file=sys.stderr)
+        return 1
+    print(f"{address}: version {version} restored by the running server ({text})")
+    return 0
+
+
 async def _restore(config: Config, address: str, version: int) -> int:
     from .runtime.memory_edits import MemoryEditError, MemoryEditor
     from .runtime.router import Router
     from .store.store import Store
 
-    store = Store.open(config.data_dir)
+    try:
+        store = Store.open(config.data_dir)
+    except StoreError as exc:
+        if "in use" not in str(exc):
+            raise
+        return _restore_by_imap(config, address, version)
     try:
         editor = MemoryEditor(Router(config, store))
         before = set(store.parties[address].memory) if address in store.parties else set()

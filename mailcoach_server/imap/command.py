@@ -39,6 +39,7 @@ __all__ = [
     "MailboxCommand",
     "NeedLiteral",
     "RenameCommand",
+    "RestoreCommand",
     "SearchCommand",
     "SearchKey",
     "Section",
@@ -224,6 +225,14 @@ class MailboxCommand(Command):
 
     mailbox: str
     undecodable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreCommand(Command):
+    """``XRESTORE mailbox version``: mailcoach's own (an agent's memory back to a version)."""
+
+    mailbox: str
+    version: int
 
 
 @dataclass(frozen=True, slots=True)

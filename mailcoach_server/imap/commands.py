@@ -29,6 +29,7 @@ from .command import (
     LoginCommand,
     MailboxCommand,
     RenameCommand,
+    RestoreCommand,
     StatusCommand,
 )
 from .connection import IdleDone, SaslResponse, State
@@ -237,6 +238,13 @@ async def do_delete(session: Session, command: MailboxCommand) -> Tagged:
     await session.backend.catalogue.delete(command.mailbox)
     session.backend.hub.gone([command.mailbox])
     return Tagged.ok(command.tag, "DELETE completed")
+
+
+async def do_xrestore(session: Session, command: RestoreCommand) -> Tagged:
+    """An agent's memory back to a version (``mailcoach memory restore`` beside a server)."""
+    folder = await session.backend.catalogue.folder(command.mailbox)
+    version = await session.backend.catalogue.restore(folder, command.version)
+    return Tagged.ok(command.tag, f"XRESTORE completed: this restore is version {version}")
 
 
 async def do_rename(session: Session, command: RenameCommand) -> Tagged:

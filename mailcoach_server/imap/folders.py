@@ -322,6 +322,21 @@ class Catalogue:
         plans = _planned(editor.copy, party, messages, source.party)
         return [stored.meta.id for stored in await self.store.commit_many(plans)]
 
+    async def restore(self, folder: Folder, version: int) -> int:
+        """XRESTORE: the agent's memory as just after ``version``; the restore's own version.
+
+        Messages put back have UIDs below UIDNEXT, so the folder gets a new
+        UIDVALIDITY: clients read it again (a session that has it selected
+        sees them when it selects it again).
+        """
+        editor, party = self._editor(folder)
+        before = set(self.store.parties[party].memory)
+        plan = _planned(editor.restore, party, version, editor.config.user)
+        await self.store.commit(plan)
+        if set(plan.memory_rewrites[party]) - before:
+            await self.index.create_folder(folder.name, above=folder.uidvalidity)
+        return plan.meta.id
+
     def _editor(self, folder: Folder) -> tuple[MemoryEditor, str]:
         if self.editor is None or not folder.editable or folder.party is None:
             raise NoPermission(f"{folder.name} is read-only")

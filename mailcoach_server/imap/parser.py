@@ -17,7 +17,8 @@ name; see :mod:`.registry`); :mod:`.connection` enforces the states.
 Beyond RFC 3501 it reads UID EXPUNGE (RFC 4315), MOVE (RFC 6851), IDLE
 (RFC 2177), NAMESPACE (RFC 2342), ID (RFC 2971), ENABLE (RFC 5161),
 UNSELECT (RFC 3691), LITERAL+ (RFC 7888), SASL-IR (RFC 4959) and the
-LIST-EXTENDED option lists (RFC 5258). Not supported: MULTIAPPEND,
+LIST-EXTENDED option lists (RFC 5258), and one command of mailcoach's own,
+``XRESTORE`` (RFC 3501 §6.5.1 leaves ``X`` commands to servers). Not supported: MULTIAPPEND,
 CATENATE, BINARY literals ``~{N}``, CONDSTORE modifiers, ESEARCH.
 """
 
@@ -45,6 +46,7 @@ from .command import (
     MailboxCommand,
     NeedLiteral,
     RenameCommand,
+    RestoreCommand,
     SearchCommand,
     SearchKey,
     Section,
@@ -71,7 +73,8 @@ __all__ = [
     "AppendCommand", "AuthenticateCommand", "BadCommand", "Command", "CopyCommand",
     "EnableCommand", "ExpungeCommand", "FetchAttr", "FetchCommand", "IdCommand", "Incomplete",
     "ListCommand", "LoginCommand", "MailboxCommand", "NeedLiteral", "RenameCommand",
-    "SearchCommand", "SearchKey", "Section", "StatusCommand", "StoreCommand", "StoreMode",
+    "RestoreCommand", "SearchCommand", "SearchKey", "Section", "StatusCommand", "StoreCommand",
+    "StoreMode",
 ]
 
 DEFAULT_MAX_LINE = 64 * 1024
@@ -255,6 +258,13 @@ def _one_mailbox(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
     return MailboxCommand(tag, name, mailbox, not decodable)
 
 
+def _restore(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
+    cur.sp()
+    mailbox = _mailbox(cur)
+    cur.sp()
+    return RestoreCommand(tag, name, mailbox, cur.number())
+
+
 def _rename(cur: Cursor, tag: str, name: str, uid: bool) -> Command:
     cur.sp()
     old = _mailbox(cur)
@@ -425,6 +435,7 @@ COMMAND_TABLE = CommandTable((
     CommandSpec("NAMESPACE", AUTHENTICATED, _no_args, "do_namespace"),  # RFC 2342
     CommandSpec("IDLE", AUTHENTICATED, _no_args, "do_idle"),  # RFC 2177
     CommandSpec("ENABLE", AUTHENTICATED, _enable, "do_enable"),  # RFC 5161
+    CommandSpec("XRESTORE", AUTHENTICATED, _restore, "do_xrestore"),  # mailcoach memory restore
     # selected (§6.4)
     CommandSpec("CHECK", SELECTED, _no_args, "do_noop"),
     CommandSpec("CLOSE", SELECTED, _no_args, "do_close"),

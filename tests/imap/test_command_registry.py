@@ -34,6 +34,7 @@ ARGUMENTS: dict[str, bytes] = {
     "STARTTLS": b"", "AUTHENTICATE": b" PLAIN", "LOGIN": b" joe secret",
     "SELECT": b" INBOX", "EXAMINE": b" INBOX", "CREATE": b" Work", "DELETE": b" Work",
     "RENAME": b" Work Play", "SUBSCRIBE": b" Work", "UNSUBSCRIBE": b" Work",
+    "XRESTORE": b" Agents/swe1 7",
     "LIST": b' "" *', "LSUB": b' "" *', "STATUS": b" INBOX (MESSAGES UIDNEXT)",
     "APPEND": b" INBOX {2+}\r\nhi", "NAMESPACE": b"", "IDLE": b"", "ENABLE": b" UTF8=ACCEPT",
     "CHECK": b"", "CLOSE": b"", "EXPUNGE": b"", "SEARCH": b" ALL", "FETCH": b" 1:* (FLAGS)",

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from mailcoach_server.health import advertised_addresses
 from tests.imap_server.conftest import ThreadedServer
 from tests.support import make_config, wait_until
 
@@ -254,31 +255,38 @@ def test_history_lists_edits_and_restore_brings_a_version_back(tmp_path, model_s
         rows = [line.split() for line in history.stdout.splitlines()
                 if re.match(r"\s*\d+\s", line)]
         assert [row[4] for row in rows] == ["imap-add", "imap-expunge"], history.stdout
-        version = int(rows[0][0])  # just after keep-me was added
+        added, expunged = int(rows[0][0]), int(rows[1][0])
         listed = mailcoach(config_path, "list")
         count = len(server.server.store.parties[SWE1].memory)
         assert f"{SWE1}  {count} messages" in listed.stdout.splitlines(), listed.stdout
-        refused = mailcoach(config_path, "restore", SWE1, str(version))
-        assert refused.returncode == 1 and "in use" in refused.stderr
-    finally:
-        server.stop()
-    shown = mailcoach(config_path, "show", SWE1, "--version", str(version))
-    assert "keep-me" in shown.stdout
-    restored = mailcoach(config_path, "restore", SWE1, str(version))
-    assert restored.returncode == 0, restored.stderr
-    server = ThreadedServer(config).start()
-    try:
+        shown = mailcoach(config_path, "show", SWE1, "--version", str(added))
+        assert "keep-me" in shown.stdout
+        assert "keep-me" not in mailcoach(config_path, "show", SWE1).stdout
+        # the running server restores it (XRESTORE over IMAP), nothing stops; as
+        # `mailcoach serve` does, server.json names the port it bound
+        with advertised_addresses(config.data_dir, smtp=None,
+                                  imap=server.server.imap_address):
+            restored = mailcoach(config_path, "restore", SWE1, str(added))
+        assert restored.returncode == 0, restored.stderr
         assert "keep-me" in memory_subjects(server)
-        client = server.imap()
         client.select(FOLDER)
         assert int(client.untagged_responses["UIDVALIDITY"][-1]) > validity  # look again
         assert "keep-me" in subjects(client)
         seen = ask(server, model_server, "after restore")
         assert "gamma is 5" in seen
+        assert mailcoach(config_path, "restore", "shell@localdomain", "1").returncode == 1
+    finally:
+        server.stop()
+    # with no server, restore writes the store itself
+    restored = mailcoach(config_path, "restore", SWE1, str(expunged))
+    assert restored.returncode == 0, restored.stderr
+    server = ThreadedServer(config).start()
+    try:
+        assert "keep-me" not in memory_subjects(server)
     finally:
         server.stop()
     history = mailcoach(config_path, "history", SWE1)
-    assert "restore" in history.stdout
+    assert history.stdout.count("restore") == 2, history.stdout
 
 
 def test_memory_commands_explain_what_is_wrong(tmp_path):
@@ -311,3 +319,26 @@ def test_two_clients_editing_one_memory_at_once_lose_nothing(teaching):
     assert memory == sorted(memory)  # UID order is memory order
     got = memory_subjects(server)
     assert all(f"{name}-{n}" in got for name in "ab" for n in range(10))
+
+
+@pytest.mark.parametrize("arguments, answer", [
+    (b'"Trace" 1', b"NO"),
+    (b'"Agents/user@localdomain" 1', b"NO"),
+    (b'"Agents/nobody@localdomain" 1', b"NO"),
+    (b'"Agents/swe1@localdomain" -1', b"BAD"),
+    (b'"Agents/swe1@localdomain"', b"BAD"),
+])
+def test_xrestore_refuses_what_is_not_an_agents_memory(teaching, arguments, answer):
+    server, _ = teaching
+    server.send(lesson("the user is a party"), [SWE1])
+    wait_until(lambda: USER in server.server.store.parties, what="the user's party")
+    before = list(server.server.store.parties[SWE1].memory)
+    client = server.imap()
+    tag = client._new_tag()
+    client.send(tag + b" XRESTORE " + arguments + b"\r\n")
+    for _ in range(10):  # the tagged answer comes after any untagged ones
+        line = client.readline()
+        if line.startswith(tag):
+            break
+    assert line.split()[1] == answer, line
+    assert server.server.store.parties[SWE1].memory == before
