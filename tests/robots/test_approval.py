@@ -248,7 +248,13 @@ async def test_yes_runs_it_once_and_the_agent_gets_the_output(tmp_path: Path,
     async with serve_in_process(config) as server:
         await asyncio.to_thread(submit, server, mail(AGENT, "count", "Append to count.txt."))
         await wait_for(lambda: to_user(server, SHELL, "Approve:"), what="the Approve mail")
-        (request,) = await asyncio.to_thread(inbox_requests, server)  # as a mail client sees it
+        # as a mail client sees it; the party file may be written before the index commits
+        for _ in range(200):
+            found = await asyncio.to_thread(inbox_requests, server)
+            if found:
+                break
+            await asyncio.sleep(0.05)
+        (request,) = found
         assert str(request["Subject"]).startswith(f"Approve: {command} [approval ")
         body = request.get_content().replace("\r\n", "\n")
         assert f"{AGENT} asks {SHELL} to run this command" in body
