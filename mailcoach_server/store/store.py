@@ -62,8 +62,8 @@ from . import mbox, memory_log, unsynced
 from .checkpoints import Checkpointer
 from .files import open_append, open_new, party_path, private_dir, truncate_to
 from .folders import FolderIndex
-from .memory_log import MemoryChange, MemoryEdit, changed_between
 from .header_cache import CACHE_FILES
+from .memory_log import MemoryChange, MemoryEdit, changed_between
 from .schema import INDEX_FILES, connect, migrate
 from .spans import MESSAGE_FILES
 from .tokens import tokens_of
