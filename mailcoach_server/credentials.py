@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .errors import StoreError
 
-__all__ = ["Credentials", "LOGIN_FILE"]
+__all__ = ["Credentials", "LOGIN_FILE", "new_password"]
 
 LOGIN_FILE = "login"
 
@@ -36,7 +36,7 @@ class Credentials:
                 tmp.unlink(missing_ok=True)
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 with os.fdopen(fd, "w") as f:
-                    f.write(secrets.token_urlsafe(18) + "\n")
+                    f.write(new_password() + "\n")
                     f.flush()
                     os.fsync(f.fileno())
                 os.replace(tmp, path)
@@ -55,3 +55,12 @@ class Credentials:
         # Compare in constant time even when the name is wrong.
         password_ok = hmac.compare_digest(password.encode(), self.password.encode())
         return user_ok and password_ok
+
+
+def new_password() -> str:
+    """144 random bits, URL-safe, never starting with ``-`` (a command line such as
+    ``swaks --auth-password PASSWORD`` would read it as an option)."""
+    while True:
+        password = secrets.token_urlsafe(18)
+        if password[0] not in "-_":
+            return password

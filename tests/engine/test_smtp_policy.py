@@ -304,3 +304,13 @@ async def test_delay_zero_turns_it_off():
     throttle = LoginThrottle(delay=0.0)
     assert await throttle.failed("10.0.0.1") == 0.0
     assert throttle.state("10.0.0.1").failures == 1
+
+
+def test_a_new_password_never_looks_like_an_option():
+    # swaks, msmtp and friends read a leading "-" as a flag (the swaks test above
+    # failed for the 1 password in 64 that did)
+    from mailcoach_server.credentials import new_password
+
+    passwords = {new_password() for _ in range(2000)}
+    assert len(passwords) == 2000 and all(len(p) == 24 for p in passwords)
+    assert not any(p[0] in "-_" for p in passwords)
