@@ -240,33 +240,34 @@ def thread_to_turns(
 
     Returns a new list. The last chat made for each agent is kept (``_CHATS``):
     when ``memory`` is that chat's memory with turns appended, only the new
-    turns are made; after a rewrite (rollback, pop, trim) the turns of
-    messages still there are found again, so a long memory costs little more
-    than its new mail.
+    turns are made; after a rewrite (rollback, pop, trim) the unchanged head
+    is kept and the turns of messages still there are found again, so a long
+    memory costs little more than its new mail.
     """
     memory = list(memory)
     key = (agent, system_text, images)
-    last = _CHATS.take(key)
-    if last is not None and _continues(memory, last.memory, images):
-        start, turns, chars = len(last.memory), last.turns, last.chars
-        last.memory.extend(memory[start:])
-        made: dict[tuple[str, str | None], ChatTurn] = {}
-    else:
-        start, turns, chars = 0, [ChatTurn("system", system_text)], 0
-        made = {} if last is None else last.made(images)
-        last = _Chat(memory, turns, 0)
+    last = _CHATS.take(key) or _Chat([], [ChatTurn("system", system_text)], 0)
+    # Usually turns were appended since the last call; after a rewrite the head that
+    # did not change is kept, and the chat turns of the rest are found by their turn.
+    start = _common_head(memory, last.memory, images)
+    made: dict[tuple[str, str | None], ChatTurn] = {}
+    if start < len(last.memory):
+        head = last.memory[:start]
+        shown = 1 + sum(1 for _, text in head if text is not None)  # the system turn too
+        made = last.made(images, start, shown)
+        del last.turns[shown:]
+        last.memory, last.chars = head, sum(_chars(text) for _, text in head)
+    last.memory.extend(memory[start:])
+    turns, chars = last.turns, last.chars
     for sender, text in memory[start:]:
         if text is None:
             continue
         chat = made.get((sender, text)) if made else None
-        pictured = isinstance(text, TurnText)
         if chat is None:
-            shown = text.images if images and pictured else ()  # type: ignore[attr-defined]
+            shown = text.images if images and isinstance(text, TurnText) else ()
             chat = ChatTurn("assistant" if sender == agent else "user", str(text), tuple(shown))
         turns.append(chat)
-        chars += len(text)
-        if pictured:  # images count too: the kept memory holds them, shown or not
-            chars += sum(len(url) for url in text.images)  # type: ignore[attr-defined]
+        chars += _chars(text)
     last.chars = chars
     _CHATS.keep(key, last)
     return list(turns)
@@ -280,14 +281,16 @@ class _Chat:
     turns: list[ChatTurn]
     chars: int
 
-    def made(self, images: bool) -> dict[tuple[str, str | None], ChatTurn]:
-        """The chat turn made of each (sender, text), to use again after a rewrite.
+    def made(self, images: bool, start: int,
+             chat_start: int) -> dict[tuple[str, str | None], ChatTurn]:
+        """The chat turn made of each (sender, text) from memory position ``start`` on
+        (chat position ``chat_start``).
 
         Turns with images are left out when they are shown (a ``TurnText``
         compares as its text alone).
         """
-        shown = [(sender, text) for sender, text in self.memory if text is not None]
-        return {turn: chat for turn, chat in zip(shown, self.turns[1:], strict=True)
+        shown = [(sender, text) for sender, text in self.memory[start:] if text is not None]
+        return {turn: chat for turn, chat in zip(shown, self.turns[chat_start:], strict=True)
                 if not (images and type(turn[1]) is TurnText)}
 
 
@@ -325,17 +328,40 @@ class _ChatMemo:
 _CHATS = _ChatMemo(CONTEXT_CHARS)
 
 
-def _continues(memory: list[tuple[str, str | None]], earlier: list[tuple[str, str | None]],
-               images: bool) -> bool:
-    """Whether ``memory`` is ``earlier`` with turns appended, images included."""
-    if len(memory) < len(earlier) or memory[:len(earlier)] != earlier:
-        return False
-    if not images:
-        return True
-    # Equal text, so equal turns, unless images differ (a TurnText compares as its text).
-    return all(getattr(new, "images", ()) == getattr(old, "images", ())
-               for (_, new), (_, old) in zip(memory, earlier, strict=False)
-               if type(new) is TurnText or type(old) is TurnText)
+def _common_head(memory: list[tuple[str, str | None]], earlier: list[tuple[str, str | None]],
+                 images: bool) -> int:
+    """How many leading turns ``memory`` and ``earlier`` share, images included.
+
+    One comparison when ``memory`` extends ``earlier`` (the usual case); else
+    a binary search over list comparisons, each a C loop.
+    """
+    if len(memory) >= len(earlier) and memory[:len(earlier)] == earlier:
+        same = len(earlier)
+    else:
+        low, high = 0, min(len(memory), len(earlier))
+        while low < high:
+            middle = (low + high + 1) // 2
+            if memory[:middle] == earlier[:middle]:
+                low = middle
+            else:
+                high = middle - 1
+        same = low
+    if images:  # equal text, so equal turns, unless images differ (TurnText == its text)
+        for position in range(same):
+            new, old = memory[position][1], earlier[position][1]
+            if ((type(new) is TurnText or type(old) is TurnText)
+                    and getattr(new, "images", ()) != getattr(old, "images", ())):
+                return position
+    return same
+
+
+def _chars(text: str | None) -> int:
+    """Characters a kept turn holds: its text and its images (shown or not)."""
+    if text is None:
+        return 0
+    if isinstance(text, TurnText):
+        return len(text) + sum(len(url) for url in text.images)
+    return len(text)
 
 
 def re_subject(subject: str) -> str:

@@ -63,10 +63,12 @@ class MemoryTurns:
         kept = self._kept.get(party)
         if kept is None:
             return numbers
-        if _extends(numbers, kept.numbers):
-            return [kept.numbers[i] for i in kept.unkept] + numbers[len(kept.numbers):]
-        known = _by_number(kept)
-        return [n for n in numbers if n not in known]
+        same = _common_head(numbers, kept.numbers)
+        again = [kept.numbers[i] for i in kept.unkept if i < same]
+        if same == len(kept.numbers):
+            return again + numbers[same:]
+        known = _by_number(kept, same)
+        return again + [n for n in numbers[same:] if n not in known]
 
     def turns(self, party: str, numbers: Sequence[int],
               read_ahead: Mapping[int, Turn] | None = None) -> list[Turn]:
@@ -82,19 +84,21 @@ class MemoryTurns:
             turn = ahead.get(number)
             return turn if turn is not None else self.read(number)
 
-        kept = self._kept.pop(party, None)
-        if kept is not None:
-            self._chars -= kept.chars
-        if kept is not None and _extends(numbers, kept.numbers):
-            start = len(kept.numbers)  # the usual case: mail appended since the last call
-            again = {kept.numbers[i]: read(kept.numbers[i]) for i in kept.unkept}
-            new = [read(n) for n in numbers[start:]]
-            kept.numbers.extend(numbers[start:])
-        else:
-            known = {} if kept is None else _by_number(kept)
-            start, again = 0, {}
-            new = [known.get(n) or read(n) for n in numbers]
-            kept = _Kept(numbers, [], [], 0)
+        kept = self._kept.pop(party, None) or _Kept([], [], [], 0)
+        self._chars -= kept.chars
+        # Usually mail was appended since the last call and all of it is the same; after
+        # a rewrite (a rollback, a pop: the end changed) the head that did not change is
+        # kept as it is, and the rest is found by message number.
+        same = _common_head(numbers, kept.numbers)
+        known: dict[int, Turn] = {}
+        if same < len(kept.numbers):
+            known = _by_number(kept, same)
+            del kept.numbers[same:], kept.turns[same:]
+            kept.unkept = [i for i in kept.unkept if i < same]
+            kept.chars = sum(len(turn[1] or "") for turn in kept.turns if turn is not None)
+        again = {kept.numbers[i]: read(kept.numbers[i]) for i in kept.unkept}
+        new = [known.get(n) or read(n) for n in numbers[same:]]
+        kept.numbers.extend(numbers[same:])
         for turn in new:
             if getattr(turn[1], "images", ()):
                 kept.unkept.append(len(kept.turns))
@@ -105,7 +109,7 @@ class MemoryTurns:
         result = list(kept.turns)
         for position in kept.unkept:
             number = kept.numbers[position]
-            result[position] = new[position - start] if position >= start else again[number]
+            result[position] = new[position - same] if position >= same else again[number]
         self._keep(party, kept)
         return result  # type: ignore[return-value]  # every None was filled in
 
@@ -130,12 +134,25 @@ class MemoryTurns:
             self.forget(party)
 
 
-def _extends(numbers: list[int], kept: list[int]) -> bool:
-    """Whether ``numbers`` is ``kept`` with messages appended (or unchanged)."""
-    return len(numbers) >= len(kept) and numbers[:len(kept)] == kept
+def _common_head(numbers: list[int], kept: list[int]) -> int:
+    """How many leading messages ``numbers`` and ``kept`` share.
+
+    One comparison when ``numbers`` extends ``kept`` (the usual case); else a
+    binary search over list comparisons, each a C loop.
+    """
+    if len(numbers) >= len(kept) and numbers[:len(kept)] == kept:
+        return len(kept)
+    low, high = 0, min(len(numbers), len(kept))
+    while low < high:
+        middle = (low + high + 1) // 2
+        if numbers[:middle] == kept[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
-def _by_number(kept: _Kept) -> dict[int, Turn]:
-    return {n: turn for n, turn in zip(kept.numbers, kept.turns, strict=True)
+def _by_number(kept: _Kept, start: int = 0) -> dict[int, Turn]:
+    """The kept turns from position ``start`` on, by message number."""
+    return {n: turn for n, turn in zip(kept.numbers[start:], kept.turns[start:], strict=True)
             if turn is not None}
-
