@@ -253,9 +253,9 @@ def thread_to_turns(
     made: dict[tuple[str, str | None], ChatTurn] = {}
     if start < len(last.memory):
         head = last.memory[:start]
-        shown = 1 + sum(1 for _, text in head if text is not None)  # the system turn too
-        made = last.made(images, start, shown)
-        del last.turns[shown:]
+        kept_chats = 1 + sum(1 for _, text in head if text is not None)  # and the system's
+        made = last.made(images, start, kept_chats)
+        del last.turns[kept_chats:]
         last.memory, last.chars = head, sum(_chars(text) for _, text in head)
     last.memory.extend(memory[start:])
     turns, chars = last.turns, last.chars
