@@ -8,6 +8,7 @@ back through the same ``Mailbox``, wherever that mailbox lives.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage, Message
@@ -25,9 +26,10 @@ from .context import (
 )
 from .llm import ChatModel, ChatTurn
 from .mailbox import Incoming, Turn
+from .reply_bytes import plain_reply
 
 __all__ = ["AgentProfile", "Answers", "BeforeModelCall", "agent_reply", "error_message",
-           "refused_reply", "robot_reply"]
+           "WrittenReply", "model_reply", "refused_reply", "robot_reply"]
 
 #: called before each model call with (agent, model, turns): the console's --debug waits there
 BeforeModelCall = Callable[[str, str, list[ChatTurn]], Awaitable[None]]
@@ -53,8 +55,13 @@ class AgentProfile:
 
 async def agent_reply(profile: AgentProfile, incoming: Incoming, message: Message,
                       memory: Sequence[Turn], *, model: ChatModel, answers: Answers = None,
-                      before_call: BeforeModelCall | None = None) -> tuple[EmailMessage, float]:
+                      before_call: BeforeModelCall | None = None,
+                      ) -> tuple[EmailMessage | WrittenReply, float]:
     """The agent's reply to ``incoming`` and what it cost (USD).
+
+    A plain answer (To, Subject, a short body) comes written as bytes
+    (``reply_bytes.plain_reply``), any other as an ``EmailMessage``: either
+    way the bytes ``model_reply(...).as_bytes()`` gives.
 
     ``answers(reply)`` names the Message-ID the reply threads under when it is
     not ``incoming``'s (``Mailbox.answers``).
@@ -68,16 +75,42 @@ async def agent_reply(profile: AgentProfile, incoming: Incoming, message: Messag
     if before_call is not None:
         await before_call(profile.address, spec, turns)
     completion = await model.complete(turns, model=spec)
-    reply = message_from_model(completion.text, agent=profile.address,
-                               default_to=incoming.sender, default_subject=incoming.subject,
-                               robots=profile.robots)
-    reply_headers(reply, author=profile.address, incoming=message, default_to=incoming.sender,
+    stamp = [("M-Model", completion.model),
+             ("M-Tokens-Input", str(completion.tokens_input)),
+             ("M-Tokens-Output", str(completion.tokens_output)),
+             ("M-Cost", f"{completion.cost:.6f}")]
+    made = functools.partial(model_reply, completion.text, agent=profile.address,
+                             default_to=incoming.sender, default_subject=incoming.subject,
+                             robots=profile.robots, incoming=message, answers=answers,
+                             stamp=stamp)
+    raw = plain_reply(completion.text, agent=profile.address, default_to=incoming.sender,
+                      incoming=message, answers=answers, stamp=stamp)
+    return (made() if raw is None else WrittenReply(raw, made)), completion.cost
+
+
+@dataclass(frozen=True, slots=True)
+class WrittenReply:
+    """A reply already written as bytes, the bytes ``message().as_bytes()`` gives.
+
+    ``message()`` makes it as an ``EmailMessage`` again, for what needs one
+    (the note that keeps a refused reply).
+    """
+
+    raw: bytes
+    message: Callable[[], EmailMessage]
+
+
+def model_reply(text: str, *, agent: str, default_to: str, default_subject: str,
+                robots: Collection[str], incoming: Message, answers: Answers,
+                stamp: Sequence[tuple[str, str]]) -> EmailMessage:
+    """A model's answer ``text`` as ``agent``'s reply to ``incoming``, ``stamp`` headers last."""
+    reply = message_from_model(text, agent=agent, default_to=default_to,
+                               default_subject=default_subject, robots=robots)
+    reply_headers(reply, author=agent, incoming=incoming, default_to=default_to,
                   answers=answers(reply) if answers else None)
-    reply["M-Model"] = completion.model
-    reply["M-Tokens-Input"] = str(completion.tokens_input)
-    reply["M-Tokens-Output"] = str(completion.tokens_output)
-    reply["M-Cost"] = f"{completion.cost:.6f}"
-    return reply, completion.cost
+    for name, value in stamp:
+        reply[name] = value
+    return reply
 
 
 async def robot_reply(robot: Robot, address: str, incoming: Incoming,

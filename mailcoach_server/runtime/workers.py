@@ -33,6 +33,7 @@ from .mailbox import BudgetGate, Incoming, Mailbox, Turn
 from .party import (
     AgentProfile,
     BeforeModelCall,
+    WrittenReply,
     agent_reply,
     error_message,
     refused_reply,
@@ -176,9 +177,10 @@ class Worker:
     async def act(self, incoming: Incoming, message: Message) -> None:
         raise NotImplementedError
 
-    async def send_reply(self, reply: EmailMessage, *, incoming: Incoming, message: Message,
-                         origin: str, cost: float = 0.0) -> None:
-        raw = reply.as_bytes()  # made once: a retry sends these same bytes
+    async def send_reply(self, reply: EmailMessage | WrittenReply, *, incoming: Incoming,
+                         message: Message, origin: str, cost: float = 0.0) -> None:
+        # made once: a retry sends these same bytes
+        raw = reply.raw if isinstance(reply, WrittenReply) else reply.as_bytes()
 
         def send(data: bytes) -> Callable[[], Awaitable[None]]:
             return lambda: self.mailbox.send(data, answering=incoming, cost=cost, origin=origin)
@@ -189,7 +191,8 @@ class Worker:
             to = self.mailbox.human_for(incoming.sender)
             log.warning("%s: reply refused (%s); it goes to %s", self.address,
                         exc.smtp_reply(), to)
-            redirected = refused_reply(reply, to=to, problem=exc.smtp_reply())
+            written = reply.message() if isinstance(reply, WrittenReply) else reply
+            redirected = refused_reply(written, to=to, problem=exc.smtp_reply())
             try:
                 await self._until_sent(send(redirected.as_bytes()))
             except SubmitError:
