@@ -493,7 +493,8 @@ def report(out: dict[str, dict]) -> None:
         print(f"\n  {'':28} {'mailcoach':>11}  target")
         for key, label in LABELS.items():
             target = "< 100 ms " + ("ok" if ours[key] < 100 else "MISSED") \
-                if key == "idle_push" else "<= 1x Dovecot (not measured)"
+                if key == "idle_push" else "" if key == "header_cpu" \
+                else "<= 1x Dovecot (not measured)"
             print(f"  {label:28} {ours[key]:9.1f}ms  {target}")
     else:
         print(f"\n  {'':28} {'mailcoach':>11} {'Dovecot':>11} {'ratio':>7}  target")
@@ -501,6 +502,8 @@ def report(out: dict[str, dict]) -> None:
             ratio = ours[key] / theirs[key] if theirs[key] else float("nan")
             if key == "idle_push":
                 target = "< 100 ms " + ("ok" if ours[key] < 100 else "MISSED")
+            elif key == "header_cpu":
+                target = "(what the wall clock above costs the server)"
             else:
                 target = "<= 1x " + ("ok" if ratio <= 1 else "MISSED")
             print(f"  {label:28} {ours[key]:9.1f}ms {theirs[key]:9.1f}ms {ratio:6.2f}x  {target}")

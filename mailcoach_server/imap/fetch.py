@@ -382,7 +382,7 @@ def _step(attr: FetchAttr, *, wire: bool = False) -> Step:
 
 
 def _needs(attr: FetchAttr) -> tuple[int, str | None]:
-    """What ``attr`` needs (``_ROW``, ``_HEADER``, ``_MESSAGE``) and its cache key, if any."""
+    """What ``attr`` needs (``_ROW`` ... ``_MESSAGE``) and its header cache key, if any."""
     section = attr.section
     if section is None:
         if attr.name in _TREE_ITEMS or attr.name == "ENVELOPE":

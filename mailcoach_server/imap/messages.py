@@ -12,6 +12,13 @@ filling it (``keep=False``): those messages are not asked for again soon, and
 what is (the message a client has open) stays. The server empties it when
 the last client goes.
 
+A FETCH that needs no body (size, header fields, ENVELOPE, even
+BODYSTRUCTURE once made) is answered from the persistent header cache
+(``headers.sqlite``, :mod:`~mailcoach_server.store.header_cache`) where it
+has the messages, one batch a query; what a batch had to read from the
+messages goes back into it (:meth:`MessageCache.remember`), so the first
+header FETCH of a folder fills it and the next ones open no message file.
+
 Not here: which messages a command wants (``commands``), the FETCH grammar
 (``fetch``).
 """
