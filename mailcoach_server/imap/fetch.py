@@ -72,7 +72,9 @@ class MessageView:
         view = cls.__new__(cls)
         view._lf = view._raw = None
         view._tree = None
-        view._memo = dict(items)
+        memo: dict[object, Any] = {}
+        memo.update(items)
+        view._memo = memo
         view._size = size
         view._block = block
         view.cached = frozenset(items)
@@ -287,18 +289,25 @@ def _timestamp(seconds: float) -> bytes:
     if seconds - whole >= 0.999999:  # may round up to the next second, as format_timestamp
         whole = math.floor(round(seconds, 6))  # does (round() with digits is slow: rarely)
     minute, second = divmod(whole, 60)
-    parts = _MINUTES.get(minute, False)
-    if parts is False:
+    try:
+        parts = _MINUTES[minute]
+    except KeyError:
         if len(_MINUTES) >= _MAX_MINUTES:
             _MINUTES.clear()
-        first, last = format_timestamp(minute * 60), format_timestamp(minute * 60 + 59)
-        # '"17-Jul-1996 02:44:00 -0700"': seconds at 19:21, the same minute and zone at both ends
-        same = (first[:19], first[21:]) == (last[:19], last[21:])
-        parts = _MINUTES[minute] = (first[:19], first[21:]) if same and first[19:21] == b"00" \
-            and last[19:21] == b"59" else None
+        parts = _MINUTES[minute] = _minute_parts(minute)
     if parts is None:  # a zone change or leap seconds inside this minute: no shortcut
         return format_timestamp(seconds)
     return b"%s%02d%s" % (parts[0], second, parts[1])
+
+
+def _minute_parts(minute: int) -> tuple[bytes, bytes] | None:
+    """What comes before and after the seconds in every INTERNALDATE of ``minute``."""
+    first, last = format_timestamp(minute * 60), format_timestamp(minute * 60 + 59)
+    # '"17-Jul-1996 02:44:00 -0700"': seconds at 19:21, the same minute and zone at both ends
+    if (first[:19], first[21:]) == (last[:19], last[21:]) and first[19:21] == b"00" \
+            and last[19:21] == b"59":
+        return first[:19], first[21:]
+    return None
 
 
 def _size_item(message: MessageView, uid: int, flags: tuple[str, ...], when: datetime) -> bytes:
