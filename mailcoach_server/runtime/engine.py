@@ -151,15 +151,20 @@ class Engine:
             self.router.check_recipient(address)
         plans = self.router.plan(sub, completes=completes, cost=cost, act=act)
         await self.store.commit_many(plans)
+        # One INFO line a message (operators read it); a line per delivery only at DEBUG:
+        # a message to a hundred agents would otherwise write a hundred and one.
+        accepted, delivering = log.isEnabledFor(logging.INFO), log.isEnabledFor(logging.DEBUG)
         for plan in plans:
             if not plan.raw or plan.file != "trace":
                 continue
             meta = plan.meta
-            log.info("accepted %s from %s to %s (%s) %r", meta.message_id, meta.sender,
-                     ", ".join(meta.recipients), origin, meta.subject)
+            if accepted:
+                log.info("accepted %s from %s to %s (%s) %r", meta.message_id, meta.sender,
+                         ", ".join(meta.recipients), origin, meta.subject)
             for party, model in plan.deliveries:
-                log.info("deliver %s to %s%s", meta.message_id, party,
-                         f" (model {model})" if model else "")
+                if delivering:
+                    log.debug("deliver %s to %s%s", meta.message_id, party,
+                              f" (model {model})" if model else "")
                 self.notify(party)
         return next(p.meta for p in plans if p.raw is sub.raw)
 
