@@ -48,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("address")
     show.add_argument("--version", type=int, metavar="N", help="as it was just after edit N")
     restore = commands.add_parser("restore", help="make version N the memory again "
-                                  "(the server must be stopped)")
+                                  "(through the running server, if there is one)")
     restore.add_argument("address")
     restore.add_argument("version", type=int, metavar="N")
     return parser
