@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import time
 from pathlib import Path
 
 from mailcoach_server.store.header_cache import MAX_VALUE, CachedHeader, HeaderCache
@@ -87,6 +88,18 @@ def entries(path: Path) -> int:
         cache.close()
 
 
+def closed(client, path: Path) -> None:
+    """LOGOUT, then wait (bounded) for the server to close the cache file: its session
+    ends after the client has its BYE, and SQLite removes the WAL file on the last close."""
+    client.logout()
+    wal = Path(f"{path}-wal")
+    for _ in range(400):
+        if not wal.exists():
+            return
+        time.sleep(0.025)
+    raise AssertionError("the server kept the header cache open after its last client left")
+
+
 def remove(path: Path) -> None:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
@@ -116,17 +129,17 @@ def test_answers_are_the_same_cold_warm_deleted_and_corrupted(tmp_path):
         cold = answers(client)  # read from the messages: the cache is empty
         check_cold(cold)
         assert answers(client) == cold  # warm, same session
-        client.logout()  # the last client: the cache file is closed
         path = cache_path(server)
+        closed(client, path)  # the last client: the cache file is closed
         assert entries(path) == len(HOSTILE)  # every message has an entry, huge ones too
         client = opened(server)
         assert answers(client) == cold  # warm, a new session
-        client.logout()
+        closed(client, path)
         remove(path)  # deleted between sessions
         client = opened(server)
         assert answers(client) == cold
         assert answers(client) == cold
-        client.logout()
+        closed(client, path)
         assert entries(path) == len(HOSTILE)  # made again
     finally:
         server.stop()
@@ -138,17 +151,19 @@ def test_answers_are_the_same_cold_warm_deleted_and_corrupted(tmp_path):
         client = opened(server)
         assert answers(client) == cold  # rebuilt, answered from the messages
         assert answers(client) == cold  # and from the rebuilt cache
-        client.logout()
+        closed(client, path)
         assert entries(path) == len(HOSTILE)
-        with sqlite3.connect(path) as db:  # rot in every row: each entry a miss
+        db = sqlite3.connect(path)
+        with db:  # rot in every row: each entry a miss
             for chunk, data in db.execute("SELECT id, data FROM chunk").fetchall():
                 rotted = bytearray(data)
                 rotted[-3] ^= 0x01
                 db.execute("UPDATE chunk SET data = ? WHERE id = ?", (bytes(rotted), chunk))
+        db.close()  # closed, as the server's file must be after its last client
         assert entries(path) == 0
         client = opened(server)
         assert answers(client) == cold
-        client.logout()
+        closed(client, path)
         assert entries(path) == len(HOSTILE)  # written again
     finally:
         server.stop()
@@ -196,7 +211,7 @@ def test_the_header_block_is_kept_only_once_a_client_asks_for_it(tmp_path):
         spans = [(m, f, o, n, r) for _, m, _, f, o, n, r in store.folders.folder_rows("INBOX")]
         client = opened(server)
         fields = client.uid("FETCH", "1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
-        client.logout()
+        closed(client, cache_path(server))
         cache = HeaderCache(cache_path(server), items_version=1)
         got = cache.get(spans)
         assert len(got) == len(HOSTILE) and {e.block for e in got.values()} == {None}
@@ -205,7 +220,7 @@ def test_the_header_block_is_kept_only_once_a_client_asks_for_it(tmp_path):
         assert client.uid("FETCH", "1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])") == fields
         header = client.uid("FETCH", "1:*", "(BODY.PEEK[HEADER])")  # from the messages
         assert header[1][0][1] == crlf(HOSTILE["plain"]).split(b"\r\n\r\n")[0] + b"\r\n\r\n"
-        client.logout()
+        closed(client, cache_path(server))
         got = cache.get(spans)
         kept = {m for m, e in got.items() if e.block is not None}
         assert len(kept) == len(HOSTILE) - 2  # all but the two over MAX_VALUE
