@@ -68,13 +68,11 @@ class MessageView:
     @classmethod
     def from_cache(cls, size: int, block: bytes | None, items: dict[str, bytes]) -> MessageView:
         """A view of what the header cache holds: size, header block (if kept), items. It
-        has no body: only a plan whose :attr:`FetchPlan.from_header` is true may use it."""
+        has no body: only a plan whose :attr:`FetchPlan.from_header` is true may use it.
+        ``items`` becomes the view's memo (not copied: an entry is read for one batch)."""
         view = cls.__new__(cls)
-        view._lf = view._raw = None
-        view._tree = None
-        memo: dict[object, Any] = {}
-        memo.update(items)
-        view._memo = memo
+        view._lf = view._raw = view._tree = None
+        view._memo = cast(dict[object, Any], items)
         view._size = size
         view._block = block
         view.cached = frozenset(items)
@@ -274,6 +272,8 @@ def _date_item(message: MessageView, uid: int, flags: tuple[str, ...],
                when: datetime | float) -> bytes:
     # A folder's rows give the POSIX time: formatted straight, no datetime, no cache
     # that a million different dates would fill.
+    if type(when) is float:  # the usual case, checked first
+        return _timestamp(when)
     return _format_datetime(when) if isinstance(when, datetime) else _timestamp(when)
 
 
@@ -285,19 +285,23 @@ def _timestamp(seconds: float) -> bytes:
     """``format_timestamp(seconds)``: the date and zone made once a minute (a sweep over
     a folder meets many messages a minute; the zone cannot change within one), the
     seconds put in between."""
-    whole = math.floor(seconds)
+    whole = int(seconds) if seconds >= 0 else math.floor(seconds)
     if seconds - whole >= 0.999999:  # may round up to the next second, as format_timestamp
         whole = math.floor(round(seconds, 6))  # does (round() with digits is slow: rarely)
-    minute, second = divmod(whole, 60)
-    try:
-        parts = _MINUTES[minute]
-    except KeyError:
+    minute = whole // 60
+    parts = _MINUTES.get(minute)
+    if parts is None:
+        if minute in _MINUTES:  # a zone change or leap seconds inside this minute
+            return format_timestamp(seconds)
         if len(_MINUTES) >= _MAX_MINUTES:
             _MINUTES.clear()
         parts = _MINUTES[minute] = _minute_parts(minute)
-    if parts is None:  # a zone change or leap seconds inside this minute: no shortcut
-        return format_timestamp(seconds)
-    return b"%s%02d%s" % (parts[0], second, parts[1])
+        if parts is None:
+            return format_timestamp(seconds)
+    return parts[0] + _SECONDS[whole - minute * 60] + parts[1]
+
+
+_SECONDS = tuple(b"%02d" % second for second in range(60))
 
 
 def _minute_parts(minute: int) -> tuple[bytes, bytes] | None:
@@ -362,11 +366,19 @@ def _section_step(attr: FetchAttr, *, wire: bool = False) -> Step:
                 data = m.memo(key, lambda: header_fields(m.header_block, fields, exclude=exclude))
             return data if partial is None else _partial(data, partial)
 
-        if wire:
+        if wire and partial is None:
             def fields_wire(m: MessageView, u: int, f: tuple[str, ...], d: datetime) -> bytes:
-                data = fields_of(m)
+                memo = m._memo  # fields_of inlined: one call less per message
+                data = memo.get(key) if memo is not None else None
+                if data is None:
+                    data = fields_of(m)
                 return b"{%d}\r\n%s" % (len(data), data)
             return fields_wire
+        if wire:
+            def part_wire(m: MessageView, u: int, f: tuple[str, ...], d: datetime) -> bytes:
+                data = fields_of(m)
+                return b"{%d}\r\n%s" % (len(data), data)
+            return part_wire
 
         def fields_step(m: MessageView, u: int, f: tuple[str, ...], d: datetime) -> Literal:
             return Literal(fields_of(m))

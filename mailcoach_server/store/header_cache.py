@@ -108,16 +108,18 @@ class HeaderCache:
             found.update(entries)
         out: dict[int, CachedHeader] = {}
         version, loads = self.items_version, marshal.loads
-        for message, *where in spans:
-            packed = found.get(message)
+        for span in spans:
+            packed = found.get(span[0])
             if packed is None:
                 continue
             try:
                 file, offset, length, received, size, block, made_by, items = loads(packed)
             except (ValueError, EOFError, TypeError):
                 continue
-            if [file, offset, length, received] == where:
-                out[message] = CachedHeader(size, block, items if made_by == version else {})
+            # compared one by one: no list or tuple made per message
+            if file == span[1] and offset == span[2] and length == span[3] \
+                    and received == span[4]:
+                out[span[0]] = CachedHeader(size, block, items if made_by == version else {})
         return out
 
     def _chunks(self, db: sqlite3.Connection,
