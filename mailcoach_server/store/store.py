@@ -803,15 +803,6 @@ class Store:
         if mode not in ("add", "remove", "replace"):
             raise ValueError(f"unknown flag change {mode!r}")
         wanted = list(dict.fromkeys(flags))
-        lowered = {f.lower() for f in wanted}
-
-        def apply(base: tuple[str, ...]) -> tuple[str, ...]:
-            if mode == "replace":
-                return tuple(wanted)
-            if mode == "remove":
-                return tuple(f for f in base if f.lower() not in lowered)
-            have = {f.lower() for f in base}
-            return base + tuple(f for f in wanted if f.lower() not in have)
 
         def run() -> tuple[dict[int, tuple[str, ...]], dict[int, tuple[str, ...]]]:
             db = self._db
@@ -825,7 +816,7 @@ class Store:
                 changed: dict[int, tuple[str, ...]] = {}
                 for uid, text in rows:
                     base = tuple(text.split())
-                    new = after[uid] = apply(base)
+                    new = after[uid] = memory_log.apply_flag_change(base, mode, wanted)
                     if new != base:
                         changed[uid] = new
                 db.executemany(
