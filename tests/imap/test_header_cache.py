@@ -13,6 +13,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+from mailcoach_server.imap.fetch import ITEMS_VERSION
 from mailcoach_server.store.header_cache import MAX_VALUE, CachedHeader, HeaderCache
 from tests.imap_server.conftest import ThreadedServer
 from tests.support import make_config
@@ -94,10 +95,24 @@ def closed(client, path: Path) -> None:
     client.logout()
     wal = Path(f"{path}-wal")
     for _ in range(400):
-        if not wal.exists():
+        # the WAL file goes before the closing connection lets go of its lock: a read then
+        # is busy (a miss, as the cache reads with no wait), so also wait to take the lock
+        if not wal.exists() and _unlocked(path):
             return
         time.sleep(0.025)
     raise AssertionError("the server kept the header cache open after its last client left")
+
+
+def _unlocked(path: Path) -> bool:
+    probe = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        probe.execute("BEGIN EXCLUSIVE")
+        probe.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        probe.close()
 
 
 def remove(path: Path) -> None:
@@ -177,12 +192,12 @@ def test_a_warm_header_fetch_is_answered_from_the_cache(tmp_path):
         fill(server)
         client = opened(server)
         before = answers(client)
-        client.logout()
+        closed(client, cache_path(server))
         store = server.server.store
         ((_, message, _, file, offset, length, received),) = [
             row for row in store.folders.folder_rows("INBOX") if row[0] == 1]
         span = (message, file, offset, length, received)
-        cache = HeaderCache(cache_path(server), items_version=1)
+        cache = HeaderCache(cache_path(server), items_version=ITEMS_VERSION)
         entry = cache.get([span])[message]
         planted = b"Subject: planted\r\n\r\n"
         cache.put([(span, CachedHeader(entry.size, planted, {}))])  # no items: made again
@@ -212,7 +227,7 @@ def test_the_header_block_is_kept_only_once_a_client_asks_for_it(tmp_path):
         client = opened(server)
         fields = client.uid("FETCH", "1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
         closed(client, cache_path(server))
-        cache = HeaderCache(cache_path(server), items_version=1)
+        cache = HeaderCache(cache_path(server), items_version=ITEMS_VERSION)
         got = cache.get(spans)
         assert len(got) == len(HOSTILE) and {e.block for e in got.values()} == {None}
         cache.close()
