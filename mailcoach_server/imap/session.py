@@ -116,7 +116,9 @@ class Backend:
         the router is now filing again: drop the early one, keep the one that was sent."""
         sent = [p.meta.message_id for p in plans
                 if _SENT in p.folders and p.file != "imap" and p.meta.message_id]
-        if sent:
+        # Looked up here first (one index probe): usually no client APPENDed one, and a
+        # task per commit that files in Sent would cost more than the probe.
+        if sent and self.store.folders.appended_uids(_SENT, sent):
             task = asyncio.get_running_loop().create_task(
                 self._drop_early_sent_copies(sent), name="imap-sent-once")
             self._tasks.add(task)

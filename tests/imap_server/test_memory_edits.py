@@ -330,9 +330,14 @@ def test_two_clients_editing_one_memory_at_once_lose_nothing(teaching):
 ])
 def test_xrestore_refuses_what_is_not_an_agents_memory(teaching, arguments, answer):
     server, _ = teaching
-    server.send(lesson("the user is a party"), [SWE1])
-    wait_until(lambda: USER in server.server.store.parties, what="the user's party")
-    before = list(server.server.store.parties[SWE1].memory)
+    parties = server.server.store.parties
+    known = len(parties[SWE1].memory)
+    # swe1 only Bcc'd: it remembers the lesson and makes no model call (whose error note
+    # would land in its memory at any time during the test)
+    server.send(lesson("the user is a party", to=USER), [SWE1])
+    wait_until(lambda: USER in parties and len(parties[SWE1].memory) > known,
+               what="the user's party and swe1's copy")
+    before = list(parties[SWE1].memory)
     client = server.imap()
     tag = client._new_tag()
     client.send(tag + b" XRESTORE " + arguments + b"\r\n")
