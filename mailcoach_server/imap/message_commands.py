@@ -340,6 +340,9 @@ async def _copied(session: Session, targets: Sequence[Row], source: Folder,
     message_ids = catalogue.message_ids(row.message for row in targets)
     known = _already_sent(session, dest, message_ids.values())
     fresh = [row for row in targets if message_ids.get(row.message) not in known]
+    if dest.special == "\\Sent":
+        session.backend.filed_in_sent(message_ids[row.message] for row in fresh
+                                      if message_ids.get(row.message))
     new_uids = iter(await session.backend.store.add_to_folder(
         dest.name, [(row.message, flags_text(_clean(row.flags))) for row in fresh]
     ) if fresh else [])

@@ -43,6 +43,7 @@ log = logging.getLogger("mailcoach.imap")
 
 _ids = itertools.count(1)
 _SENT = "Sent"  # where the router files what the user sent (runtime.router.FOLDERS)
+_EARLY_SENT_KEPT = 1000  # APPENDs to Sent known at start; a send follows its copy soon
 #: seconds of silence in IDLE before an ``* OK`` keep-alive (Dovecot's
 #: imap_idle_notify_interval is 2 minutes too); well under NAT timeouts and
 #: RFC 2177's 29-minute re-IDLE
@@ -101,12 +102,18 @@ class Backend:
     sessions: set[Session] = field(default_factory=set)
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _appended_to_sent: dict[str, None] = field(init=False)
 
     def __post_init__(self) -> None:
         self.login_throttle = self.throttle or LoginThrottle(delay=self.login_delay)
         self.catalogue = Catalogue(self.store, self.editor)
         self.hub = Hub(self.store)
         self.cache = MessageCache(self.store.data_dir)
+        # Message-IDs a client APPENDed to Sent: the early copies a send may repeat (the
+        # newest from before a restart too); looked up in the index only when one repeats
+        # (a dict: oldest first, so a client that APPENDs after sending keeps it bounded)
+        self._appended_to_sent = dict.fromkeys(reversed(
+            self.store.folders.newest_appended_message_ids(_SENT, _EARLY_SENT_KEPT)))
         self.store.listeners.append(self._after_commit)
 
     # -- Sent mail, once ----------------------------------------------------------------------
@@ -114,15 +121,29 @@ class Backend:
     def _after_commit(self, plans: list[WritePlan]) -> None:
         """A client that saves to Sent *before* sending (APPEND, then SMTP) left a copy
         the router is now filing again: drop the early one, keep the one that was sent."""
-        sent = [p.meta.message_id for p in plans
-                if _SENT in p.folders and p.file != "imap" and p.meta.message_id]
-        # Looked up here first (one index probe): usually no client APPENDed one, and a
-        # task per commit that files in Sent would cost more than the probe.
-        if sent and self.store.folders.appended_uids(_SENT, sent):
+        sent = []
+        for plan in plans:
+            message_id = plan.meta.message_id
+            if _SENT not in plan.folders or not message_id:
+                continue
+            if plan.file == "imap":
+                self.filed_in_sent([message_id])
+            elif message_id in self._appended_to_sent:  # else there is no copy to look for
+                del self._appended_to_sent[message_id]
+                sent.append(message_id)
+        if sent:
             task = asyncio.get_running_loop().create_task(
                 self._drop_early_sent_copies(sent), name="imap-sent-once")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def filed_in_sent(self, message_ids: Iterable[str]) -> None:
+        """A client put these in Sent (APPEND, COPY): a later send drops that copy."""
+        known = self._appended_to_sent
+        for message_id in message_ids:
+            known[message_id] = None
+        while len(known) > _EARLY_SENT_KEPT:
+            del known[next(iter(known))]
 
     async def _drop_early_sent_copies(self, message_ids: list[str]) -> None:
         try:

@@ -256,6 +256,14 @@ class FolderIndex:
             (folder, json.dumps(list(message_ids))))
         return [uid for (uid,) in rows]
 
+    def newest_appended_message_ids(self, folder: str, limit: int) -> list[str]:
+        """The Message-IDs of the ``limit`` messages a client APPENDed to ``folder`` last."""
+        rows = self._query(
+            "SELECT m.message_id FROM messages m CROSS JOIN folder_messages fm "
+            "ON fm.folder = ? AND fm.message = m.id WHERE m.file = 'imap' "
+            "AND m.message_id != '' ORDER BY m.id DESC LIMIT ?", (folder, limit))
+        return [message_id for (message_id,) in rows]
+
     # -- writes (writer thread, one transaction each) -----------------------------------
 
     async def _write(self, work: Callable[[sqlite3.Connection], _T]) -> _T:

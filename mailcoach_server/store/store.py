@@ -375,7 +375,13 @@ class Store:
                 loop.call_soon_threadsafe(self._fail, batch, exc)
                 return
             self._groups += 1
-            loop.call_soon_threadsafe(self._acknowledge, batch, results)
+            with self._queue_lock:  # nothing queued meanwhile: one wake-up of the loop
+                last = not self._queue
+                if last:
+                    self._draining = False
+            loop.call_soon_threadsafe(self._acknowledge, batch, results, last)
+            if last:
+                return
         self._executor.submit(self._drain, loop)  # folder writes queued meanwhile go first
 
     def _fail(self, batch: list[tuple[WritePlan, asyncio.Future[StoredMessage]]],
@@ -411,8 +417,9 @@ class Store:
             self._executor.submit(self._clear_record, groups)
 
     def _acknowledge(self, batch: list[tuple[WritePlan, asyncio.Future[StoredMessage]]],
-                     results: list[StoredMessage]) -> None:
-        """Loop thread: a group is durable; its waiters and the listeners are told."""
+                     results: list[StoredMessage], last: bool = False) -> None:
+        """Loop thread: a group is durable; its waiters and the listeners are told.
+        ``last``: the drain that wrote it ended (unless another started since)."""
         plans = [plan for plan, _ in batch]
         for plan in plans:
             self._pending_meta.pop(plan.meta.id, None)
@@ -425,6 +432,11 @@ class Store:
                 listener(plans)
             except Exception:
                 log.exception("store listener failed")
+        if last:
+            with self._queue_lock:
+                again = self._draining
+            if not again:
+                self._drained()
 
     def _clear_record(self, groups: int | None = None) -> None:
         """Writer thread: drop the record if no group was written since the clear was

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from tests.support import wait_until
+from tests.imap_server.conftest import ThreadedServer
+from tests.support import make_config, wait_until
 
 USER = "user@localdomain"
 SAMPLE = (
@@ -504,6 +505,46 @@ def test_sent_copy_of_smtp_mail_is_not_stored_twice(threaded):
                what="only the copy that was sent")
     assert ok(client.status("Sent", "(MESSAGES)")) == [b'"Sent" (MESSAGES 4)']
     client.logout()
+
+
+def _sent_copies(client: imaplib.IMAP4, message_id: str) -> list[bool]:
+    """For each copy of ``message_id`` in Sent: whether it is the one that went by SMTP."""
+    ok(client.select("Sent"))
+    found = ok(client.search(None, "HEADER", "Message-ID", message_id))[0]
+    return [b"Received: from " in ok(client.fetch(seq, "(BODY.PEEK[HEADER])"))[0][1]
+            for seq in found.split()]
+
+
+def test_an_early_sent_copy_gives_way_after_a_restart_and_when_copied_there(tmp_path):
+    def outgoing(name: str) -> bytes:
+        return message(name, sender=USER, message_id=f"<{name}@localdomain>").replace(
+            b"To: user@localdomain", b"To: shell@localdomain")
+
+    config = make_config(tmp_path)
+    server = ThreadedServer(config).start()
+    try:
+        client = server.imap()
+        ok(client.append("Sent", r"(\Seen)", None, outgoing("before-restart")))
+        client.logout()
+    finally:
+        server.stop()
+    server = ThreadedServer(config).start()  # what it knows of Sent is read at start
+    try:
+        server.send(outgoing("before-restart"), ["shell@localdomain"])
+        client = server.imap()
+        wait_until(lambda: _sent_copies(client, "<before-restart@localdomain>") == [True],
+                   what="only the copy that was sent")
+        ok(client.create("Queue"))  # a client that files in Sent by COPY before sending
+        ok(client.append("Queue", None, None, outgoing("copied")))
+        ok(client.select("Queue"))
+        ok(client.copy("1", "Sent"))
+        assert _sent_copies(client, "<copied@localdomain>") == [False]
+        server.send(outgoing("copied"), ["shell@localdomain"])
+        wait_until(lambda: _sent_copies(client, "<copied@localdomain>") == [True],
+                   what="only the copy that was sent")
+        client.logout()
+    finally:
+        server.stop()
 
 
 def test_literal_plus_and_pipelined_commands(threaded):
