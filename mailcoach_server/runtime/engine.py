@@ -151,21 +151,12 @@ class Engine:
             self.router.check_recipient(address)
         plans = self.router.plan(sub, completes=completes, cost=cost, act=act)
         await self.store.commit_many(plans)
-        # One INFO line a message (operators read it); a line per delivery only at DEBUG:
-        # a message to a hundred agents would otherwise write a hundred and one.
-        accepted, delivering = log.isEnabledFor(logging.INFO), log.isEnabledFor(logging.DEBUG)
-        for plan in plans:
-            if not plan.raw or plan.file != "trace":
-                continue
-            meta = plan.meta
-            if accepted:
-                log.info("accepted %s from %s to %s (%s) %r", meta.message_id, meta.sender,
-                         ", ".join(meta.recipients), origin, meta.subject)
-            for party, model in plan.deliveries:
-                if delivering:
-                    log.debug("deliver %s to %s%s", meta.message_id, party,
-                              f" (model {model})" if model else "")
+        stored = [plan for plan in plans if plan.raw and plan.file == "trace"]
+        for plan in stored:
+            for party, _ in plan.deliveries:
                 self.notify(party)
+        if log.isEnabledFor(logging.INFO):  # after the caller has answered (the SMTP 250)
+            asyncio.get_running_loop().call_soon(_log_accepted, stored, origin)
         return next(p.meta for p in plans if p.raw is sub.raw)
 
     def _robot_post(self, address: str) -> Post:
@@ -359,3 +350,17 @@ def _copy_plan(store: Store, raw: bytes, address: str,
     if meta.message_id:
         earlier.setdefault(meta.message_id, meta)
     return WritePlan(raw=raw, meta=meta, file="copies", memory_appends=[address])
+
+
+def _log_accepted(plans: list[WritePlan], origin: str) -> None:
+    """One INFO line a message (operators read it); a line per delivery only at DEBUG:
+    a message to a hundred agents would otherwise write a hundred and one."""
+    delivering = log.isEnabledFor(logging.DEBUG)
+    for plan in plans:
+        meta = plan.meta
+        log.info("accepted %s from %s to %s (%s) %r", meta.message_id, meta.sender,
+                 ", ".join(meta.recipients), origin, meta.subject)
+        if delivering:
+            for party, model in plan.deliveries:
+                log.debug("deliver %s to %s%s", meta.message_id, party,
+                          f" (model {model})" if model else "")

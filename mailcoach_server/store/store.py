@@ -181,6 +181,7 @@ class Store:
         self._idle: asyncio.Event | None = None  # set while no drain runs
         self._groups = 0  # writer thread: groups written (a delayed clear checks it)
         self._clear_timer: asyncio.TimerHandle | None = None
+        self._drained_at = 0.0  # loop time the writer last went idle
         self._recorded = False  # writer thread: an unsynced-group record is in the index
         self._broken: str | None = None  # why no write can be trusted until a restart
         self._lost_ids = 0  # ids of plans whose write failed: never reused
@@ -404,17 +405,22 @@ class Store:
         has been idle a while (a next group's transaction would replace it)."""
         assert self._idle is not None
         self._idle.set()
-        if self._clear_timer is not None:
-            self._clear_timer.cancel()
-            self._clear_timer = None
-        if self._recorded and not self._closed:
-            self._clear_timer = asyncio.get_running_loop().call_later(
-                _CLEAR_AFTER, self._clear_later, self._groups)
+        loop = asyncio.get_running_loop()
+        self._drained_at = loop.time()
+        # one timer at a time, looking again when it fires: not one per group
+        if self._recorded and not self._closed and self._clear_timer is None:
+            self._clear_timer = loop.call_later(_CLEAR_AFTER, self._clear_later)
 
-    def _clear_later(self, groups: int) -> None:
+    def _clear_later(self) -> None:
         self._clear_timer = None
-        if not self._closed:  # else aclose clears it
-            self._executor.submit(self._clear_record, groups)
+        if self._closed or not self._recorded:  # aclose clears it; or a group did
+            return
+        loop = asyncio.get_running_loop()
+        wait = self._drained_at + _CLEAR_AFTER - loop.time()
+        if self._draining or wait > 0:
+            self._clear_timer = loop.call_later(max(wait, _CLEAR_AFTER / 4), self._clear_later)
+            return
+        self._executor.submit(self._clear_record, self._groups)
 
     def _acknowledge(self, batch: list[tuple[WritePlan, asyncio.Future[StoredMessage]]],
                      results: list[StoredMessage], last: bool = False) -> None:

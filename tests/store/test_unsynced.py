@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ import pytest
 
 from mailcoach_server.errors import StoreError
 from mailcoach_server.store import store as store_module
+from mailcoach_server.store import unsynced
 from mailcoach_server.store.check import check
 from mailcoach_server.store.schema import INDEX_FILES
 from mailcoach_server.store.store import MessageMeta, Store, WritePlan
@@ -196,4 +198,29 @@ async def test_a_sync_that_fails_after_the_commit_takes_the_group_back(tmp_path,
         assert "new@localdomain" not in store.parties
         assert store.pending_deliveries("new@localdomain") == []
     finally:
+        await store.aclose()
+
+
+async def test_the_record_is_cleared_once_the_writer_has_been_idle(tmp_path):
+    # Groups keep coming, each replacing the record; once none came for a while the last
+    # one's is dropped, the store still open (a power loss then checks nothing).
+    store = Store.open(tmp_path / "data")
+    store.ensure_folder("INBOX")
+    index = sqlite3.connect(tmp_path / "data" / INDEX_FILES[0])
+    try:
+        def recorded() -> bool:
+            return index.execute("SELECT 1 FROM meta WHERE key=?", (unsynced.KEY,)).fetchone() \
+                is not None
+
+        started = time.monotonic()
+        while time.monotonic() - started < 4 * store_module._CLEAR_AFTER:
+            await store.commit(message(store, "busy"))
+            await asyncio.sleep(store_module._CLEAR_AFTER / 5)
+        for _ in range(200):
+            if not recorded():
+                break
+            await asyncio.sleep(0.01)
+        assert not recorded()
+    finally:
+        index.close()
         await store.aclose()
