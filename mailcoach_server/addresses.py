@@ -13,6 +13,7 @@ percent-encodes everything else, ``/`` and ``%`` included.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Iterator
 from email.utils import getaddresses, parseaddr
@@ -56,8 +57,18 @@ def normalize_address(raw: str) -> str | None:
     The local part is lower-cased too: mailboxes here are case-insensitive,
     as on nearly every real server, so ``Swe1@`` and ``swe1@`` are one party.
     """
+    # The same few addresses come with every message (RCPT TO, then the headers): the
+    # answers of short ones are kept; a long one is worked out each time (memory).
+    return _normalized(raw) if len(raw) <= _CACHED_LENGTH else _normalize(raw)
+
+
+def _normalize(raw: str) -> str | None:
     _, address = parseaddr(_SOURCE_ROUTE.sub(r"\1", raw.strip()))
     return _checked(address)
+
+
+_CACHED_LENGTH = 128
+_normalized = functools.lru_cache(maxsize=512)(_normalize)
 
 
 def address_problem(raw: str) -> str:

@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 from email.header import decode_header, make_header
-from email.utils import format_datetime, formatdate, localtime
+from email.utils import formatdate
 
 from .addresses import address_problem, normalize_address, parse_address_list
 from .errors import SubmitError
@@ -254,7 +254,7 @@ def _stamped(
     Message-ID, Date and (for agents and robots) Auto-Submitted added when missing."""
     stamped: list[bytes] = [
         f"Received: from {received_from} by {domain} (mailcoach) with {_protocol(origin)};\n"
-        f"\t{formatdate(localtime=True)}\n".encode()
+        f"\t{_date_now()}\n".encode()
     ]
     message_id = message.get("Message-ID")
     for line in fields:
@@ -265,10 +265,25 @@ def _stamped(
         message_id = new_message_id(domain)
         stamped.append(f"Message-ID: {message_id}\n".encode())
     if "Date" not in message:
-        stamped.append(f"Date: {format_datetime(localtime())}\n".encode())
+        stamped.append(f"Date: {_date_now()}\n".encode())
     if origin in ("agent", "robot") and "Auto-Submitted" not in message:
         stamped.append(b"Auto-Submitted: auto-replied\n")
     return b"".join(stamped) + b"\n" + body, message_id
+
+
+_date_of_second: tuple[int, str] = (0, "")
+
+
+def _date_now() -> str:
+    """The RFC 5322 date of now, local time; made once a second (a message each
+    needs one or two, and formatting one costs more than the rest of the stamp)."""
+    global _date_of_second
+    now = time.time()
+    second, text = _date_of_second
+    if int(now) != second:
+        text = formatdate(now, localtime=True)
+        _date_of_second = (int(now), text)
+    return text
 
 
 def checked_recipient(raw: str) -> str:

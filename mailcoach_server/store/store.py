@@ -199,6 +199,7 @@ class Store:
         # folder -> uidnext, as the writer last wrote it; the folder writes that move,
         # delete or re-create folders drop their entries
         self._uidnext: dict[str, int] = {}
+        self._uidnext_unsaved: set[str] = set()  # advanced in this transaction
         #: IMAP folders: named reads and one-transaction writes
         self.folders = FolderIndex(self._db, self._read, self._read_lock, self._executor,
                                    self._uidnext)
@@ -654,8 +655,10 @@ class Store:
                 unsynced.save(db, record)
             elif self._recorded:  # synced before this commit: the last record is void
                 unsynced.clear(db)
+            self._save_uidnext()
             db.execute("COMMIT")
         except BaseException:
+            self._uidnext_unsaved.clear()
             if db.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
                 db.execute("ROLLBACK")
             raise
@@ -684,9 +687,10 @@ class Store:
         db = self._db
         meta = plan.meta
         offset, length = span
+        size = len(mbox.to_lf(plan.raw))
         db.execute(
             "INSERT INTO messages VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (meta.id, plan.file, offset, length, len(mbox.to_lf(plan.raw)),
+            (meta.id, plan.file, offset, length, size,
              meta.message_id, meta.sender, ",".join(meta.recipients), meta.subject,
              meta.in_reply_to, meta.thread, meta.auto_round, meta.cost,
              meta.received_at, tokens_of(plan.raw) if plan.file == "trace" else 0),
@@ -725,7 +729,7 @@ class Store:
             folder: self._file_in_folder(folder, meta.id, plan.folder_flags.get(folder, ""))
             for folder in plan.folders
         }
-        return StoredMessage(meta, len(mbox.to_lf(plan.raw)), uids)
+        return StoredMessage(meta, size, uids)
 
     def _file_in_folder(self, folder: str, message: int, flags: str) -> int:
         """Writer thread, inside a transaction: the next UID of ``folder``, never reused."""
@@ -738,9 +742,16 @@ class Store:
             uid = row[0]
         self._db.execute("INSERT INTO folder_messages VALUES (?,?,?,?)",
                          (folder, uid, message, flags))
-        self._db.execute("UPDATE folders SET uidnext=? WHERE name=?", (uid + 1, folder))
         self._uidnext[folder] = uid + 1
+        self._uidnext_unsaved.add(folder)
         return uid
+
+    def _save_uidnext(self) -> None:
+        """Inside the transaction, before its COMMIT: the UIDNEXT of each folder filed in
+        (once a group, not once a message)."""
+        self._db.executemany("UPDATE folders SET uidnext=? WHERE name=?",
+                             [(self._uidnext[f], f) for f in self._uidnext_unsaved])
+        self._uidnext_unsaved.clear()
 
     async def add_to_folder(self, folder: str, items: Sequence[tuple[int, str]]) -> list[int]:
         """File stored messages (id, flags) in ``folder`` (IMAP COPY); returns their new UIDs.
@@ -751,8 +762,10 @@ class Store:
             self._db.execute("BEGIN")
             try:
                 uids = [self._file_in_folder(folder, m, flags) for m, flags in items]
+                self._save_uidnext()
                 self._db.execute("COMMIT")
             except BaseException:
+                self._uidnext_unsaved.clear()
                 self._db.execute("ROLLBACK")
                 raise
             return uids
