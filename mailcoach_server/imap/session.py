@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import ipaddress
 import itertools
 import logging
@@ -313,4 +314,5 @@ class Session:
         self.backend.sessions.discard(self)
         if not self.backend.sessions:  # nobody left to fetch again soon: give the memory back
             self.backend.cache.clear()
-            give_back_memory()
+            gc.collect()  # what a session left in reference cycles, before the heap is trimmed
+            self.backend.store.release_memory(then=give_back_memory)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -52,6 +53,16 @@ class Checkpointer:
             self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.Error as exc:  # the next one, or SQLite's own, tries again
             log.warning("WAL checkpoint failed: %s", exc)
+
+    def shrink(self, then: Callable[[], None] | None = None) -> None:
+        """Its connection's page cache back to the allocator, after a running checkpoint;
+        then ``then``, in its thread."""
+        def run() -> None:
+            if self._conn is not None:
+                self._conn.execute("PRAGMA shrink_memory")
+            if then is not None:
+                then()
+        self._executor.submit(run)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

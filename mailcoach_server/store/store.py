@@ -51,7 +51,7 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -988,6 +988,20 @@ class Store:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def release_memory(self, then: Callable[[], None] | None = None) -> None:
+        """Loop thread: SQLite's page caches of the read, writer and checkpoint
+        connections back to the allocator (reads fill them again), then ``then`` (in
+        the checkpoint thread, after the others): for when the clients have gone."""
+        if self._closed:  # its connections are gone
+            return
+        with self._read_lock:
+            self._read.execute("PRAGMA shrink_memory")
+
+        def writer() -> None:
+            self._db.execute("PRAGMA shrink_memory")  # between groups: no transaction open
+            self._checkpoints.shrink(then)
+        self._executor.submit(writer)
 
     def message_count(self) -> int:
         return self._next_id - 1 - self._lost_ids

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import mailbox
 import time
 
@@ -54,6 +55,24 @@ async def test_commit_is_readable_and_survives_reopen(tmp_path):
     await store.aclose()
     assert read_box(tmp_path / "trace") == ["m1", "m2", "m3"]
     assert read_box(tmp_path / "swe1@localdomain.mbox") == ["m1", "m2", "m3"]
+
+
+async def test_memory_released_between_commits_leaves_the_store_working(tmp_path):
+    # What the IMAP server does when its last client goes: the page caches of every
+    # connection are released, then the heap is trimmed (``then``, in a store thread).
+    store = Store.open(tmp_path)
+    try:
+        await store.commit_many([plan(store, f"m{n}") for n in range(50)])
+        done = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        store.release_memory(then=lambda: loop.call_soon_threadsafe(done.set))
+        await asyncio.wait_for(done.wait(), 10)
+        await store.commit(plan(store, "after"))
+        assert store.read(51)[0].endswith(b"after\n")
+        assert store.parties["swe1@localdomain"].memory == list(range(1, 52))
+    finally:
+        await store.aclose()
+    store.release_memory(then=lambda: pytest.fail("a closed store has no threads to use"))
 
 
 async def test_unacknowledged_tails_are_cut_at_open(tmp_path):
