@@ -44,6 +44,7 @@ log = logging.getLogger("mailcoach.imap")
 
 _ids = itertools.count(1)
 _SENT = "Sent"  # where the router files what the user sent (runtime.router.FOLDERS)
+_RELEASE_AFTER = 1.0  # seconds without a client before the rest of the memory goes
 _EARLY_SENT_KEPT = 1000  # APPENDs to Sent known at start; a send follows its copy soon
 #: seconds of silence in IDLE before an ``* OK`` keep-alive (Dovecot's
 #: imap_idle_notify_interval is 2 minutes too); well under NAT timeouts and
@@ -104,6 +105,7 @@ class Backend:
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _appended_to_sent: dict[str, None] = field(init=False)
+    _release_timer: asyncio.TimerHandle | None = None
 
     def __post_init__(self) -> None:
         self.login_throttle = self.throttle or LoginThrottle(delay=self.login_delay)
@@ -176,9 +178,32 @@ class Backend:
             lock = self._locks[folder] = asyncio.Lock()
         return lock
 
+    # -- memory, once the clients have gone ---------------------------------------------
+
+    def last_client_gone(self) -> None:
+        """Nobody left to fetch again soon: the message cache goes, and the heap is
+        trimmed; if nobody came back a while later, the rest (see ``_release``)."""
+        self.cache.clear()
+        give_back_memory()
+        if self._release_timer is not None:
+            self._release_timer.cancel()
+        self._release_timer = asyncio.get_running_loop().call_later(
+            _RELEASE_AFTER, self._release)
+
+    def _release(self) -> None:
+        """What a client reconnecting at once would need again: unreachable cycles and
+        SQLite's page caches (tens of ms to collect, re-read), then the heap trimmed."""
+        self._release_timer = None
+        if self.sessions:
+            return
+        gc.collect()
+        self.store.release_memory(then=give_back_memory)
+
     def close(self) -> None:
         if self._after_commit in self.store.listeners:
             self.store.listeners.remove(self._after_commit)
+        if self._release_timer is not None:
+            self._release_timer.cancel()
         for task in self._tasks:
             task.cancel()
         self.hub.close()
@@ -312,7 +337,5 @@ class Session:
             self.backend.hub.unwatch(self.selected.name, self.selected)
             self.selected = None
         self.backend.sessions.discard(self)
-        if not self.backend.sessions:  # nobody left to fetch again soon: give the memory back
-            self.backend.cache.clear()
-            gc.collect()  # what a session left in reference cycles, before the heap is trimmed
-            self.backend.store.release_memory(then=give_back_memory)
+        if not self.backend.sessions:
+            self.backend.last_client_gone()
