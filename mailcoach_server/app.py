@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -155,6 +156,9 @@ async def _serve(config: Config, out: TextIO, queue: Path | None) -> int:
         stack.enter_context(advertised_addresses(
             config.data_dir, smtp=server.smtp_address, imap=server.imap_address))
         print(banner(server), file=out, flush=True)
+        # What starting made lives as long as the server: out of the collector's sight,
+        # so the full collections a big FETCH or ingest triggers do not walk it each time.
+        gc.freeze()
         if queue is not None:
             from .queuefile import submit_queue
 
