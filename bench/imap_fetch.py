@@ -187,7 +187,9 @@ def cpu_ms(root: int) -> float:
 
 
 def settled_rss_mib(pid: int) -> float:
-    """RSS once it stops falling (sessions close after the client does); at most 5 s."""
+    """RSS once it stops falling (sessions close after the client does; the server
+    gives the rest back a second after its last client left); at most 6.5 s."""
+    time.sleep(1.5)
     last = rss_mib(pid)
     for _ in range(25):
         time.sleep(0.2)
