@@ -12,6 +12,7 @@ Not here: what goes in the files (``store``, ``mbox``).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -31,6 +32,7 @@ DIR_MODE = 0o700
 FILE_MODE = 0o600
 
 
+@functools.lru_cache(maxsize=1024)  # asked for each party of each message, on two threads
 def party_path(data_dir: Path, address: str) -> Path:
     """``<data dir>/<encoded address>.mbox``; StoreError if that would not be a plain file name."""
     name = address_file_name(address)
