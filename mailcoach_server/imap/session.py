@@ -45,7 +45,7 @@ log = logging.getLogger("mailcoach.imap")
 _ids = itertools.count(1)
 _SENT = "Sent"  # where the router files what the user sent (runtime.router.FOLDERS)
 _RELEASE_AFTER = 1.0  # seconds without a client before the rest of the memory goes
-_EARLY_SENT_KEPT = 1000  # APPENDs to Sent known at start; a send follows its copy soon
+_EARLY_SENT_KEPT = 1000  # newest Sent messages read at start, APPENDs kept (a send comes soon)
 #: seconds of silence in IDLE before an ``* OK`` keep-alive (Dovecot's
 #: imap_idle_notify_interval is 2 minutes too); well under NAT timeouts and
 #: RFC 2177's 29-minute re-IDLE

@@ -257,11 +257,13 @@ class FolderIndex:
         return [uid for (uid,) in rows]
 
     def newest_appended_message_ids(self, folder: str, limit: int) -> list[str]:
-        """The Message-IDs of the ``limit`` messages a client APPENDed to ``folder`` last."""
+        """The Message-IDs of the messages a client APPENDed among the newest ``limit``
+        of ``folder``, newest first: a bounded walk back from its last UID."""
         rows = self._query(
-            "SELECT m.message_id FROM messages m CROSS JOIN folder_messages fm "
-            "ON fm.folder = ? AND fm.message = m.id WHERE m.file = 'imap' "
-            "AND m.message_id != '' ORDER BY m.id DESC LIMIT ?", (folder, limit))
+            "SELECT m.message_id FROM (SELECT message, uid FROM folder_messages "
+            "WHERE folder = ? ORDER BY uid DESC LIMIT ?) fm "
+            "JOIN messages m ON m.id = fm.message WHERE m.file = 'imap' "
+            "AND m.message_id != '' ORDER BY fm.uid DESC", (folder, limit))
         return [message_id for (message_id,) in rows]
 
     # -- writes (writer thread, one transaction each) -----------------------------------
