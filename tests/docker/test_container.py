@@ -67,11 +67,13 @@ def on_host(argv: list[str]) -> list[str]:
     return first[argv[0]] + argv[1:]
 
 
-def container_env(tmp_path: Path, **config: object) -> dict[str, str]:
+def container_env(tmp_path: Path, *, any_port: bool = False, **config: object) -> dict[str, str]:
+    """The image's environment on the host; ``any_port``: the server binds ports the system
+    picks (none can be taken meanwhile) where a test needs no port it knows beforehand."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILCOACH_")}
     env.update({k: v for k, v in image()["env"].items() if k != "PATH"})
     data = config_data(tmp_path / "data", **config)
-    data["smtp"]["port"], data["imap"]["port"] = free_port(), free_port()
+    data["smtp"]["port"], data["imap"]["port"] = (0, 0) if any_port else (free_port(), free_port())
     env.update({
         "MAILCOACH_DATA_DIR": str(tmp_path / "data"),  # the image: /data
         "MAILCOACH_HOST": "127.0.0.1",  # the image: 0.0.0.0
@@ -182,7 +184,7 @@ def test_a_damaged_server_file_is_reported_not_trusted(tmp_path, content):
 @pytest.mark.parametrize("how", ["flag", "config"])
 def test_auth_off_is_refused_unless_allowed_explicitly(tmp_path, how):
     extra = {"smtp": {"auth_required": False}} if how == "config" else {}
-    env = container_env(tmp_path, **extra)
+    env = container_env(tmp_path, any_port=True, **extra)
     args = ["--no-auth"] if how == "flag" else []
     argv = on_host(image()["ENTRYPOINT"] + image()["CMD"]) + args
     refused = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
