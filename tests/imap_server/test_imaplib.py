@@ -495,13 +495,7 @@ def test_sent_copy_of_smtp_mail_is_not_stored_twice(threaded):
     ok(client.select("Sent"))
     ok(client.append("Sent", r"(\Seen)", None, raw3))
     threaded.send(raw3, ["shell@localdomain"])
-
-    def copies():
-        ok(client.noop())
-        found = ok(client.search(None, "HEADER", "Message-ID", "<early-1@localdomain>"))[0]
-        return [ok(client.fetch(seq, "(BODY.PEEK[HEADER])"))[0][1] for seq in found.split()]
-
-    wait_until(lambda: [b"Received: from " in head for head in copies()] == [True],
+    wait_until(lambda: _sent_copies(client, "<early-1@localdomain>") == [True],
                what="only the copy that was sent")
     assert ok(client.status("Sent", "(MESSAGES)")) == [b'"Sent" (MESSAGES 4)']
     client.logout()
