@@ -11,8 +11,9 @@ layer's job (:func:`sets_seen` tells it when).
 from __future__ import annotations
 
 import math
+import operator
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
 from typing import Any, TypeVar, cast
@@ -123,6 +124,14 @@ class MessageView:
             lf = self._lf
             self._size = len(lf) + lf.count(b"\n") if lf is not None else len(self.raw)
         return self._size
+
+    @property
+    def size_bound(self) -> int:
+        """At least :attr:`size`, without counting lines: each LF may become two bytes.
+        Enough to choose how to send a message whose size the FETCH does not ask for."""
+        if self._size >= 0:
+            return self._size
+        return 2 * len(self._lf) if self._lf is not None else len(self.raw)
 
     @property
     def tree(self) -> MimePart:
@@ -242,6 +251,18 @@ def _partial(data: bytes, partial: tuple[int, int] | None) -> bytes:
 @lru_cache(maxsize=1024)
 def _flags(flags: tuple[str, ...]) -> bytes:
     return format_list(f.encode("ascii") for f in flags)  # a folder has few flag sets
+
+
+@lru_cache(maxsize=1024)
+def _text_flags(text: str) -> bytes:
+    """FLAGS of a stored flags text."""
+    return _flags(tuple(text.split()))
+
+
+@lru_cache(maxsize=1024)
+def _recent_text_flags(text: str) -> bytes:
+    """FLAGS of a stored flags text, and \\Recent."""
+    return _flags((*text.split(), "\\Recent"))
 
 
 class Literal:
@@ -418,6 +439,43 @@ def _needs(attr: FetchAttr) -> tuple[int, str | None]:
     return _MESSAGE, None
 
 
+#: A header cache entry as :meth:`FetchPlan.entry_lines` reads it: (size, block, items).
+Entry = tuple[int, "bytes | None", dict[str, bytes]]
+#: A folder's row as :meth:`FetchPlan.entry_lines` reads it: (uid, message id, flags as
+#: stored, space separated, received_at).
+BriefRow = tuple[int, int, str, float]
+
+
+#: Items a line from an entry makes from the row or the entry's size: their value's
+#: format and place in the tuple made per message, (seq, uid, flags, size, date, item
+#: length, item).
+_ENTRY_PARTS = {"UID": (b"%d", (1,)), "FLAGS": (b"%s", (2,)), "RFC822.SIZE": (b"%d", (3,)),
+                "INTERNALDATE": (b"%s", (4,))}
+_LITERAL_PART, _ITEM_PART = (b"{%d}\r\n%s", (5, 6)), (b"%s", (6,))
+
+
+def _entry_line(attributes: Sequence[FetchAttr]) -> tuple[
+        bytes, Callable[[tuple[Any, ...]], tuple[Any, ...]], str | None, bool, bool] | None:
+    """How :meth:`FetchPlan.entry_lines` makes a line: its %-format, the picker of its
+    values, the one cached item it sends, and whether it sends FLAGS and INTERNALDATE;
+    None when an entry cannot answer every item (more than one cached item, a part of
+    one, a header block or a body)."""
+    parts, picks, key = [], [0], None
+    for attr in attributes:
+        simple = _ENTRY_PARTS.get(attr.name) if attr.section is None else None
+        if simple is None:
+            _, item_key = _needs(attr)
+            if item_key is None or key is not None or attr.partial is not None:
+                return None
+            key = item_key
+            simple = _LITERAL_PART if attr.section is not None else _ITEM_PART
+        spec, where = simple
+        parts.append(attr.response_name.replace(b"%", b"%%") + b" " + spec)
+        picks += where
+    line = b"* %d FETCH (" + b" ".join(parts) + b")\r\n"
+    return line, operator.itemgetter(*picks), key, 2 in picks, 4 in picks
+
+
 class FetchPlan:
     """The attributes of one FETCH command, turned once into a step per attribute.
 
@@ -430,8 +488,8 @@ class FetchPlan:
     and :attr:`needs_block` says whether the header block itself is sent.
     """
 
-    __slots__ = ("_line", "_only_steps", "_steps", "cache_keys", "from_header", "needs_block",
-                 "needs_content", "tree_keys")
+    __slots__ = ("_entry_line", "_line", "_only_steps", "_steps", "cache_keys", "from_header",
+                 "needs_block", "needs_content", "tree_keys")
 
     def __init__(self, attributes: Iterable[FetchAttr]) -> None:
         attributes = tuple(attributes)
@@ -446,6 +504,46 @@ class FetchPlan:
         self.from_header = all(need <= _BLOCK for need in plain)
         self.needs_block = any(need == _BLOCK for need, _ in needs)
         self.needs_content = any(need > _ROW for need, _ in needs)
+        self._entry_line = _entry_line(attributes)
+
+    @property
+    def from_entries(self) -> bool:
+        """Can :meth:`entry_lines` answer it (every item from the row or one entry)?"""
+        return self._entry_line is not None
+
+    def entry_lines(self, first_seq: int, rows: Iterable[BriefRow],
+                    entries: Mapping[int, Entry], recent: Container[int]) -> list[bytes | None]:
+        """The lines of ``rows`` (sequence numbers from ``first_seq``) from their header
+        cache entries, one %-format each: no view, no step per item. None where the
+        entry is missing or lacks the item; ``recent``: the UIDs FLAGS says are
+        \\Recent.
+
+        What :meth:`line` answers, byte for byte, for a header FETCH of a whole folder
+        (a million messages make this loop the cost of it).
+        """
+        if self._entry_line is None:
+            raise ValueError("this FETCH needs more than a header cache entry")
+        line, pick, key, with_flags, with_date = self._entry_line
+        out: list[bytes | None] = []
+        append, date_wire = out.append, _timestamp
+        item, flags, date = b"", b"", b""
+        for seq, (uid, message, text, received) in enumerate(rows, first_seq):
+            entry = entries.get(message)
+            if entry is None:
+                append(None)
+                continue
+            size, _, items = entry
+            if key is not None:
+                item = items.get(key)  # type: ignore[assignment]
+                if item is None:
+                    append(None)
+                    continue
+            if with_flags:
+                flags = _recent_text_flags(text) if uid in recent else _text_flags(text)
+            if with_date:
+                date = date_wire(received)
+            append(line % pick((seq, uid, flags, size, date, len(item), item)))
+        return out
 
     def items(self, message: MessageView, *, uid: int, flags: Iterable[str],
               internaldate: datetime) -> list[tuple[bytes, bytes]]:

@@ -38,10 +38,11 @@ import bisect
 from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final, ParamSpec, TypeVar
 
 from ..runtime.memory_edits import MemoryEditError, MemoryEditor
-from ..store.folders import FolderRow
+from ..store.folders import BriefRow, FolderRow
 from ..store.store import Store
 from .responses import Cannot, LimitExceeded, MailboxExists, MailboxNotFound, NoPermission
 
@@ -63,6 +64,12 @@ DELIMITER = "/"
 PROTECTED = frozenset({"INBOX", "Sent", "Drafts", "Trash", "Trace"})
 _READ_ONLY = frozenset({"Trace"})
 _SEEN = ("\\Seen",)
+
+
+@lru_cache(maxsize=1024)
+def _flag_tuple(text: str) -> tuple[str, ...]:
+    """The flags of a stored flags text: a folder has a few texts for many rows."""
+    return tuple(text.split())
 
 
 
@@ -220,7 +227,18 @@ class Catalogue:
             return [Row(u, m, _SEEN, f, o, n, r) for u, m, _, f, o, n, r in raw]
         if folder.party is not None:
             return self._memory_rows(folder.party, raw)
-        return [Row(u, m, tuple(fl.split()), f, o, n, r) for u, m, fl, f, o, n, r in raw]
+        return [Row(u, m, _flag_tuple(fl), f, o, n, r) for u, m, fl, f, o, n, r in raw]
+
+    def brief_rows(self, folder: Folder, after: int, upto: int) -> list[BriefRow] | None:
+        """``(uid, message, flags text, received_at)`` of ``after < UID <= upto``, by UID:
+        :meth:`rows` without where the bytes are, for a FETCH the header cache answers.
+        None for a memory (its flags are kept apart)."""
+        if folder.party is not None:
+            return None
+        raw = self.index.brief_rows(folder.name, after, upto)
+        if folder.read_only:  # archives: everything is \Seen
+            return [(u, m, "\\Seen", r) for u, m, _, r in raw]
+        return raw
 
     def _memory_rows(self, party: str, raw: Sequence[FolderRow]) -> list[Row]:
         flagged = self.store.memory_flags(party, [u for u, *_ in raw]) if raw else {}
@@ -233,7 +251,7 @@ class Catalogue:
             wanted = set(uids)
             rows = self.rows(folder, min(wanted) - 1, max(wanted)) if wanted else []
             return [row for row in rows if row.uid in wanted]
-        return [Row(u, m, tuple(fl.split()), f, o, n, r)
+        return [Row(u, m, _flag_tuple(fl), f, o, n, r)
                 for u, m, fl, f, o, n, r in self.index.folder_rows_of(folder.name, uids)]
 
     def counts(self, folder: Folder) -> tuple[int, int]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 
@@ -65,6 +66,7 @@ __all__ = [
 _BATCH = 256  # messages per write: big enough for few syscalls, small enough to interleave
 _SEARCH_CHUNK = 16384  # numbers per piece of a SEARCH response
 _STREAM_AT = 1024 * 1024  # a message this big is written in slices of this size
+_SEND_AT = 64 * 1024  # bytes of a batch's lines handed to the socket as soon as they are made
 _EMPTY = MessageView(b"")
 _NO_CONTENT = frozenset({"UID", "FLAGS", "INTERNALDATE"})
 _CONTENT_KEYS = frozenset({
@@ -139,6 +141,25 @@ async def _store_flags(session: Session, mailbox: SelectedMailbox, rows: Sequenc
 # -- FETCH ----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class _Fetch:
+    """One FETCH command, as its batches are answered."""
+
+    plan: FetchPlan
+    #: the plan of a message this FETCH marks \\Seen (FLAGS added: RFC 3501 §6.4.5)
+    marked_plan: FetchPlan
+    sets_seen: bool
+    #: does it need the messages (or their header cache entries), not only their rows?
+    content: bool
+    #: keep what is read in the message cache (not for a sweep over the folder)
+    keep: bool
+
+    @property
+    def from_entries(self) -> bool:
+        """Can a batch be answered from the header cache alone?"""
+        return self.content and self.plan.from_entries and not self.sets_seen
+
+
 async def do_fetch(session: Session, command: FetchCommand) -> Tagged:
     mailbox = session.require_selected()
     spans = _spans(mailbox, command.sequence_set, command.uid)
@@ -147,43 +168,85 @@ async def do_fetch(session: Session, command: FetchCommand) -> Tagged:
     with_flags = attributes
     if sets_seen_here and not any(a.name == "FLAGS" for a in attributes):
         with_flags = (*attributes, FetchAttr("FLAGS"))  # RFC 3501 §6.4.5: say \Seen was set
-    plan, marked_plan = FetchPlan(attributes), FetchPlan(with_flags)
-    content = any(a.name not in _NO_CONTENT for a in attributes)
     # What a client fetches a few at a time it fetches again (BODYSTRUCTURE, then a part);
     # a sweep over the folder would only push that out of the cache.
-    keep = sum(stop - start for start, stop in spans) <= _BATCH
-    cache = session.backend.cache
-    for batch in mailbox.batches(spans, _BATCH):
-        marked: set[int] = set()
-        if sets_seen_here:
-            unseen = [row for _, row in batch if "\\Seen" not in row.flags]
-            if unseen:
-                stored = await _store_flags(session, mailbox, unseen, StoreMode.ADD, ("\\Seen",))
-                for row in unseen:
-                    row.flags = stored[row.uid]
-                marked = {row.uid for row in unseen}
-        if mailbox.note_keywords(f for _, row in batch for f in row.flags):
-            session.send(bytes(mailbox.flags_response()))  # before a FETCH shows a new keyword
-        rows = [row for _, row in batch]
-        views = cache.views(rows, keep=keep, plan=plan) if content else [_EMPTY] * len(batch)
-        flags_of = mailbox.flags_of
-        lines = []
-        for (seq, row), view in zip(batch, views, strict=True):
-            chosen = marked_plan if row.uid in marked else plan
-            if view.size < _STREAM_AT:
-                lines.append(chosen.line(seq, view, uid=row.uid, flags=flags_of(row),
-                                         internaldate=row.received_at))
-                continue
-            session.send_all(lines)
-            lines.clear()
-            await _stream(session, chosen.pieces(seq, view, uid=row.uid, flags=flags_of(row),
-                                                 internaldate=row.received_at))
-        session.send_all(lines)
-        if content:  # while the client reads: keep what the header cache lacked
-            cache.remember(rows, views, plan)
+    fetch = _Fetch(FetchPlan(attributes), FetchPlan(with_flags), sets_seen_here,
+                   content=any(a.name not in _NO_CONTENT for a in attributes),
+                   keep=sum(stop - start for start, stop in spans) <= _BATCH)
+    quick = fetch.from_entries
+    for start, stop in mailbox.ranges(spans, _BATCH):
+        # The usual header FETCH, once the header cache has the folder: lines straight
+        # from the brief rows and their entries; what that cannot answer, as any other.
+        if not (quick and _send_from_entries(session, mailbox, fetch.plan, start, stop)):
+            await _send_rows(session, mailbox, fetch, mailbox.rows(start, stop))
         await session.out.drain()
         await asyncio.sleep(0)  # a long FETCH lets the other clients in between batches
     return Tagged.ok(command.tag, "FETCH completed")
+
+
+async def _send_rows(session: Session, mailbox: SelectedMailbox, fetch: _Fetch,
+                     batch: list[tuple[int, Row]]) -> None:
+    """Answer ``batch`` from its messages (or their header cache entries)."""
+    marked: set[int] = set()
+    if fetch.sets_seen:
+        unseen = [row for _, row in batch if "\\Seen" not in row.flags]
+        if unseen:
+            stored = await _store_flags(session, mailbox, unseen, StoreMode.ADD, ("\\Seen",))
+            for row in unseen:
+                row.flags = stored[row.uid]
+            marked = {row.uid for row in unseen}
+    if mailbox.note_keywords(f for _, row in batch for f in row.flags):
+        session.send(bytes(mailbox.flags_response()))  # before a FETCH shows a new keyword
+    cache, rows = session.backend.cache, [row for _, row in batch]
+    views = cache.views(rows, keep=fetch.keep, plan=fetch.plan) if fetch.content \
+        else [_EMPTY] * len(batch)
+    await _send_lines(session, batch, views, fetch.plan, fetch.marked_plan, marked)
+    if fetch.content:  # while the client reads: keep what the header cache lacked
+        cache.remember(rows, views, fetch.plan)
+
+
+def _send_from_entries(session: Session, mailbox: SelectedMailbox, plan: FetchPlan,
+                       start: int, stop: int) -> bool:
+    """Answer positions ``start..stop-1`` from the header cache alone, if it has them
+    all and the store's rows are the snapshot's; False (nothing sent): it could not."""
+    rows = mailbox.brief_rows(start, stop)
+    if not rows:
+        return rows is not None
+    entries = session.backend.cache.entries([(message, at) for _, message, _, at in rows])
+    lines = plan.entry_lines(start + 1, rows, entries, mailbox.recent)
+    if None in lines:
+        return False
+    if mailbox.note_keywords(f for text in {text for _, _, text, _ in rows} for f in text.split()):
+        session.send(bytes(mailbox.flags_response()))  # before a FETCH shows a new keyword
+    session.send_all(lines)  # type: ignore[arg-type]
+    return True
+
+
+async def _send_lines(session: Session, batch: Sequence[tuple[int, Row]],
+                      views: Sequence[MessageView], plan: FetchPlan, marked_plan: FetchPlan,
+                      marked: set[int]) -> None:
+    """The FETCH lines of ``batch`` from its views; a big message's is streamed."""
+    flags_of = session.require_selected().flags_of
+    lines: list[bytes] = []
+    pending = 0
+    for (seq, row), view in zip(batch, views, strict=True):
+        chosen = marked_plan if row.uid in marked else plan
+        if view.size_bound < _STREAM_AT:
+            line = chosen.line(seq, view, uid=row.uid, flags=flags_of(row),
+                               internaldate=row.received_at)
+            lines.append(line)
+            pending += len(line)
+            if pending >= _SEND_AT:  # the client reads these while the rest is made
+                session.send_all(lines)
+                session.out.flush()
+                lines.clear()
+                pending = 0
+            continue
+        session.send_all(lines)
+        lines.clear()
+        await _stream(session, chosen.pieces(seq, view, uid=row.uid, flags=flags_of(row),
+                                             internaldate=row.received_at))
+    session.send_all(lines)
 
 
 async def _stream(session: Session, pieces: list[bytes]) -> None:

@@ -1,7 +1,7 @@
 """Message bytes for FETCH and SEARCH: read in batches, kept in a bounded cache.
 
 A folder row already says where a message is (file, offset, length), so a
-batch of messages costs one ``pread`` each and no SQL (the store's
+batch of messages costs a ``pread`` per run of neighbours and no SQL (the store's
 :class:`~mailcoach_server.store.spans.SpanReader` reads them). Messages never change
 once stored, which makes the cache trivially correct: a
 :class:`~mailcoach_server.imap.fetch.MessageView` (CRLF bytes, MIME tree
@@ -29,16 +29,18 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..store.header_cache import CACHE_FILES, CachedHeader, HeaderCache
+from ..store.header_cache import CACHE_FILES, CachedHeader, HeaderCache, Key
 from ..store.spans import SpanReader
 from .fetch import ITEMS_VERSION, FetchPlan, MessageView
 from .folders import Row
 
 __all__ = ["MessageCache"]
 
+_EMPTY = MessageView(b"")  # a place in a batch, until its message is read
 
-def _span(row: Row) -> tuple[int, str, int, int, float]:
-    return row.message, row.file, row.offset, row.length, row.received_at
+
+def _key(row: Row) -> Key:
+    return row.message, row.received_at
 
 
 class MessageCache:
@@ -56,6 +58,11 @@ class MessageCache:
         self._views: OrderedDict[int, MessageView] = OrderedDict()
         self.headers = HeaderCache(data_dir / CACHE_FILES[0], items_version=ITEMS_VERSION)
 
+    def entries(self, keys: Sequence[Key]) -> dict[int, CachedHeader]:
+        """The header cache's entries of ``(message id, received_at)``, by message id
+        (those it has)."""
+        return self.headers.get(keys)
+
     def views(self, rows: Sequence[Row], *, keep: bool = True,
               plan: FetchPlan | None = None) -> list[MessageView]:
         """The views of ``rows``, in order; each file is opened once for the batch.
@@ -66,33 +73,39 @@ class MessageCache:
         """
         out: list[MessageView] = []
         cached = self._views
-        entries = {}
         keys: frozenset[str] = frozenset()
         tree_keys, needs_block = keys, False
+        entries: dict[int, CachedHeader] = {}
         if plan is not None and plan.from_header:
-            entries = self.headers.get([_span(row) for row in rows])
+            entries = self.entries([_key(row) for row in rows])
             keys, tree_keys, needs_block = frozenset(plan.cache_keys), plan.tree_keys, \
                 plan.needs_block
-        with SpanReader(self._data_dir) as spans:
-            for row in rows:
-                view = cached.get(row.message)
-                if view is not None:
-                    cached.move_to_end(row.message)
-                    out.append(view)
-                    continue
-                entry = entries.get(row.message)
-                # An entry answers with its items; with its header block it also makes
-                # the items it lacks (all but the body structure's).
-                if entry is not None and (
-                        keys <= entry.items.keys() and not needs_block
-                        or entry.block is not None and tree_keys <= entry.items.keys()):
-                    # never kept in memory: it has no body
-                    out.append(MessageView.from_cache(entry.size, entry.block, entry.items))
-                    continue
-                view = MessageView(spans.read(row.file, row.offset, row.length))
-                if keep:
-                    self._add(row.message, view)
+        unread: list[int] = []  # positions in out of the messages read from their files
+        for row in rows:
+            view = cached.get(row.message)
+            if view is not None:
+                cached.move_to_end(row.message)
                 out.append(view)
+                continue
+            entry = entries.get(row.message)
+            # An entry answers with its items; with its header block it also makes
+            # the items it lacks (all but the body structure's).
+            if entry is not None and (
+                    keys <= entry.items.keys() and not needs_block
+                    or entry.block is not None and tree_keys <= entry.items.keys()):
+                # never kept in memory: it has no body
+                out.append(MessageView.from_cache(entry.size, entry.block, entry.items))
+                continue
+            unread.append(len(out))
+            out.append(_EMPTY)
+        if unread:
+            with SpanReader(self._data_dir) as spans:
+                read = spans.read_many([(rows[at].file, rows[at].offset, rows[at].length)
+                                        for at in unread])
+            for at, raw in zip(unread, read, strict=True):
+                view = out[at] = MessageView(raw)
+                if keep:
+                    self._add(rows[at].message, view)
         return out
 
     def remember(self, rows: Sequence[Row], views: Sequence[MessageView], plan: FetchPlan) -> None:
@@ -112,7 +125,7 @@ class MessageCache:
             # a client fetches are a fraction of it, and a new one is made from the message.
             block = view.header_block if plan.needs_block else view.cached_block
             view.cached = (view.cached or frozenset()).union(key for key, _ in made)
-            entries.append((_span(row), CachedHeader(view.size, block, view.items(view.cached))))
+            entries.append((_key(row), CachedHeader(view.size, block, view.items(view.cached))))
         self.headers.put(entries)
 
     def _add(self, message: int, view: MessageView) -> None:

@@ -28,6 +28,7 @@ import bisect
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 
+from ..store.folders import BriefRow
 from .folders import Catalogue, Folder, Row, Snapshot
 from .responses import Exists, Expunge, FetchResponse, Flags, Recent, ResponseCode, Untagged
 from .sequence import SequenceSet
@@ -152,7 +153,12 @@ class SelectedMailbox:
         uids = self.uids[start:stop]
         if not uids:
             return []
-        found = {row.uid: row for row in self.catalogue.rows(self.folder, uids[0] - 1, uids[-1])}
+        rows = self.catalogue.rows(self.folder, uids[0] - 1, uids[-1])
+        if len(rows) == len(uids):
+            # The store's UIDs in this range are a subset of the snapshot's (a new
+            # message gets a UID above them all): as many means the same ones.
+            return list(enumerate(rows, start + 1))
+        found = {row.uid: row for row in rows}
         out = []
         for seq, uid in enumerate(uids, start + 1):
             row = found.get(uid) or self._ghosts.get(uid)
@@ -160,11 +166,27 @@ class SelectedMailbox:
                 out.append((seq, row))
         return out
 
-    def batches(self, spans: Iterable[Span], size: int) -> Iterator[list[tuple[int, Row]]]:
-        """The rows of ``spans``, ``size`` at a time, each batch read when it is reached."""
+    def brief_rows(self, start: int, stop: int) -> list[BriefRow] | None:
+        """The store's brief rows of positions ``start..stop-1`` (sequence numbers from
+        ``start + 1``), or None when they are not exactly the snapshot's (a message
+        expunged meanwhile, a memory): then :meth:`rows` it is."""
+        uids = self.uids[start:stop]
+        if not uids:
+            return []
+        rows = self.catalogue.brief_rows(self.folder, uids[0] - 1, uids[-1])
+        # a subset of the snapshot's UIDs (see rows): as many means the same ones
+        return rows if rows is not None and len(rows) == len(uids) else None
+
+    def ranges(self, spans: Iterable[Span], size: int) -> Iterator[Span]:
+        """``spans`` cut into ranges of at most ``size`` positions."""
         for start, stop in spans:
             for low in range(start, stop, size):
-                yield self.rows(low, min(stop, low + size))
+                yield low, min(stop, low + size)
+
+    def batches(self, spans: Iterable[Span], size: int) -> Iterator[list[tuple[int, Row]]]:
+        """The rows of ``spans``, ``size`` at a time, each batch read when it is reached."""
+        for start, stop in self.ranges(spans, size):
+            yield self.rows(start, stop)
 
     def targets(self, spans: Iterable[Span]) -> list[tuple[int, Row]]:
         """Every ``(seq, row)`` of ``spans`` (STORE, COPY: work on all of them at once)."""

@@ -56,6 +56,8 @@ class Output(Protocol):
     """Where a session's responses go."""
 
     def write(self, data: bytes) -> None: ...
+    def flush(self) -> None:
+        """Hand what was written to the socket now, without waiting for the client."""
     async def drain(self) -> None: ...
 
 

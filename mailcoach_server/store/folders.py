@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 
 from ..errors import StoreError
 
-__all__ = ["FolderIndex", "FolderRecord", "FolderRow", "new_uidvalidity"]
+__all__ = ["BriefRow", "FolderIndex", "FolderRecord", "FolderRow", "new_uidvalidity"]
 
 #: Distinct flag sets found one index probe at a time before a plain scan is cheaper.
 _MAX_FLAG_SETS = 512
@@ -47,6 +47,13 @@ FolderRow = tuple[int, int, str, str, int, int, float]
 _ROW_COLUMNS = "m.file, m.offset, m.length, m.received_at"
 _FOLDER_ROWS = (
     f"SELECT fm.uid, fm.message, fm.flags, {_ROW_COLUMNS} FROM folder_messages fm "
+    "JOIN messages m ON m.id = fm.message WHERE fm.folder = ? AND fm.uid BETWEEN ? AND ? "
+    "ORDER BY fm.uid"
+)
+#: (uid, message, flags, received_at): a row without where its bytes are
+BriefRow = tuple[int, int, str, float]
+_BRIEF_ROWS = (
+    "SELECT fm.uid, fm.message, fm.flags, m.received_at FROM folder_messages fm "
     "JOIN messages m ON m.id = fm.message WHERE fm.folder = ? AND fm.uid BETWEEN ? AND ? "
     "ORDER BY fm.uid"
 )
@@ -134,6 +141,11 @@ class FolderIndex:
         """The folder's messages with ``after_uid < UID <= upto_uid``, by UID."""
         return self._query(_FOLDER_ROWS,  # type: ignore[return-value]
                            (folder, after_uid + 1, upto_uid))
+
+    def brief_rows(self, folder: str, after_uid: int = 0, upto_uid: int = _TOP) -> list[BriefRow]:
+        """:meth:`folder_rows` without the file, offset and length: what a FETCH answered
+        from the header cache needs (a third less to read: no file name made per row)."""
+        return self._query(_BRIEF_ROWS, (folder, after_uid + 1, upto_uid))  # type: ignore[return-value]
 
     def folder_rows_of(self, folder: str, uids: Iterable[int]) -> list[FolderRow]:
         """The folder's rows of exactly ``uids`` (those still there), by UID."""

@@ -11,10 +11,13 @@ asks for them, 64 messages of neighbouring ids to a row (a folder's batch
 is a few rows, not one per message).
 
 Messages never change once stored, so an entry never goes stale; each
-one also records the message's span (file, offset, length) and arrival
-time, and is used only when the index still says the same, so an index
-rebuilt with other ids, or a new store in the same directory, is never
-answered from old entries. A CRC of every row catches bytes that rotted
+one also records the message's arrival time (to the microsecond), and is
+used only when the index gives the same time for that id, so an index
+rebuilt with other ids, a new store in the same directory, or an id given
+again after a crash dropped the messages that had not reached the disk, is
+never answered from old entries. (The time alone: reading the file, offset
+and length of every message to check them too cost a header FETCH a third
+more in the index.) A CRC of every row catches bytes that rotted
 on disk. It is a cache: no fsync, and a missing, corrupt or unwritable
 file costs a rebuild or a miss, never an error to a client (a warning in
 the log), and a file another connection is writing is a miss, not a wait.
@@ -32,8 +35,8 @@ import os
 import sqlite3
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 __all__ = ["CACHE_FILES", "MAX_VALUE", "CachedHeader", "HeaderCache"]
 
@@ -45,33 +48,37 @@ CACHE_FILES = ("headers.sqlite", "headers.sqlite-wal", "headers.sqlite-shm")
 #: Bytes of the biggest header block or item kept; a bigger one is recomputed each time.
 MAX_VALUE = 64 * 1024
 
-_FORMAT = "3"  # bump when the layout changes: a file of another format is rebuilt
+_FORMAT = "5"  # bump when the layout changes: a file of another format is rebuilt
 _MAX_REBUILDS = 3  # then the cache is off until the server restarts (a disk that keeps failing)
 _CHUNK_BITS = 6  # 64 messages of consecutive ids a row
 
 # A row costs a few microseconds whatever it holds, and a header FETCH wants every
 # message of a folder, mostly in id order: so one row holds the entries of 64
 # consecutive message ids. Its blob is a CRC-32 (4 bytes, big endian) of the rest, then
-# marshal of {message id: entry}, each entry itself marshal of (file, offset, length,
-# received_at, size, block, items version, items), decoded only when it is asked for:
-# the span and arrival time the entry was made for, RFC822.SIZE, the CRLF header block
-# (None: over MAX_VALUE) and the items, {name: bytes}.
+# marshal of {message id: (received_at, size, block, items version, items)}: the
+# arrival time the entry was made for, RFC822.SIZE, the CRLF header block (None: over
+# MAX_VALUE) and the items, {name: bytes}. One marshal
+# call decodes a row: a folder's sweep asks for all 64 entries anyway.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS chunk (id INTEGER PRIMARY KEY, data BLOB NOT NULL);
 """
 
-#: (message id, file, offset, length, received_at): the message as the index has it
-Span = tuple[int, str, int, int, float]
+#: (message id, received_at): the message as the index has it
+Key = tuple[int, float]
 
 
-@dataclass(slots=True)
-class CachedHeader:
+class CachedHeader(NamedTuple):
     """One message's entry: its wire size, its header block (None: not kept), its items."""
 
     size: int
     block: bytes | None
-    items: dict[str, bytes] = field(default_factory=dict)
+    items: dict[str, bytes] = {}  # noqa: RUF012 - a default only put() reads, never changed
+
+
+#: What a row holds for a message: (received_at, size, block, items version, items)
+_Stored = tuple[float, int, "bytes | None", int, dict[str, bytes]]
+_new_entry = tuple.__new__  # CachedHeader(...) without its Python-level __new__: per message
 
 
 class HeaderCache:
@@ -90,41 +97,39 @@ class HeaderCache:
 
     # -- reading ------------------------------------------------------------------------
 
-    def get(self, spans: Sequence[Span]) -> dict[int, CachedHeader]:
-        """The entries of ``spans`` still valid for them; a message without a valid
-        entry (none, another span or arrival time, a bad CRC) is left out."""
-        if not spans or self.disabled:
+    def get(self, keys: Sequence[Key]) -> dict[int, CachedHeader]:
+        """The entries of ``keys`` still valid for them; a message without a valid
+        entry (none, another arrival time, a bad CRC) is left out."""
+        if not keys or self.disabled:
             return {}
         try:
-            return self._get(spans)
+            return self._get(keys)
         except (sqlite3.Error, OSError) as exc:
             self._failed("read", exc)
             return {}
 
-    def _get(self, spans: Sequence[Span]) -> dict[int, CachedHeader]:
+    def _get(self, keys: Sequence[Key]) -> dict[int, CachedHeader]:
         db = self._open()
-        found: dict[int, bytes] = {}
-        for _, entries in self._chunks(db, {span[0] >> _CHUNK_BITS for span in spans}):
+        found: dict[int, _Stored] = {}
+        for _, entries in self._chunks(db, {message >> _CHUNK_BITS for message, _ in keys}):
             found.update(entries)
         out: dict[int, CachedHeader] = {}
-        version, loads = self.items_version, marshal.loads
-        for span in spans:
-            packed = found.get(span[0])
-            if packed is None:
+        version, new, entry_type = self.items_version, _new_entry, CachedHeader
+        for message, received_at in keys:
+            stored = found.get(message)
+            if stored is None:
                 continue
             try:
-                file, offset, length, received, size, block, made_by, items = loads(packed)
-            except (ValueError, EOFError, TypeError):
+                received, size, block, made_by, items = stored
+            except (ValueError, TypeError):  # not a tuple of five: a miss
                 continue
-            # compared one by one: no list or tuple made per message
-            if file == span[1] and offset == span[2] and length == span[3] \
-                    and received == span[4]:
-                out[span[0]] = CachedHeader(size, block, items if made_by == version else {})
+            if received == received_at and type(items) is dict:
+                out[message] = new(entry_type, (size, block, items if made_by == version else {}))
         return out
 
     def _chunks(self, db: sqlite3.Connection,
-                ids: Iterable[int]) -> Iterator[tuple[int, dict[int, bytes]]]:
-        """``(chunk id, {message: packed entry})`` of the readable ones of ``ids``."""
+                ids: Iterable[int]) -> Iterator[tuple[int, dict[int, _Stored]]]:
+        """``(chunk id, {message: stored entry})`` of the readable ones of ``ids``."""
         wanted = tuple(ids)
         for chunk, data in db.execute(
                 f"SELECT id, data FROM chunk WHERE id IN ({','.join('?' * len(wanted))})", wanted):
@@ -149,7 +154,7 @@ class HeaderCache:
 
     # -- writing ------------------------------------------------------------------------
 
-    def put(self, entries: Iterable[tuple[Span, CachedHeader]]) -> None:
+    def put(self, entries: Iterable[tuple[Key, CachedHeader]]) -> None:
         """Keep these entries (replacing what a message had); one transaction.
 
         A block or item over :data:`MAX_VALUE` bytes is left out of its entry.
@@ -161,16 +166,16 @@ class HeaderCache:
         except (sqlite3.Error, OSError, ValueError) as exc:
             self._failed("write", exc)
 
-    def _put(self, entries: list[tuple[Span, CachedHeader]]) -> None:
+    def _put(self, entries: list[tuple[Key, CachedHeader]]) -> None:
         if not entries:
             return
-        changed: dict[int, dict[int, bytes]] = {}
-        for (message, file, offset, length, received), entry in entries:
+        changed: dict[int, dict[int, _Stored]] = {}
+        for (message, received), entry in entries:
             block = entry.block if entry.block is not None and len(entry.block) <= MAX_VALUE \
                 else None
             items = {k: v for k, v in entry.items.items() if len(v) <= MAX_VALUE}
-            changed.setdefault(message >> _CHUNK_BITS, {})[message] = marshal.dumps(
-                (file, offset, length, received, entry.size, block, self.items_version, items))
+            changed.setdefault(message >> _CHUNK_BITS, {})[message] = (
+                received, entry.size, block, self.items_version, items)
         db = self._open()
         with db:  # read, merge and write under one lock: another connection's entries stay
             db.execute("BEGIN IMMEDIATE")

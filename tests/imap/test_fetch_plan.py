@@ -82,3 +82,52 @@ def test_internaldate_made_once_a_minute_is_format_timestamp(zone, name):
 ])
 def test_a_plan_says_when_it_sends_the_header_block_itself(items, needs_block):
     assert plan(items).needs_block is needs_block
+
+
+MESSAGE = b"Subject: s\nFrom: a@b\nTo: c@d\nX-%A: pct\nContent-Type: text/plain\n\nbody\n"
+
+
+@pytest.mark.parametrize("items", [
+    b"(UID FLAGS RFC822.SIZE INTERNALDATE BODY.PEEK[HEADER.FIELDS (FROM TO SUBJECT)])",
+    b"(BODY.PEEK[HEADER.FIELDS.NOT (SUBJECT)] FLAGS UID)",
+    b'(UID BODY.PEEK[HEADER.FIELDS ("X-%A")])',
+    b"(UID ENVELOPE)",
+    b"(FLAGS BODYSTRUCTURE INTERNALDATE)",
+    b"(UID BODY RFC822.SIZE)",
+    b"(RFC822.SIZE INTERNALDATE)",
+], ids=["thunderbird", "not", "percent", "envelope", "structure", "body", "no item"])
+@pytest.mark.parametrize("text, recent", [("", False), ("\\Seen $Label1", False),
+                                          ("\\Answered", True)])
+def test_a_line_from_an_entry_is_the_line_from_the_message(items, text, recent):
+    made = plan(items)
+    assert made.from_entries
+    whole = MessageView(MESSAGE)
+    flags = (*text.split(), "\\Recent") if recent else tuple(text.split())
+    when = 1_700_000_123.5
+    expected = made.line(41, whole, uid=77, flags=flags, internaldate=when)
+    entry = (whole.size, None, whole.items(made.cache_keys))
+    assert len(entry[2]) == len(made.cache_keys)  # the line above made each item
+    rows = [(76, 5, "", when - 60), (77, 6, text, when)]
+    lines = made.entry_lines(40, rows, {5: entry, 6: entry}, {77} if recent else set())
+    assert lines[1] == expected
+    assert lines[0] == made.line(40, whole, uid=76, flags=(), internaldate=when - 60)
+
+
+def test_a_line_from_an_entry_is_none_where_the_entry_is_missing_or_lacks_the_item():
+    made = plan(b"(UID ENVELOPE)")
+    rows = [(1, 10, "", 1.0), (2, 11, "", 1.0), (3, 12, "", 1.0)]
+    entries = {10: (100, None, {"ENVELOPE": b"(NIL)"}), 12: (100, b"S: x\r\n\r\n", {})}
+    lines = made.entry_lines(1, rows, entries, set())
+    assert lines == [b"* 1 FETCH (UID 1 ENVELOPE (NIL))\r\n", None, None]
+
+
+@pytest.mark.parametrize("items", [
+    b"(UID RFC822.HEADER)", b"(BODY.PEEK[HEADER])", b"(BODY.PEEK[HEADER.FIELDS (TO)]<0.10>)",
+    b"(ENVELOPE BODY.PEEK[HEADER.FIELDS (TO)])", b"(UID BODY.PEEK[])", b"(RFC822.TEXT)",
+    b"(BODY.PEEK[1.MIME])",
+], ids=["rfc822.header", "header", "partial", "two items", "body", "text", "part"])
+def test_a_plan_an_entry_cannot_answer_alone_says_so(items):
+    made = plan(items)
+    assert not made.from_entries
+    with pytest.raises(ValueError):
+        made.entry_lines(1, [(1, 1, "", 1.0)], {1: (1, None, {})}, set())

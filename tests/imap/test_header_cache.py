@@ -186,7 +186,7 @@ def test_answers_are_the_same_cold_warm_deleted_and_corrupted(tmp_path):
 
 def test_a_warm_header_fetch_is_answered_from_the_cache(tmp_path):
     # Proof that the cache is what answers: an entry changed behind the server's back
-    # (valid, for the same span) shows in the next FETCH, and no other FETCH sees it.
+    # (valid, for the same arrival time) shows in the next FETCH, and no other FETCH sees it.
     server = ThreadedServer(make_config(tmp_path)).start()
     try:
         fill(server)
@@ -194,13 +194,13 @@ def test_a_warm_header_fetch_is_answered_from_the_cache(tmp_path):
         before = answers(client)
         closed(client, cache_path(server))
         store = server.server.store
-        ((_, message, _, file, offset, length, received),) = [
+        ((_, message, _, _, _, _, received),) = [
             row for row in store.folders.folder_rows("INBOX") if row[0] == 1]
-        span = (message, file, offset, length, received)
+        key = (message, received)
         cache = HeaderCache(cache_path(server), items_version=ITEMS_VERSION)
-        entry = cache.get([span])[message]
+        entry = cache.get([key])[message]
         planted = b"Subject: planted\r\n\r\n"
-        cache.put([(span, CachedHeader(entry.size, planted, {}))])  # no items: made again
+        cache.put([(key, CachedHeader(entry.size, planted, {}))])  # no items: made again
         cache.close()
         client = opened(server)
         typ, data = client.uid("FETCH", "1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
@@ -223,12 +223,12 @@ def test_the_header_block_is_kept_only_once_a_client_asks_for_it(tmp_path):
     try:
         fill(server)
         store = server.server.store
-        spans = [(m, f, o, n, r) for _, m, _, f, o, n, r in store.folders.folder_rows("INBOX")]
+        keys = [(m, r) for _, m, _, _, _, _, r in store.folders.folder_rows("INBOX")]
         client = opened(server)
         fields = client.uid("FETCH", "1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
         closed(client, cache_path(server))
         cache = HeaderCache(cache_path(server), items_version=ITEMS_VERSION)
-        got = cache.get(spans)
+        got = cache.get(keys)
         assert len(got) == len(HOSTILE) and {e.block for e in got.values()} == {None}
         cache.close()
         client = opened(server)
@@ -236,12 +236,63 @@ def test_the_header_block_is_kept_only_once_a_client_asks_for_it(tmp_path):
         header = client.uid("FETCH", "1:*", "(BODY.PEEK[HEADER])")  # from the messages
         assert header[1][0][1] == crlf(HOSTILE["plain"]).split(b"\r\n\r\n")[0] + b"\r\n\r\n"
         closed(client, cache_path(server))
-        got = cache.get(spans)
+        got = cache.get(keys)
         kept = {m for m, e in got.items() if e.block is not None}
         assert len(kept) == len(HOSTILE) - 2  # all but the two over MAX_VALUE
         client = opened(server)
         assert client.uid("FETCH", "1:*", "(BODY.PEEK[HEADER])") == header  # from the cache
         client.logout()
         cache.close()
+    finally:
+        server.stop()
+
+
+def _fetched(client, items: str, *, uid: bool = True) -> dict[int, bytes]:
+    """``[UID] FETCH 1:* items`` as {sequence number: the response, literal inlined}."""
+    typ, data = client.uid("FETCH", "1:*", items) if uid else client.fetch("1:*", items)
+    assert typ == "OK", data
+    out, current = {}, b""
+    for part in data:
+        current += part[0] + b"\r\n" + part[1] if isinstance(part, tuple) else part
+        if current.endswith(b")"):
+            out[int(current.split(b" ", 1)[0])] = current
+            current = b""
+    return out
+
+
+def test_a_header_fetch_from_entries_says_what_one_from_the_messages_says(tmp_path):
+    # More than a batch (256): the second FETCH is answered from the entries alone; then
+    # a keyword set and a message expunged by another session, which the next FETCH
+    # must show and still answer for (RFC 3501 §7.4.1): that batch from its messages.
+    server = ThreadedServer(make_config(tmp_path)).start()
+    try:
+        writer = server.imap()
+        for n in range(300):
+            assert writer.append("INBOX", None, None, crlf(
+                b"From: a@b\nSubject: m%d\nX-N: %d\n\nbody %d\n" % (n, n, n)))[0] == "OK"
+        reader = opened(server)  # the first to see them: \Recent for it alone
+        first = _fetched(reader, FETCHES[0])
+        assert len(first) == 300 and b"\\Recent" in first[1] and b"Subject: m299" in first[300]
+        assert _fetched(reader, FETCHES[0]) == first
+        subjects = [b"Subject: m%d\r\n\r\n" % n for n in range(300)]
+        assert _fetched(reader, "(UID BODY.PEEK[HEADER.FIELDS (SUBJECT)])") == {
+            n + 1: b"%d (UID %d BODY[HEADER.FIELDS (SUBJECT)] {%d}\r\n%s)" % (
+                n + 1, n + 1, len(subject), subject) for n, subject in enumerate(subjects)}
+        assert writer.select("INBOX")[0] == "OK"
+        assert writer.store("3", "+FLAGS.SILENT", "($Label1)")[0] == "OK"
+        assert reader.noop()[0] == "OK"  # the other session's flags and FLAGS come here
+        assert b"$Label1" in reader.untagged_responses.pop("FLAGS")[-1]
+        reader.untagged_responses.clear()
+        assert writer.store("280", "+FLAGS.SILENT", "(\\Deleted)")[0] == "OK"
+        assert writer.expunge()[0] == "OK"
+        third = _fetched(reader, FETCHES[0], uid=False)  # by number: no EXPUNGE meanwhile
+        assert "EXPUNGE" not in reader.untagged_responses
+        assert third[3] == first[3].replace(b"FLAGS (\\Recent)", b"FLAGS ($Label1 \\Recent)")
+        # expunged elsewhere: still answered, with the flags it was last told of
+        assert third[280] == first[280].replace(b"FLAGS (\\Recent)", b"FLAGS (\\Deleted \\Recent)")
+        assert {seq: line for seq, line in third.items() if seq not in (3, 280)} == {
+            seq: line for seq, line in first.items() if seq not in (3, 280)}
+        writer.logout()
+        reader.logout()
     finally:
         server.stop()

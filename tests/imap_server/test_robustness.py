@@ -175,6 +175,9 @@ class _ListOutput(list):
     def write(self, data: bytes) -> None:
         self.append(data)
 
+    def flush(self) -> None:
+        pass
+
     async def drain(self) -> None:
         pass
 

@@ -104,6 +104,9 @@ async def test_logindisabled_until_tls_off_loopback(tmp_path, certificate):
             def write(self, data: bytes) -> None:
                 self.append(data)
 
+            def flush(self) -> None:
+                pass
+
             async def drain(self) -> None:
                 pass
 
