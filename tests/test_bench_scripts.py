@@ -47,6 +47,8 @@ BENCHES = {
     "imap_fetch": (["--messages", "50", "--runs", "1"], [
         rf"LOGIN\+SELECT +{NUMBER}ms",
         rf"UID FETCH 1:\* headers +{NUMBER}ms",
+        rf"client CPU of it +{NUMBER}ms",
+        rf"read raw, not parsed +{NUMBER}ms",
         rf"UID SEARCH ALL +{NUMBER}ms",
         rf"1,000 bodies, one FETCH +{NUMBER}ms",
         # The push may reach the IDLE client before the SMTP client reads its 250: < 0.
