@@ -72,7 +72,6 @@ def _flag_tuple(text: str) -> tuple[str, ...]:
     return tuple(text.split())
 
 
-
 def flags_text(flags: Iterable[str]) -> str:
     """Flags as the index stores them."""
     return " ".join(flags)

@@ -251,16 +251,18 @@ class FolderIndex:
 
     def uids_of_message_ids(self, folder: str, message_ids: Iterable[str]) -> dict[str, int]:
         """Message-ID -> the lowest UID in ``folder`` of a message carrying it."""
+        # CROSS JOIN: the messages by Message-ID first, then their rows by message (both
+        # by index), never a scan of the folder's rows (a Sent of a million).
         return dict(self._query(  # type: ignore[arg-type]
-            "SELECT m.message_id, MIN(fm.uid) FROM folder_messages fm "
-            "JOIN messages m ON m.id = fm.message WHERE fm.folder = ? "
-            "AND m.message_id IN (SELECT value FROM json_each(?)) GROUP BY m.message_id",
+            "SELECT m.message_id, MIN(fm.uid) FROM messages m CROSS JOIN folder_messages fm "
+            "ON fm.message = m.id AND fm.folder = ? "
+            "WHERE m.message_id IN (SELECT value FROM json_each(?)) GROUP BY m.message_id",
             (folder, json.dumps(list(message_ids)))))
 
     def appended_uids(self, folder: str, message_ids: Iterable[str]) -> list[int]:
         """UIDs in ``folder`` of messages a client APPENDed that carry one of ``message_ids``."""
         # CROSS JOIN: look the Message-IDs up first (by index; usually none was APPENDed),
-        # not every row of the folder: this runs after each commit that files in Sent.
+        # then their rows by message: this runs after each commit that files in Sent.
         rows = self._query(
             "SELECT fm.uid FROM messages m CROSS JOIN folder_messages fm "
             "ON fm.folder = ? AND fm.message = m.id WHERE m.file = 'imap' "

@@ -81,3 +81,32 @@ async def test_folder_rows_move_to_a_table_without_rowids_at_open(tmp_path):
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     finally:
         conn.close()
+
+
+async def test_an_index_of_schema_3_gets_folder_rows_by_message_at_open(tmp_path):
+    store = Store.open(tmp_path)
+    try:
+        store.ensure_folder("Sent")
+        for _ in range(3):
+            await store.commit(filed(store, ["Sent"]))
+    finally:
+        await store.aclose()
+    index = tmp_path / "index.sqlite"
+    with sqlite3.connect(index) as conn:
+        conn.execute("DROP INDEX folder_messages_by_message")
+        conn.execute("UPDATE meta SET value='3' WHERE key='schema'")
+    conn.close()
+    store = Store.open(tmp_path)
+    try:
+        assert store.folders.uids_of_message_ids("Sent", ["<m2@t>", "<none@t>"]) == {"<m2@t>": 2}
+        with sqlite3.connect(index) as conn:
+            plan = " ".join(str(row) for row in conn.execute(
+                "EXPLAIN QUERY PLAN SELECT m.message_id, MIN(fm.uid) FROM messages m "
+                "CROSS JOIN folder_messages fm ON fm.message = m.id AND fm.folder = 'Sent' "
+                "WHERE m.message_id IN ('<m2@t>') GROUP BY m.message_id"))
+            assert "folder_messages_by_message" in plan, plan  # a lookup, not a scan
+            assert conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone() == (
+                str(SCHEMA_VERSION),)
+        conn.close()
+    finally:
+        await store.aclose()
