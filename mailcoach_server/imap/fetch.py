@@ -476,6 +476,40 @@ def _entry_line(attributes: Sequence[FetchAttr]) -> tuple[
     return line, operator.itemgetter(*picks), key, 2 in picks, 4 in picks
 
 
+def _message_line(attributes: Sequence[FetchAttr]) -> tuple[
+        bytes, Callable[[tuple[Any, ...]], Any], bytes, Callable[[tuple[Any, ...]], Any],
+        bool, bool] | None:
+    """How :meth:`FetchPlan.message_pieces` answers: the %-format of the line up to the
+    message's literal (its ``{size}`` included) and of the rest, their pickers, and
+    whether FLAGS and INTERNALDATE are sent; None unless the plan sends the whole
+    message once (``BODY[]``, ``RFC822``) and otherwise only what the row and the
+    message's size say."""
+    before, after, head_picks, tail_picks = [], [], [0], []
+    whole = False
+    for attr in attributes:
+        name = attr.response_name.replace(b"%", b"%%")
+        simple = _ENTRY_PARTS.get(attr.name) if attr.section is None else None
+        if simple is not None:
+            spec, where = simple
+            (after if whole else before).append(name + b" " + spec)
+            (tail_picks if whole else head_picks).extend(where)
+            continue
+        if whole or attr.partial is not None or not (
+                attr.name == "RFC822" or attr.section == Section()):
+            return None
+        whole = True
+        before.append(name + b" {%d}\r\n")
+        head_picks.append(5)
+    if not whole:
+        return None
+    head = b"* %d FETCH (" + b" ".join(before)
+    tail = b"".join(b" " + item for item in after) + b")\r\n"
+    # one place: a scalar, which % takes as its one value; none: no values at all
+    tail_pick = operator.itemgetter(*tail_picks) if tail_picks else (lambda values: ())
+    return (head, operator.itemgetter(*head_picks), tail, tail_pick,
+            2 in head_picks + tail_picks, 4 in head_picks + tail_picks)
+
+
 class FetchPlan:
     """The attributes of one FETCH command, turned once into a step per attribute.
 
@@ -488,8 +522,8 @@ class FetchPlan:
     and :attr:`needs_block` says whether the header block itself is sent.
     """
 
-    __slots__ = ("_entry_line", "_line", "_only_steps", "_steps", "cache_keys", "from_header",
-                 "needs_block", "needs_content", "tree_keys")
+    __slots__ = ("_entry_line", "_line", "_message_line", "_only_steps", "_steps",
+                 "cache_keys", "from_header", "needs_block", "needs_content", "tree_keys")
 
     def __init__(self, attributes: Iterable[FetchAttr]) -> None:
         attributes = tuple(attributes)
@@ -505,6 +539,7 @@ class FetchPlan:
         self.needs_block = any(need == _BLOCK for need, _ in needs)
         self.needs_content = any(need > _ROW for need, _ in needs)
         self._entry_line = _entry_line(attributes)
+        self._message_line = _message_line(attributes)
 
     @property
     def from_entries(self) -> bool:
@@ -544,6 +579,24 @@ class FetchPlan:
                 date = date_wire(received)
             append(line % pick((seq, uid, flags, size, date, len(item), item)))
         return out
+
+    @property
+    def from_message(self) -> bool:
+        """Can :meth:`message_pieces` answer it (the whole message and row items)?"""
+        return self._message_line is not None
+
+    def message_pieces(self, seq: int, raw: bytes, uid: int, flags: tuple[str, ...],
+                       received_at: float) -> tuple[bytes, bytes, bytes]:
+        """What :meth:`line` answers for the message ``raw`` (CRLF), byte for byte, in
+        three pieces: up to its literal's data, the message itself (not copied), the
+        rest. Two %-formats: no view, no step per item (a FETCH of bodies in a row)."""
+        if self._message_line is None:
+            raise ValueError("this FETCH needs more than the message and its row")
+        head, head_pick, tail, tail_pick, with_flags, with_date = self._message_line
+        size = len(raw)
+        values = (seq, uid, _flags(flags) if with_flags else b"", size,
+                  _timestamp(received_at) if with_date else b"", size)
+        return head % head_pick(values), raw, tail % tail_pick(values)
 
     def items(self, message: MessageView, *, uid: int, flags: Iterable[str],
               internaldate: datetime) -> list[tuple[bytes, bytes]]:

@@ -229,23 +229,34 @@ async def _send_lines(session: Session, batch: Sequence[tuple[int, Row]],
     flags_of = session.require_selected().flags_of
     lines: list[bytes] = []
     pending = 0
+    # bodies in a row: each line in pieces around the message, from two %-formats
+    whole = plan.message_pieces if plan.from_message and not marked else None
     for (seq, row), view in zip(batch, views, strict=True):
-        chosen = marked_plan if row.uid in marked else plan
-        if view.size_bound < _STREAM_AT:
-            line = chosen.line(seq, view, uid=row.uid, flags=flags_of(row),
-                               internaldate=row.received_at)
-            lines.append(line)
-            pending += len(line)
-            if pending >= _SEND_AT:  # the client reads these while the rest is made
-                session.send_all(lines)
-                session.out.flush()
-                lines.clear()
-                pending = 0
+        if whole is not None:
+            pieces = list(whole(seq, view.raw, row.uid, flags_of(row), row.received_at))
+            size = len(pieces[1])
+        else:
+            chosen = marked_plan if row.uid in marked else plan
+            if view.size_bound >= _STREAM_AT:  # streamed below, whatever its exact size
+                pieces, size = chosen.pieces(seq, view, uid=row.uid, flags=flags_of(row),
+                                             internaldate=row.received_at), _STREAM_AT
+            else:
+                line = chosen.line(seq, view, uid=row.uid, flags=flags_of(row),
+                                   internaldate=row.received_at)
+                pieces, size = [line], len(line)
+        if size >= _STREAM_AT:
+            session.send_all(lines)
+            lines.clear()
+            pending = 0
+            await _stream(session, pieces)
             continue
-        session.send_all(lines)
-        lines.clear()
-        await _stream(session, chosen.pieces(seq, view, uid=row.uid, flags=flags_of(row),
-                                             internaldate=row.received_at))
+        lines += pieces
+        pending += size
+        if pending >= _SEND_AT:  # the client reads these while the rest is made
+            session.send_all(lines)
+            session.out.flush()
+            lines.clear()
+            pending = 0
     session.send_all(lines)
 
 

@@ -131,3 +131,29 @@ def test_a_plan_an_entry_cannot_answer_alone_says_so(items):
     assert not made.from_entries
     with pytest.raises(ValueError):
         made.entry_lines(1, [(1, 1, "", 1.0)], {1: (1, None, {})}, set())
+
+
+@pytest.mark.parametrize("items", [
+    b"(UID BODY.PEEK[])", b"(BODY[] UID FLAGS)", b"(FLAGS RFC822 RFC822.SIZE INTERNALDATE)",
+    b"(BODY.PEEK[])", b"(UID RFC822.SIZE BODY.PEEK[] INTERNALDATE FLAGS)",
+], ids=["peek", "after", "rfc822", "alone", "both sides"])
+@pytest.mark.parametrize("flags", [(), ("\\Seen", "$Label1", "\\Recent")])
+def test_the_pieces_of_a_line_around_the_message_make_the_line(items, flags):
+    made = plan(items)
+    assert made.from_message
+    view = MessageView(MESSAGE)
+    expected = made.line(12, view, uid=34, flags=flags, internaldate=1_700_000_000.75)
+    pieces = made.message_pieces(12, view.raw, 34, flags, 1_700_000_000.75)
+    assert b"".join(pieces) == expected
+    assert pieces[1] is view.raw  # the message is not copied into the line
+
+
+@pytest.mark.parametrize("items", [
+    b"(UID BODY.PEEK[]<0.100>)", b"(BODY.PEEK[TEXT])", b"(BODY.PEEK[1])", b"(UID ENVELOPE)",
+    b"(BODY.PEEK[] RFC822)", b"(BODY.PEEK[] ENVELOPE)", b"(UID FLAGS)",
+], ids=["partial", "text", "part", "envelope", "twice", "and more", "no message"])
+def test_a_plan_that_needs_more_than_the_message_is_not_made_in_pieces(items):
+    made = plan(items)
+    assert not made.from_message
+    with pytest.raises(ValueError):
+        made.message_pieces(1, b"x\r\n", 1, (), 1.0)
