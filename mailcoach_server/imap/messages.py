@@ -10,7 +10,8 @@ recently used first, past ``max_bytes``. A sweep over a big folder (a header
 FETCH of everything, a SEARCH of the text) reads through the cache without
 filling it (``keep=False``): those messages are not asked for again soon, and
 what is (the message a client has open) stays. The server empties it when
-the last client goes.
+the last client goes, and closes the header cache a second later (a client that
+comes straight back finds it open, its pages read).
 
 A FETCH that needs no body (size, header fields, ENVELOPE, even
 BODYSTRUCTURE once made) is answered from the persistent header cache
@@ -136,8 +137,12 @@ class MessageCache:
             _, old = self._views.popitem(last=False)
             self._bytes -= 2 * old.size
 
-    def clear(self) -> None:
-        """Forget the views and close the header cache's file (it reopens on next use)."""
+    def forget_views(self) -> None:
+        """Forget the views (the messages' bytes): the header cache stays open."""
         self._views.clear()
         self._bytes = 0
+
+    def clear(self) -> None:
+        """Forget the views and close the header cache's file (it reopens on next use)."""
+        self.forget_views()
         self.headers.close()

@@ -183,9 +183,9 @@ class Backend:
     # -- memory, once the clients have gone ---------------------------------------------
 
     def last_client_gone(self) -> None:
-        """Nobody left to fetch again soon: the message cache goes, and the heap is
+        """Nobody left to fetch again soon: the messages' bytes go, and the heap is
         trimmed; if nobody came back a while later, the rest (see ``_release``)."""
-        self.cache.clear()
+        self.cache.forget_views()
         give_back_memory()
         if self._release_timer is not None:
             self._release_timer.cancel()
@@ -193,12 +193,14 @@ class Backend:
             _RELEASE_AFTER, self._release)
 
     def _release(self) -> None:
-        """What a client reconnecting at once would need again: unreachable cycles and
-        SQLite's page caches (tens of ms to collect, re-read), then the heap trimmed."""
+        """What a client reconnecting at once would need again: unreachable cycles, the
+        header cache (closed) and SQLite's page caches (tens of ms to collect, reopen,
+        re-read), then the heap trimmed."""
         self._release_timer = None
         if self.sessions:
             return
         gc.collect()
+        self.cache.clear()
         self.store.release_memory(then=give_back_memory)
 
     def close(self) -> None:
