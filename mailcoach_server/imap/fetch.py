@@ -442,7 +442,8 @@ def _needs(attr: FetchAttr) -> tuple[int, str | None]:
 #: A header cache entry as :meth:`FetchPlan.entry_lines` reads it: (size, block, items).
 Entry = tuple[int, "bytes | None", dict[str, bytes]]
 #: A folder's row as :meth:`FetchPlan.entry_lines` reads it: (uid, message id, flags as
-#: stored, space separated, received_at).
+#: stored, space separated, received_at); ``store.folders.BriefRow``, named again here
+#: because a module of pure functions imports no store.
 BriefRow = tuple[int, int, str, float]
 
 

@@ -215,7 +215,7 @@ def _send_from_entries(session: Session, mailbox: SelectedMailbox, plan: FetchPl
     entries = session.backend.cache.entries([(message, at) for _, message, _, at in rows])
     lines = plan.entry_lines(start + 1, rows, entries, mailbox.recent)
     missing = [at for at, line in enumerate(lines) if line is None]
-    if missing and not _fill_missing(session, mailbox, plan, start, lines,
+    if missing and not _fill_missing(session, mailbox, plan, start, lines, missing,
                                      [rows[at][0] for at in missing]):
         return False
     if mailbox.note_keywords(f for text in {text for _, _, text, _ in rows} for f in text.split()):
@@ -225,10 +225,11 @@ def _send_from_entries(session: Session, mailbox: SelectedMailbox, plan: FetchPl
 
 
 def _fill_missing(session: Session, mailbox: SelectedMailbox, plan: FetchPlan, start: int,
-                  lines: list[bytes | None], uids: list[int]) -> bool:
-    """The lines :meth:`FetchPlan.entry_lines` left out (new mail the header cache has
-    not seen yet), from their messages, and kept in the cache; False when that is not
-    worth it (most are missing) or not safe (a message so big its line is streamed)."""
+                  lines: list[bytes | None], missing: list[int], uids: list[int]) -> bool:
+    """The lines :meth:`FetchPlan.entry_lines` left out (positions ``missing`` of
+    ``lines``, UIDs ``uids``: new mail the header cache has not seen yet), from their
+    messages, and kept in the cache; False when that is not worth it (most are
+    missing) or not safe (a message so big its line is streamed)."""
     if len(uids) * 4 > len(lines):
         return False
     rows = session.backend.catalogue.rows_of(mailbox.folder, uids)
@@ -238,7 +239,6 @@ def _fill_missing(session: Session, mailbox: SelectedMailbox, plan: FetchPlan, s
     views = cache.views(rows, keep=False, plan=plan)
     if any(view.size_bound >= _STREAM_AT for view in views):
         return False
-    missing = [at for at, line in enumerate(lines) if line is None]
     for at, row, view in zip(missing, rows, views, strict=True):
         lines[at] = plan.line(start + 1 + at, view, uid=row.uid, flags=mailbox.flags_of(row),
                               internaldate=row.received_at)

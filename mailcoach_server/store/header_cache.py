@@ -57,8 +57,8 @@ _CHUNK_BITS = 6  # 64 messages of consecutive ids a row
 # consecutive message ids. Its blob is a CRC-32 (4 bytes, big endian) of the rest, then
 # marshal of {message id: (received_at, size, block, items version, items)}: the
 # arrival time the entry was made for, RFC822.SIZE, the CRLF header block (None: over
-# MAX_VALUE) and the items, {name: bytes}. One marshal
-# call decodes a row: a folder's sweep asks for all 64 entries anyway.
+# MAX_VALUE) and the items, {name: bytes}. One marshal call decodes a row: a folder's
+# sweep asks for all 64 entries anyway.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS chunk (id INTEGER PRIMARY KEY, data BLOB NOT NULL);

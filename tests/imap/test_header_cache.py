@@ -292,6 +292,26 @@ def test_a_header_fetch_from_entries_says_what_one_from_the_messages_says(tmp_pa
         assert third[280] == first[280].replace(b"FLAGS (\\Recent)", b"FLAGS (\\Deleted \\Recent)")
         assert {seq: line for seq, line in third.items() if seq not in (3, 280)} == {
             seq: line for seq, line in first.items() if seq not in (3, 280)}
+        # New mail the cache has not seen: a small one is made alone from its message
+        # inside a batch answered from entries; a big one (its line would be streamed)
+        # sends that batch the usual way. Either way the same lines.
+        assert reader.noop()[0] == "OK"  # the EXPUNGE of 280 is told now
+        before = _fetched(reader, FETCHES[0], uid=False)
+        assert len(before) == 299
+        for subject, body in ((b"new small", b"small\n"), (b"new big", b"x" * 99 + b"\n")):
+            if subject == b"new big":
+                body *= 12_000  # 1.2 MB: over the size a line is streamed at
+            assert writer.append("INBOX", None, None, crlf(
+                b"From: a@b\nSubject: %s\n\n%s" % (subject, body)))[0] == "OK"
+            assert reader.noop()[0] == "OK"
+            now = _fetched(reader, FETCHES[0], uid=False)
+            assert {seq: now[seq] for seq in before} == before
+            (added,) = set(now) - set(before)
+            assert b"Subject: " + subject + b"\r\n" in now[added], now[added]
+            assert b"RFC822.SIZE %d " % len(crlf(b"From: a@b\nSubject: %s\n\n%s" % (
+                subject, body))) in now[added]
+            assert _fetched(reader, FETCHES[0], uid=False) == now  # now from the cache
+            before = now
         writer.logout()
         reader.logout()
     finally:
