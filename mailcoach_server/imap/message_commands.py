@@ -66,6 +66,9 @@ __all__ = [
 _BATCH = 256  # messages per write: big enough for few syscalls, small enough to interleave
 _SEARCH_CHUNK = 16384  # numbers per piece of a SEARCH response
 _STREAM_AT = 1024 * 1024  # a message this big is written in slices of this size
+#: the first batch of a FETCH: its lines go out at once, so the client parses them while
+#: the rest are made (a full batch first is half a millisecond before the first byte)
+_FIRST_BATCH = 32
 _SEND_AT = 64 * 1024  # bytes of a batch's lines handed to the socket as soon as they are made
 _EMPTY = MessageView(b"")
 _NO_CONTENT = frozenset({"UID", "FLAGS", "INTERNALDATE"})
@@ -174,7 +177,7 @@ async def do_fetch(session: Session, command: FetchCommand) -> Tagged:
                    content=any(a.name not in _NO_CONTENT for a in attributes),
                    keep=sum(stop - start for start, stop in spans) <= _BATCH)
     quick = fetch.from_entries
-    for start, stop in mailbox.ranges(spans, _BATCH):
+    for start, stop in mailbox.ranges(spans, _BATCH, _FIRST_BATCH):
         # The usual header FETCH, once the header cache has the folder: lines straight
         # from the brief rows and their entries; what that cannot answer, as any other.
         if not (quick and _send_from_entries(session, mailbox, fetch.plan, start, stop)):

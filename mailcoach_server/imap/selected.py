@@ -177,9 +177,13 @@ class SelectedMailbox:
         # a subset of the snapshot's UIDs (see rows): as many means the same ones
         return rows if rows is not None and len(rows) == len(uids) else None
 
-    def ranges(self, spans: Iterable[Span], size: int) -> Iterator[Span]:
-        """``spans`` cut into ranges of at most ``size`` positions."""
+    def ranges(self, spans: Iterable[Span], size: int, first: int = 0) -> Iterator[Span]:
+        """``spans`` cut into ranges of at most ``size`` positions; with ``first``, the
+        first range is at most that long."""
         for start, stop in spans:
+            if first and start < stop:
+                yield start, min(stop, start + first)
+                start, first = start + first, 0
             for low in range(start, stop, size):
                 yield low, min(stop, low + size)
 

@@ -108,3 +108,19 @@ def test_one_to_star_on_a_million_is_one_span() -> None:
     assert SequenceSet.parse("1:*").uid_spans(uids) == [(0, 1_000_000)]
     assert SequenceSet.parse("1:*").seq_spans(1_000_000) == [(0, 1_000_000)]
     assert SequenceSet.parse("2999998:*,1:5").uid_spans(uids) == [(0, 1), (999_999, 1_000_000)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 600), st.integers(0, 600)), max_size=4),
+       st.integers(1, 300), st.integers(0, 64))
+def test_fetch_ranges_cover_the_spans_in_order_with_a_short_first(spans, size, first) -> None:
+    from mailcoach_server.imap.selected import SelectedMailbox
+
+    spans = [(min(a, b), max(a, b)) for a, b in spans]
+    cut = list(SelectedMailbox.ranges(None, spans, size, first))  # type: ignore[arg-type]
+    assert [p for low, high in cut for p in range(low, high)] == [
+        p for low, high in spans for p in range(low, high)]
+    assert all(high > low for low, high in cut)
+    assert all(high - low <= size for low, high in cut[1 if first else 0:])
+    if first and cut:
+        assert cut[0][1] - cut[0][0] <= first
