@@ -66,8 +66,10 @@ __all__ = [
 _BATCH = 256  # messages per write: big enough for few syscalls, small enough to interleave
 _SEARCH_CHUNK = 16384  # numbers per piece of a SEARCH response
 _STREAM_AT = 1024 * 1024  # a message this big is written in slices of this size
-#: the first batch of a FETCH: its lines go out at once, so the client parses them while
-#: the rest are made (a full batch first is half a millisecond before the first byte)
+#: the first batch of a FETCH, each next one twice as big up to _BATCH: the first lines
+#: go out at once and the client always has lines to parse while the next are made (a
+#: full batch first is half a millisecond before the first byte, and after a short
+#: first one the client would wait for the full one)
 _FIRST_BATCH = 32
 _SEND_AT = 64 * 1024  # bytes of a batch's lines handed to the socket as soon as they are made
 _EMPTY = MessageView(b"")

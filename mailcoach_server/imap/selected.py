@@ -179,13 +179,15 @@ class SelectedMailbox:
 
     def ranges(self, spans: Iterable[Span], size: int, first: int = 0) -> Iterator[Span]:
         """``spans`` cut into ranges of at most ``size`` positions; with ``first``, the
-        first range is at most that long."""
+        first range is at most that long and each next one twice the last, up to
+        ``size`` (a client reads the first lines while the longer ones are made)."""
+        step = min(first, size) or size
         for start, stop in spans:
-            if first and start < stop:
-                yield start, min(stop, start + first)
-                start, first = start + first, 0
-            for low in range(start, stop, size):
-                yield low, min(stop, low + size)
+            low = start
+            while low < stop:  # step >= 1: ends
+                yield low, min(stop, low + step)
+                low += step
+                step = min(step * 2, size)
 
     def batches(self, spans: Iterable[Span], size: int) -> Iterator[list[tuple[int, Row]]]:
         """The rows of ``spans``, ``size`` at a time, each batch read when it is reached."""
