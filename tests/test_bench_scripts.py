@@ -48,6 +48,7 @@ BENCHES = {
         rf"LOGIN\+SELECT +{NUMBER}ms",
         rf"UID FETCH 1:\* headers +{NUMBER}ms",
         rf"client CPU of it +{NUMBER}ms",
+        rf"imaplib waiting for bytes +{NUMBER}ms",
         rf"read raw, not parsed +{NUMBER}ms",
         rf"UID SEARCH ALL +{NUMBER}ms",
         rf"1,000 bodies, one FETCH +{NUMBER}ms",
