@@ -25,7 +25,11 @@ taking turns run by run (both are up throughout), of:
 * ``UID SEARCH ALL``;
 * 1,000 full bodies in one ``UID FETCH`` (``BODY.PEEK[]``);
 * IDLE push: from the SMTP 250 (mailcoach) or the end of delivery
-  (Dovecot's ``dovecot-lda``) to the ``EXISTS`` line in IDLE.
+  (Dovecot's ``dovecot-lda``) to the ``EXISTS`` line in IDLE;
+* once, after those runs: another client (a process of its own) sending NOOP
+  after NOOP while one client opens the folder as a mail client does (LOGIN,
+  SELECT, the header FETCH of every message), the worst and the median wait of
+  its NOOPs meanwhile: does opening a big folder hold up the other clients?
 
 Then a stress run (``--stress`` clients at once, each selecting the folder
 and fetching 1,000 bodies, the newest headers and the ``--big`` 10 MB
@@ -38,8 +42,8 @@ folder goes into a Maildir served by a private Dovecot instance (own
 config, own port, own directories) and the ratios are same-run ratios;
 without it the script says so and prints mailcoach's figures alone.
 Targets: at most 1x Dovecot for the first four at every size, the 1,000
-bodies within 25% of themselves across sizes, under 100 ms for the push,
-RSS after within 25% of idle.
+bodies within 25% of themselves across sizes, under 100 ms for the push and
+for the other client's worst NOOP, RSS after within 25% of idle.
 """
 
 from __future__ import annotations
@@ -89,9 +93,11 @@ LABELS = {
     "search_all": "UID SEARCH ALL",
     "bodies": "1,000 bodies, one FETCH",
     "idle_push": "SMTP 250 -> EXISTS (IDLE)",
+    "held_worst": "another client's NOOP, worst",
+    "held_median": "  its median",
 }
 #: figures that explain the header FETCH's, with no target of their own
-_EXPLAINING = ("header_cpu", "header_client", "header_wait", "header_raw")
+_EXPLAINING = ("header_cpu", "header_client", "header_wait", "header_raw", "held_median")
 #: a recv that took longer than this waited for the server (one from the buffer: ~5 us)
 BLOCKED_S = 30e-6
 USER = "user@localdomain"
@@ -524,8 +530,56 @@ def measure(servers: list, runs: int, workdir: Path) -> dict[str, dict[str, floa
                 continue
             if number:
                 results[server.name].append(result)
-    return {name: {key: statistics.median(r[key] for r in rows) for key in LABELS}
+    return {name: {key: statistics.median(r[key] for r in rows) for key in LABELS
+                   if key in rows[0]}
             for name, rows in results.items()}
+
+
+def _noops(port: int, user: str, password: str, stop, out) -> None:  # noqa: ANN001
+    """The other client (a process of its own, so it shares no GIL with the one that
+    opens the folder): NOOP after NOOP, a millisecond apart, until told to stop; sends
+    back (started, seconds) of each."""
+    client = imaplib.IMAP4("127.0.0.1", port, timeout=600)
+    client.login(user, password)
+    out.send("ready")
+    times: list[tuple[float, float]] = []
+    while not stop.is_set():
+        started = time.monotonic()
+        typ, _ = client.noop()
+        assert typ == "OK"
+        times.append((started, time.monotonic() - started))
+        time.sleep(0.001)
+    client.logout()
+    out.send(times)
+
+
+def held_up(server) -> dict[str, float]:
+    """How long another client's commands wait while this one opens the folder as a
+    mail client does (LOGIN, SELECT, the header FETCH of every message): the worst and
+    the median of its NOOPs meanwhile, in milliseconds."""
+    context = multiprocessing.get_context("spawn")
+    stop, (here, there) = context.Event(), context.Pipe()
+    other = context.Process(target=_noops, args=(
+        server.imap_port, server.user, server.password, stop, there))
+    other.start()
+    try:
+        assert here.poll(120) and here.recv() == "ready"
+        time.sleep(0.05)
+        began = time.monotonic()
+        client = connect(server)
+        typ, _ = client.uid("FETCH", "1:*", HEADER_FETCH)
+        assert typ == "OK"
+        time.sleep(0.005)  # a small folder opens faster than NOOPs come: some fall inside
+        ended = time.monotonic()
+        stop.set()
+        assert here.poll(120)
+        times = [took for started, took in here.recv() if began <= started < ended]
+        client.logout()
+    finally:
+        stop.set()
+        other.join(60)
+    assert times, "the other client sent no NOOP meanwhile"
+    return {"held_worst": max(times) * 1000, "held_median": statistics.median(times) * 1000}
 
 
 def stress(server, clients: int, count: int, big: int) -> None:
@@ -578,6 +632,9 @@ def run_size(args: argparse.Namespace, workdir: Path, count: int) -> dict[str, d
             print(f"  Maildir filled and Dovecot up in {time.monotonic() - started:.1f} s",
                   flush=True)
         out.update(measure(list(servers), args.runs, workdir))
+        for server in servers:
+            if server.name in out:
+                out[server.name].update(held_up(server))
         memory["after"] = settled_rss_mib(mailcoach.pid)
         if args.stress:
             stress(mailcoach, args.stress, count, big)
@@ -597,15 +654,17 @@ def report(out: dict[str, dict]) -> None:
         print(f"\n  {'':28} {'mailcoach':>11}  target")
         for key, label in LABELS.items():
             target = "< 100 ms " + ("ok" if ours[key] < 100 else "MISSED") \
-                if key == "idle_push" else "" if key in _EXPLAINING \
+                if key in ("idle_push", "held_worst") else "" if key in _EXPLAINING \
                 else "<= 1x Dovecot (not measured)"
             print(f"  {label:28} {ours[key]:9.1f}ms  {target}")
     else:
         print(f"\n  {'':28} {'mailcoach':>11} {'Dovecot':>11} {'ratio':>7}  target")
         for key, label in LABELS.items():
             ratio = ours[key] / theirs[key] if theirs[key] else float("nan")
-            if key == "idle_push":
+            if key in ("idle_push", "held_worst"):
                 target = "< 100 ms " + ("ok" if ours[key] < 100 else "MISSED")
+            elif key == "held_median":
+                target = "(while the other LOGINs, SELECTs and fetches every header)"
             elif key == "header_cpu":
                 target = "(what the wall clock above costs the server)"
             elif key == "header_client":

@@ -54,6 +54,8 @@ BENCHES = {
         rf"1,000 bodies, one FETCH +{NUMBER}ms",
         # The push may reach the IDLE client before the SMTP client reads its 250: < 0.
         rf"SMTP 250 -> EXISTS \(IDLE\) +-?{NUMBER}ms",
+        rf"another client's NOOP, worst +{NUMBER}ms",
+        rf"its median +{NUMBER}ms",
     ]),
     "long_memory": (["--messages", "400", "--memory", "200", "--runs", "1"], [
         rf"context of 200 turns: first call {NUMBER} ms, next calls {NUMBER} ms",
