@@ -177,10 +177,13 @@ class SelectedMailbox:
         # a subset of the snapshot's UIDs (see rows): as many means the same ones
         return rows if rows is not None and len(rows) == len(uids) else None
 
-    def ranges(self, spans: Iterable[Span], size: int, first: int = 0) -> Iterator[Span]:
+    @staticmethod
+    def ranges(spans: Iterable[Span], size: int, first: int = 0) -> Iterator[Span]:
         """``spans`` cut into ranges of at most ``size`` positions; with ``first``, the
         first range is at most that long and each next one twice the last, up to
         ``size`` (a client reads the first lines while the longer ones are made)."""
+        if size < 1:
+            raise ValueError(f"ranges of {size} positions")
         step = min(first, size) or size
         for start, stop in spans:
             low = start

@@ -117,7 +117,7 @@ def test_fetch_ranges_cover_the_spans_growing_from_a_short_first(spans, size, fi
     from mailcoach_server.imap.selected import SelectedMailbox
 
     spans = [(min(a, b), max(a, b)) for a, b in spans]
-    cut = list(SelectedMailbox.ranges(None, spans, size, first))  # type: ignore[arg-type]
+    cut = list(SelectedMailbox.ranges(spans, size, first))
     assert [p for low, high in cut for p in range(low, high)] == [
         p for low, high in spans for p in range(low, high)]
     assert all(0 < high - low <= size for low, high in cut)
