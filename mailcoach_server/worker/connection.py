@@ -102,19 +102,29 @@ class ImapConnection:
         where = f"{server.host}:{server.port}"
         context = client_context(server) if server.security != "none" else None
         lost: list[object] = []
+        gone = asyncio.get_running_loop().create_future()
 
         def connection_lost(_exc: object) -> None:  # wakes an IDLE waiting for a push
+            if not gone.done():
+                gone.set_result(None)
             if lost:
                 lost[0].idle_queue.put_nowait([b"* BYE connection lost"])
+        client = library.IMAP4(server.host, server.port, timeout=_COMMAND_TIMEOUT,
+                               conn_lost_cb=connection_lost,
+                               ssl_context=context if server.security == "tls" else None)
+        lost.append(client.protocol)
+        _watch_greeting(client.protocol, gone)
         try:
-            client = library.IMAP4(server.host, server.port, timeout=_COMMAND_TIMEOUT,
-                                   conn_lost_cb=connection_lost,
-                                   ssl_context=context if server.security == "tls" else None)
-            lost.append(client.protocol)
-            await client.wait_hello_from_server()
+            await _greeting(client, gone)
         except (TimeoutError, OSError, ssl.SSLError) as exc:
+            _drop(client)
             raise certificate_problem(exc, server, "IMAP") or ServerAway(
                 f"cannot reach the IMAP server {where}: {_reason(exc)}") from None
+        except Exception as exc:  # aioimaplib's own: a greeting it could not read
+            _drop(client)
+            if not _library_error(exc):
+                raise
+            raise ServerAway(f"the IMAP server {where}: {exc}") from None
         self = cls(client, server, login)
         try:
             if server.security == "starttls":
@@ -286,6 +296,51 @@ class ImapConnection:
         protocol = self._client.protocol
         return (protocol is not None and protocol.transport is not None
                 and not protocol.transport.is_closing() and protocol.state != "LOGOUT")
+
+
+def _watch_greeting(protocol: object, gone: asyncio.Future) -> None:
+    """A greeting other than OK or PREAUTH (``* BYE Too many connections``) ends the
+    wait for one with the server's words: aioimaplib's ``welcome`` raises it in a task
+    nobody awaits, and the state it waits for never comes."""
+    welcome = protocol.welcome
+
+    async def welcome_or_report(line: bytes) -> None:
+        try:
+            await welcome(line)
+        except Exception as exc:
+            if not _library_error(exc):
+                raise
+            if not gone.done():
+                gone.set_result(bytes(line).decode("utf-8", "replace")[:300])
+    protocol.welcome = welcome_or_report  # an instance attribute: this connection only
+
+
+async def _greeting(client: object, gone: asyncio.Future) -> None:
+    """The server's greeting, or an error as soon as the connection is lost or refused.
+
+    aioimaplib waits for the greeting until its timeout even when the server has
+    closed the connection or refused it (a server shutting down says ``* BYE`` and
+    closes): the worker would wait a minute to retry; here either ends the wait.
+    """
+    hello = asyncio.ensure_future(client.wait_hello_from_server())
+    await asyncio.wait((hello, gone), return_when=asyncio.FIRST_COMPLETED)
+    if hello.done():
+        hello.result()  # raises what the connection or the handshake raised
+        return
+    hello.cancel()
+    said = gone.result()
+    raise ConnectionRefusedError(f"the server greeted with {said!r}" if said else
+                                 "the server closed the connection before its greeting")
+
+
+def _drop(client: object) -> None:
+    """Close the socket of a client that never got a greeting (there is no LOGOUT to send).
+
+    A connection still being made was cancelled with the wait for the greeting.
+    """
+    transport = getattr(client.protocol, "transport", None)
+    if transport is not None:
+        transport.close()
 
 
 def _library_error(exc: BaseException) -> bool:

@@ -1,9 +1,15 @@
-"""Faults: two workers for one party, Dovecot restarting, a bad login, no server at all."""
+"""Faults: two workers for one party, Dovecot restarting, a bad login, no server at all,
+a server that refuses or drops the connection at its greeting."""
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
 import yaml
 
+from mailcoach_server.worker.connection import ImapConnection, ServerAway
+from mailcoach_server.worker.settings import MailServer
 from tests.mailservers import free_port
 from tests.support import wait_until
 from tests.worker.support import (
@@ -85,3 +91,37 @@ def test_an_unreachable_server_is_named_and_retried(mail, model_server, tmp_path
         wait_until(lambda: worker.stderr().count(f"cannot reach the IMAP server 127.0.0.1:{port}")
                    >= 2, 60, "two logged tries")
         assert worker.proc.poll() is None  # still trying, as a mail client would
+
+
+@pytest.mark.parametrize(("greeting", "said"), [
+    (None, "closed the connection before its greeting"),
+    (b"* BYE Too many connections from your IP\r\n",
+     "greeted with '\\* BYE Too many connections from your IP'"),
+    (b"220 an SMTP server on the IMAP port\r\n", "greeted with '220 an SMTP server"),
+])
+async def test_a_greeting_refused_or_cut_is_a_server_away_at_once(greeting, said):
+    """Not the minute of aioimaplib's timeout (a server shutting down says BYE and closes),
+    and the socket is closed, not left open until the garbage collector finds it."""
+    client_closed = asyncio.Event()
+
+    async def serve(reader, writer):
+        if greeting is not None:  # say it and keep the connection open: the client ends it
+            writer.write(greeting)
+            await writer.drain()
+            while await reader.read(1024):
+                pass
+            client_closed.set()
+        writer.close()
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(ServerAway, match=f"cannot reach the IMAP server 127.0.0.1:{port}: "
+                                             f".*{said}"):
+            # the bound only keeps a regression from hanging the suite (the timeout is 60 s)
+            await asyncio.wait_for(ImapConnection.open(MailServer("127.0.0.1", port, "none"),
+                                                       SWE1, "secret"), 30)
+        if greeting is not None:
+            await asyncio.wait_for(client_closed.wait(), 10)
+    finally:
+        server.close()
+        await server.wait_closed()
