@@ -98,33 +98,9 @@ class ImapConnection:
             LoginRefused: the server said NO to the login.
             TlsUnavailable: TLS as configured cannot be had (see the module docstring).
         """
-        library = imap_library()
         where = f"{server.host}:{server.port}"
         context = client_context(server) if server.security != "none" else None
-        lost: list[object] = []
-        gone = asyncio.get_running_loop().create_future()
-
-        def connection_lost(_exc: object) -> None:  # wakes an IDLE waiting for a push
-            if not gone.done():
-                gone.set_result(None)
-            if lost:
-                lost[0].idle_queue.put_nowait([b"* BYE connection lost"])
-        client = library.IMAP4(server.host, server.port, timeout=_COMMAND_TIMEOUT,
-                               conn_lost_cb=connection_lost,
-                               ssl_context=context if server.security == "tls" else None)
-        lost.append(client.protocol)
-        _watch_greeting(client.protocol, gone)
-        try:
-            await _greeting(client, gone)
-        except (TimeoutError, OSError, ssl.SSLError) as exc:
-            _drop(client)
-            raise certificate_problem(exc, server, "IMAP") or ServerAway(
-                f"cannot reach the IMAP server {where}: {_reason(exc)}") from None
-        except Exception as exc:  # aioimaplib's own: a greeting it could not read
-            _drop(client)
-            if not _library_error(exc):
-                raise
-            raise ServerAway(f"the IMAP server {where}: {exc}") from None
+        client = await _greeted_client(server, context)
         self = cls(client, server, login)
         try:
             if server.security == "starttls":
@@ -296,6 +272,38 @@ class ImapConnection:
         protocol = self._client.protocol
         return (protocol is not None and protocol.transport is not None
                 and not protocol.transport.is_closing() and protocol.state != "LOGOUT")
+
+
+async def _greeted_client(server: MailServer, context: ssl.SSLContext | None) -> object:
+    """An aioimaplib client that has the server's greeting, TLS from the first byte for
+    ``security: tls``; else :class:`ServerAway` (or the certificate's problem)."""
+    library = imap_library()
+    where = f"{server.host}:{server.port}"
+    lost: list[object] = []
+    gone = asyncio.get_running_loop().create_future()
+
+    def connection_lost(_exc: object) -> None:  # wakes an IDLE waiting for a push
+        if not gone.done():
+            gone.set_result(None)
+        if lost:
+            lost[0].idle_queue.put_nowait([b"* BYE connection lost"])
+    client = library.IMAP4(server.host, server.port, timeout=_COMMAND_TIMEOUT,
+                           conn_lost_cb=connection_lost,
+                           ssl_context=context if server.security == "tls" else None)
+    lost.append(client.protocol)
+    _watch_greeting(client.protocol, gone)
+    try:
+        await _greeting(client, gone)
+    except (TimeoutError, OSError, ssl.SSLError) as exc:
+        _drop(client)
+        raise certificate_problem(exc, server, "IMAP") or ServerAway(
+            f"cannot reach the IMAP server {where}: {_reason(exc)}") from None
+    except Exception as exc:  # aioimaplib's own: a greeting it could not read
+        _drop(client)
+        if not _library_error(exc):
+            raise
+        raise ServerAway(f"the IMAP server {where}: {exc}") from None
+    return client
 
 
 def _watch_greeting(protocol: object, gone: asyncio.Future) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import select
 import signal
 import socket
@@ -294,7 +295,11 @@ async def test_stub_not_running(tmp_path: Path) -> None:
 
 async def test_invalid_answer(tmp_path: Path) -> None:
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
+        head = await reader.readuntil(b"\r\n\r\n")
+        # the request's body too: closing with it unread makes the kernel send a reset,
+        # which can reach the client before the answer does
+        length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+        await reader.readexactly(int(length.group(1)) if length else 0)
         writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nnot json at all")
         await writer.drain()
         writer.close()
