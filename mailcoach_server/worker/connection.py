@@ -298,7 +298,7 @@ async def _greeted_client(server: MailServer, context: ssl.SSLContext | None) ->
         _drop(client)
         raise certificate_problem(exc, server, "IMAP") or ServerAway(
             f"cannot reach the IMAP server {where}: {_reason(exc)}") from None
-    except Exception as exc:  # aioimaplib's own: a greeting it could not read
+    except BaseException as exc:  # aioimaplib's own (a greeting it could not read), a cancel
         _drop(client)
         if not _library_error(exc):
             raise
@@ -331,11 +331,15 @@ async def _greeting(client: object, gone: asyncio.Future) -> None:
     closes): the worker would wait a minute to retry; here either ends the wait.
     """
     hello = asyncio.ensure_future(client.wait_hello_from_server())
-    await asyncio.wait((hello, gone), return_when=asyncio.FIRST_COMPLETED)
-    if hello.done():
+    try:
+        await asyncio.wait((hello, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:  # also when the caller gives up: nothing is left waiting for a minute
+        greeted = hello.done()
+        if not greeted:
+            hello.cancel()
+    if greeted:
         hello.result()  # raises what the connection or the handshake raised
         return
-    hello.cancel()
     said = gone.result()
     raise ConnectionRefusedError(f"the server greeted with {said!r}" if said else
                                  "the server closed the connection before its greeting")
