@@ -279,18 +279,16 @@ async def _greeted_client(server: MailServer, context: ssl.SSLContext | None) ->
     ``security: tls``; else :class:`ServerAway` (or the certificate's problem)."""
     library = imap_library()
     where = f"{server.host}:{server.port}"
-    lost: list[object] = []
     gone = asyncio.get_running_loop().create_future()
 
-    def connection_lost(_exc: object) -> None:  # wakes an IDLE waiting for a push
+    def connection_lost(_exc: object) -> None:  # ends a wait for the greeting, wakes an IDLE
         if not gone.done():
             gone.set_result(None)
-        if lost:
-            lost[0].idle_queue.put_nowait([b"* BYE connection lost"])
+        client.protocol.idle_queue.put_nowait([b"* BYE connection lost"])
+    # the connection is made in a task: connection_lost runs only once ``client`` is set
     client = library.IMAP4(server.host, server.port, timeout=_COMMAND_TIMEOUT,
                            conn_lost_cb=connection_lost,
                            ssl_context=context if server.security == "tls" else None)
-    lost.append(client.protocol)
     _watch_greeting(client.protocol, gone)
     try:
         await _greeting(client, gone)

@@ -125,3 +125,25 @@ async def test_a_greeting_refused_or_cut_is_a_server_away_at_once(greeting, said
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_a_caller_that_stops_waiting_for_the_greeting_leaves_no_socket():
+    """The worker gives up on a connect when it stops (a cancel): the socket closes then,
+    not a minute later when aioimaplib's own wait for a greeting would end."""
+    client_closed = asyncio.Event()
+
+    async def serve(reader, writer):  # accepts and never greets
+        while await reader.read(1024):
+            pass
+        client_closed.set()
+        writer.close()
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(ImapConnection.open(MailServer("127.0.0.1", port, "none"),
+                                                       SWE1, "secret"), 0.5)
+        await asyncio.wait_for(client_closed.wait(), 10)
+    finally:
+        server.close()
+        await server.wait_closed()
